@@ -1,0 +1,1 @@
+//! The rbuild command line.

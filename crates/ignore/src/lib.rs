@@ -1,0 +1,1 @@
+//! Docker .dockerignore rules and Go filepath.Match wildcards.

@@ -1,0 +1,1 @@
+//! Image import/export: OCI layout and archive, docker-archive.

@@ -1,0 +1,1 @@
+//! Dockerfile to BuildGraph: lexer, parser, expansion, stages, planning.

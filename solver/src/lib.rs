@@ -1,0 +1,1 @@
+//! BuildGraph to image: cache keys, scheduling, execution.
