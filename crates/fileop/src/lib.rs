@@ -1,0 +1,1 @@
+//! File actions of the build graph, executed safely inside roots.
