@@ -1,1 +1,5 @@
-//! Dockerfile to BuildGraph: lexer, parser, expansion, stages, planning.
+//! # rbuild-frontend — Dockerfile to BuildGraph
+//!
+//! (Being written: parser, expansion, planning.)
+
+pub mod expand;

@@ -1,0 +1,1 @@
+//! Variable expansion as BuildKit's shell lexer does it (being written).
