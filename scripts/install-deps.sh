@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Install the Debian packages rbuild's build, example and tests need. Idempotent; root only.
+set -euo pipefail
+pkgs=(busybox-static python3 docker-registry skopeo umoci runc zstd pigz jq apache2-utils openssl iproute2 hyperfine)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+# The shipped registry service listens on all interfaces; tests start their own on 127.0.0.1.
+if command -v systemctl >/dev/null 2>&1; then systemctl disable --now docker-registry >/dev/null 2>&1 || true; fi
