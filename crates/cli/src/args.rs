@@ -1,0 +1,183 @@
+//! The command line, as clap definitions. Spelling and meaning follow `docker build`.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "rbuild",
+    version,
+    about = "Build OCI images from Dockerfiles, without a daemon",
+    long_about = "Build OCI images from Dockerfiles, without a daemon.\n\n`rbuild -t app .` is `rbuild build -t app .`.",
+    after_help = "Examples:\n  rbuild -t hello:latest examples/hello\n  rbuild images\n  rbuild -t hello --output type=oci,dest=hello.tar examples/hello\n  rbuild load busybox-oci/\n  rbuild run --rm hello"
+)]
+pub struct Cli {
+    /// Store root (default: $RBUILD_ROOT, /var/lib/rbuild as root, else $XDG_DATA_HOME/rbuild).
+    #[arg(long, global = true, env = "RBUILD_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// More logging on stderr (-v, -vv).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Build an image from a Dockerfile.
+    Build(BuildArgs),
+    /// List images in the local store.
+    Images(ImagesArgs),
+    /// Remove images.
+    Rmi {
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Import images from an OCI layout directory, OCI archive or docker-archive tar.
+    Load {
+        /// Path to the archive or layout (or -i).
+        path: Option<PathBuf>,
+        #[arg(short, long, value_name = "FILE")]
+        input: Option<PathBuf>,
+        /// Name to give the image when the archive has none.
+        #[arg(short, long)]
+        tag: Option<String>,
+    },
+    /// Save an image to a docker-archive (default) or OCI archive.
+    Save {
+        image: String,
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+        #[arg(long, value_enum, default_value = "docker")]
+        format: SaveFormat,
+    },
+    /// Show an image's config and manifest as JSON.
+    Inspect { image: String },
+    /// Show an image's history.
+    History {
+        image: String,
+        #[arg(long)]
+        no_trunc: bool,
+    },
+    /// Give an image another name.
+    Tag { source: String, target: String },
+    /// Print the syntax tree of a Dockerfile.
+    Parse {
+        #[arg(short = 'f', long = "file", default_value = "Dockerfile")]
+        file: PathBuf,
+        #[arg(long, value_enum, default_value = "json")]
+        format: ParseFormat,
+    },
+    /// Generate shell completions.
+    Completion { shell: clap_complete::Shell },
+    /// Print the man page.
+    #[command(hide = true)]
+    Man,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum SaveFormat {
+    Docker,
+    Oci,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ParseFormat {
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct ImagesArgs {
+    /// Only image ids.
+    #[arg(short, long)]
+    pub quiet: bool,
+    #[arg(long, value_enum)]
+    pub format: Option<ImagesFormat>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ImagesFormat {
+    Json,
+    Table,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ProgressMode {
+    Auto,
+    Tty,
+    Plain,
+    Json,
+    Quiet,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BuildArgs {
+    /// Build context: a directory.
+    pub context: PathBuf,
+    /// Name and optionally tag (name:tag). Repeatable.
+    #[arg(short = 't', long = "tag", value_name = "NAME[:TAG]")]
+    pub tags: Vec<String>,
+    /// Dockerfile (default: CONTEXT/Dockerfile).
+    #[arg(short = 'f', long = "file", value_name = "PATH")]
+    pub file: Option<PathBuf>,
+    /// Set a build-time variable (KEY=VALUE, or KEY to take it from the environment).
+    #[arg(long = "build-arg", value_name = "KEY[=VALUE]")]
+    pub build_args: Vec<String>,
+    /// Build only up to this stage.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Do not use the cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Do not use the cache for these stages.
+    #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
+    pub no_cache_filter: Vec<String>,
+    /// Progress output.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: ProgressMode,
+    /// Print only the image id.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Output: type=image (default), type=oci,dest=FILE, type=docker,dest=FILE, type=local,dest=DIR, type=tar,dest=FILE.
+    #[arg(short = 'o', long = "output", value_name = "SPEC")]
+    pub outputs: Vec<String>,
+    /// Set a label on the image (KEY=VALUE).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Secret to expose to RUN --mount=type=secret (id=ID,src=PATH | id=ID,env=VAR).
+    #[arg(long = "secret", value_name = "SPEC")]
+    pub secrets: Vec<String>,
+    /// SSH agent socket to forward (default or ID=PATH).
+    #[arg(long = "ssh", value_name = "ID[=SOCKET]")]
+    pub ssh: Vec<String>,
+    /// Default network mode for RUN (default, none, host).
+    #[arg(long, value_name = "MODE")]
+    pub network: Option<String>,
+    /// Target platform (only the host's platform is supported).
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Write the image id to this file.
+    #[arg(long, value_name = "FILE")]
+    pub iidfile: Option<PathBuf>,
+    /// Write build result metadata (JSON) to this file.
+    #[arg(long = "metadata-file", value_name = "FILE")]
+    pub metadata_file: Option<PathBuf>,
+    /// Extra build context (NAME=DIR).
+    #[arg(long = "build-context", value_name = "NAME=DIR")]
+    pub build_contexts: Vec<String>,
+    /// Allow privileged modes: network.host, security.insecure.
+    #[arg(long, value_name = "ENTITLEMENT", value_delimiter = ',')]
+    pub allow: Vec<String>,
+    /// Maximum number of steps running at once.
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Memory limit for RUN steps (e.g. 256m).
+    #[arg(long, value_name = "BYTES")]
+    pub memory: Option<String>,
+    /// CPU limit for RUN steps (e.g. 1.5).
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// Process limit for RUN steps.
+    #[arg(long = "pids-limit")]
+    pub pids_limit: Option<u64>,
+}

@@ -1,0 +1,449 @@
+//! `rbuild build`: Dockerfile + context → image (+ outputs).
+
+use crate::args::{BuildArgs, ProgressMode};
+use crate::outputs::{self, OutputSpec};
+use crate::progress::{Mode, Progress};
+use crate::resolver::StoreResolver;
+use anyhow::{anyhow, bail, Context as _};
+use rbuild_solver::{LocalImages, SecretSource, SolveError, SolveOptions, Solver};
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> {
+    // Everything that can be checked without the store is checked first, so bad input changes
+    // nothing.
+    let context = args.context.clone();
+    if !context.is_dir() {
+        bail!(
+            "build context {} is not a directory",
+            context.display()
+        );
+    }
+    let dockerfile_path = match &args.file {
+        Some(f) if f.as_os_str() == "-" => PathBuf::from("-"),
+        Some(f) => f.clone(),
+        None => context.join("Dockerfile"),
+    };
+    let (dockerfile_name, dockerfile) = if dockerfile_path.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+            .context("reading the Dockerfile from stdin")?;
+        ("Dockerfile".to_string(), s)
+    } else {
+        let text = std::fs::read_to_string(&dockerfile_path).with_context(|| {
+            format!("reading Dockerfile {}", dockerfile_path.display())
+        })?;
+        (display_name(&dockerfile_path), text)
+    };
+    let dockerignore = read_dockerignore(&context, &dockerfile_path)?;
+    let build_args = parse_build_args(&args.build_args)?;
+    let labels = parse_kv(&args.labels, "--label")?;
+    if let Some(p) = &args.platform {
+        let host = format!("linux/{}", rbuild_oci::host_arch());
+        if p != &host && p != "local" {
+            bail!("--platform {p}: only the host platform ({host}) can be built here (no emulation)");
+        }
+    }
+    let outputs: Vec<OutputSpec> = args
+        .outputs
+        .iter()
+        .map(|o| OutputSpec::parse(o))
+        .collect::<Result<_, _>>()?;
+    let mut allow_net_host = false;
+    let mut allow_insecure = false;
+    for a in &args.allow {
+        match a.as_str() {
+            "network.host" => allow_net_host = true,
+            "security.insecure" => allow_insecure = true,
+            other => bail!("--allow {other}: unknown entitlement (network.host, security.insecure)"),
+        }
+    }
+    let secrets = parse_secrets(&args.secrets)?;
+    let ssh = parse_ssh(&args.ssh)?;
+    let mut contexts = BTreeMap::new();
+    contexts.insert("context".to_string(), context.canonicalize()?);
+    let mut named = BTreeMap::new();
+    for bc in &args.build_contexts {
+        let (name, src) = bc
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--build-context {bc}: expected NAME=DIR"))?;
+        let dir = PathBuf::from(src);
+        if !dir.is_dir() {
+            bail!("--build-context {name}={src}: not a directory");
+        }
+        contexts.insert(name.to_string(), dir.canonicalize()?);
+        named.insert(name.to_string(), rbuild_frontend::NamedContext::Local);
+    }
+    let limits = rbuild_sandbox::Limits {
+        memory: args.memory.as_deref().map(parse_bytes).transpose()?,
+        cpus: args.cpus,
+        pids: args.pids_limit,
+    };
+    // SOURCE_DATE_EPOCH: from the build args first (as BuildKit), else the environment.
+    let sde = build_args
+        .get("SOURCE_DATE_EPOCH")
+        .cloned()
+        .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok())
+        .map(|s| {
+            s.trim()
+                .parse::<i64>()
+                .map_err(|_| anyhow!("SOURCE_DATE_EPOCH={s}: not a number of seconds"))
+        })
+        .transpose()?;
+
+    // Syntax errors are reported before the store is even opened.
+    if let Err(e) = rbuild_frontend::parse(&dockerfile_name, &dockerfile) {
+        eprintln!("{}", e.render());
+        return Ok(ExitCode::from(1));
+    }
+
+    // Every mount from here on lives in rbuild's own mount namespace and vanishes with it.
+    if let Err(e) = rbuild_sandbox::enter_private_mount_namespace() {
+        bail!(
+            "cannot create a private mount namespace: {e}\nhint: building needs root (CAP_SYS_ADMIN for mount and namespace creation); run rbuild as root"
+        );
+    }
+    let store = Arc::new(crate::open_store(root)?);
+    let snapshotter = Arc::new(
+        rbuild_snapshotter::Snapshotter::open(&store.root().join("snapshots"))
+            .context("opening the snapshotter")?,
+    );
+    let _ = snapshotter.cleanup_stale();
+    let _lease = store.lease("build").context("taking a lease on the store")?;
+
+    let resolver = StoreResolver::new(store.clone());
+    let plan_opts = rbuild_frontend::PlanOptions {
+        dockerfile_name: dockerfile_name.clone(),
+        dockerfile: dockerfile.clone(),
+        dockerignore,
+        build_args,
+        target: args.target.clone(),
+        no_cache: args.no_cache,
+        no_cache_filter: args.no_cache_filter.clone(),
+        labels,
+        platform: rbuild_oci::Platform::host(),
+        build_contexts: named,
+    };
+    let def = match rbuild_frontend::plan(&plan_opts, &resolver) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("{}", e.render());
+            return Ok(ExitCode::from(1));
+        }
+    };
+
+    let mode = match (args.quiet, args.progress) {
+        (true, _) | (_, ProgressMode::Quiet) => Mode::Quiet,
+        (_, ProgressMode::Plain) => Mode::Plain,
+        (_, ProgressMode::Json) => Mode::Json,
+        (_, ProgressMode::Tty) => Mode::Tty,
+        (_, ProgressMode::Auto) => {
+            if std::io::stderr().is_terminal() {
+                Mode::Tty
+            } else {
+                Mode::Plain
+            }
+        }
+    };
+    let progress = Progress::start(mode);
+    let needs_rootfs = outputs.iter().any(|o| o.needs_rootfs());
+    let opts = SolveOptions {
+        contexts,
+        secrets,
+        ssh,
+        jobs: args.jobs,
+        allow_network_host: allow_net_host,
+        allow_insecure,
+        source_date_epoch: sde,
+        materialize_target: needs_rootfs,
+        init_exe: None,
+        limits,
+    };
+    let solver = Arc::new(Solver::new(
+        store.clone(),
+        snapshotter.clone(),
+        Arc::new(LocalImages(store.clone())),
+        progress.sink(),
+        opts,
+    ));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let source = def.source.clone();
+    let result = rt.block_on(async {
+        let solve = solver.solve(def);
+        tokio::select! {
+            r = solve => r,
+            _ = tokio::signal::ctrl_c() => Err(SolveError::Cancelled),
+        }
+    });
+    let result = match result {
+        Ok(r) => r,
+        Err(e) => {
+            progress.finish();
+            report_failure(&e, source.as_ref(), &dockerfile_name, &dockerfile);
+            return Ok(ExitCode::from(1));
+        }
+    };
+
+    // Name the image, then the other outputs.
+    let record = rbuild_store::ImageRecord {
+        manifest: result.manifest.clone(),
+        config: result.config_digest.clone(),
+        media_type: rbuild_oci::MEDIA_TYPE_OCI_MANIFEST.to_string(),
+        size: image_size(&store, &result.manifest),
+        created: result.config.created.clone(),
+    };
+    let wants_image = outputs.is_empty() || outputs.iter().any(|o| o.is_image());
+    if wants_image {
+        for t in &args.tags {
+            store
+                .put_image(t, &record)
+                .with_context(|| format!("naming the image {t}"))?;
+        }
+    }
+    for o in &outputs {
+        outputs::export(&store, &snapshotter, &result, &args.tags, o)?;
+    }
+    progress.finish();
+    let id = result.config_digest.to_string();
+    if let Some(f) = &args.iidfile {
+        std::fs::write(f, &id).with_context(|| format!("writing {}", f.display()))?;
+    }
+    if let Some(f) = &args.metadata_file {
+        let meta = serde_json::json!({
+            "containerimage.digest": result.manifest.to_string(),
+            "containerimage.config.digest": id,
+            "image.name": args.tags.join(","),
+        });
+        std::fs::write(f, serde_json::to_vec_pretty(&meta)?)
+            .with_context(|| format!("writing {}", f.display()))?;
+    }
+    println!("{id}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn image_size(store: &rbuild_store::Store, manifest: &rbuild_oci::Digest) -> u64 {
+    rbuild_image::read_manifest(store, manifest)
+        .map(|m| m.config.size + m.layers.iter().map(|l| l.size).sum::<u64>())
+        .unwrap_or(0)
+}
+
+fn display_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| p.display().to_string())
+}
+
+/// `<Dockerfile>.dockerignore` beside the Dockerfile wins over the context's `.dockerignore`.
+fn read_dockerignore(context: &Path, dockerfile: &Path) -> anyhow::Result<Option<String>> {
+    if dockerfile.as_os_str() != "-" {
+        let specific = PathBuf::from(format!("{}.dockerignore", dockerfile.display()));
+        if specific.is_file() {
+            return Ok(Some(std::fs::read_to_string(&specific).with_context(|| {
+                format!("reading {}", specific.display())
+            })?));
+        }
+    }
+    let p = context.join(".dockerignore");
+    if p.is_file() {
+        return Ok(Some(
+            std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?,
+        ));
+    }
+    Ok(None)
+}
+
+fn parse_build_args(list: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for a in list {
+        match a.split_once('=') {
+            Some((k, v)) => {
+                out.insert(k.to_string(), v.to_string());
+            }
+            None => {
+                // `--build-arg KEY` takes the value from the environment, or is ignored.
+                if let Ok(v) = std::env::var(a) {
+                    out.insert(a.clone(), v);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn parse_kv(list: &[String], flag: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for a in list {
+        let (k, v) = a
+            .split_once('=')
+            .ok_or_else(|| anyhow!("{flag} {a}: expected KEY=VALUE"))?;
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+fn parse_secrets(list: &[String]) -> anyhow::Result<BTreeMap<String, SecretSource>> {
+    let mut out = BTreeMap::new();
+    for s in list {
+        let mut id = None;
+        let mut src = None;
+        let mut env = None;
+        for part in s.split(',') {
+            let (k, v) = part.split_once('=').unwrap_or(("id", part));
+            match k {
+                "id" => id = Some(v.to_string()),
+                "src" | "source" => src = Some(v.to_string()),
+                "env" => env = Some(v.to_string()),
+                "type" => {}
+                other => bail!("--secret {s}: unknown key {other} (id, src, env)"),
+            }
+        }
+        let id = id.ok_or_else(|| anyhow!("--secret {s}: missing id="))?;
+        let source = match (src, env) {
+            (Some(p), _) => SecretSource::File(PathBuf::from(p)),
+            (None, Some(e)) => SecretSource::Env(
+                std::env::var(&e).map_err(|_| anyhow!("--secret {s}: environment variable {e} is not set"))?,
+            ),
+            (None, None) => match std::env::var(&id) {
+                Ok(v) => SecretSource::Env(v),
+                Err(_) => bail!("--secret {s}: give src=PATH or env=VAR"),
+            },
+        };
+        out.insert(id, source);
+    }
+    Ok(out)
+}
+
+fn parse_ssh(list: &[String]) -> anyhow::Result<BTreeMap<String, PathBuf>> {
+    let mut out = BTreeMap::new();
+    for s in list {
+        let (id, path) = match s.split_once('=') {
+            Some((id, p)) => (id.to_string(), PathBuf::from(p)),
+            None => (
+                s.clone(),
+                PathBuf::from(
+                    std::env::var("SSH_AUTH_SOCK")
+                        .map_err(|_| anyhow!("--ssh {s}: SSH_AUTH_SOCK is not set"))?,
+                ),
+            ),
+        };
+        out.insert(id, path);
+    }
+    Ok(out)
+}
+
+/// `256m`, `1g`, `1024` → bytes.
+pub fn parse_bytes(s: &str) -> anyhow::Result<u64> {
+    let t = s.trim().to_ascii_lowercase();
+    let (num, mult) = match t.trim_end_matches('b').chars().last() {
+        Some('k') => (&t[..t.trim_end_matches('b').len() - 1], 1u64 << 10),
+        Some('m') => (&t[..t.trim_end_matches('b').len() - 1], 1 << 20),
+        Some('g') => (&t[..t.trim_end_matches('b').len() - 1], 1 << 30),
+        _ => (t.trim_end_matches('b'), 1),
+    };
+    num.parse::<u64>()
+        .map(|n| n * mult)
+        .map_err(|_| anyhow!("{s}: not a size (e.g. 256m, 1g)"))
+}
+
+/// Print a failed build: what failed, where in the Dockerfile (file:line:col, the line, a caret),
+/// the exit code and the last lines of output.
+fn report_failure(
+    e: &SolveError,
+    source: Option<&rbuild_ops::SourceFile>,
+    name: &str,
+    text: &str,
+) {
+    let (name, text) = match source {
+        Some(s) => (s.name.as_str(), &*s.text),
+        None => (name, text),
+    };
+    match e {
+        SolveError::Exec {
+            instruction,
+            span,
+            status,
+            tail,
+            ..
+        } => {
+            eprintln!("error: {instruction}: {status}");
+            if let Some(sp) = span {
+                eprint!("{}", quote_span(name, text, sp));
+            }
+            if !tail.is_empty() {
+                eprintln!("last output:");
+                for l in tail {
+                    eprintln!("  > {l}");
+                }
+            }
+        }
+        SolveError::Step {
+            instruction,
+            span,
+            message,
+        } => {
+            eprintln!("error: {instruction}: {message}");
+            if let Some(sp) = span {
+                eprint!("{}", quote_span(name, text, sp));
+            }
+        }
+        SolveError::Cancelled => eprintln!("error: build cancelled"),
+        SolveError::Internal(m) => eprintln!("error: {m}"),
+    }
+}
+
+fn quote_span(name: &str, text: &str, sp: &rbuild_ops::Span) -> String {
+    let mut out = format!(" --> {name}:{}:{}\n", sp.start_line, sp.start_col.max(1));
+    let lines: Vec<&str> = text.lines().collect();
+    let width = sp.end_line.max(sp.start_line).to_string().len();
+    for ln in sp.start_line..=sp.end_line.max(sp.start_line) {
+        if let Some(l) = lines.get(ln as usize - 1) {
+            out.push_str(&format!("{ln:>width$} | {l}\n"));
+            if ln == sp.start_line {
+                let col = sp.start_col.max(1) as usize;
+                let len = if sp.end_line == sp.start_line && sp.end_col as usize > col {
+                    sp.end_col as usize - col
+                } else {
+                    l.chars().count().saturating_sub(col - 1).max(1)
+                };
+                out.push_str(&format!(
+                    "{:>width$} | {}{}\n",
+                    "",
+                    " ".repeat(col - 1),
+                    "^".repeat(len.max(1))
+                ));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("256m").unwrap(), 256 << 20);
+        assert_eq!(parse_bytes("1g").unwrap(), 1 << 30);
+        assert_eq!(parse_bytes("1024").unwrap(), 1024);
+        assert!(parse_bytes("lots").is_err());
+    }
+
+    #[test]
+    fn caret() {
+        let sp = rbuild_ops::Span {
+            start_line: 2,
+            start_col: 1,
+            end_line: 2,
+            end_col: 11,
+        };
+        let q = quote_span("Dockerfile", "FROM x\nRUN exit 3\n", &sp);
+        assert_eq!(q, " --> Dockerfile:2:1\n2 | RUN exit 3\n  | ^^^^^^^^^^\n");
+    }
+}

@@ -1,1 +1,0 @@
-//! The rbuild command line.

@@ -1,0 +1,208 @@
+//! # rbuild — the command line
+//!
+//! Parses arguments (clap), opens the store, and drives the frontend, the solver and the
+//! exporters; renders progress on stderr. The only crate that uses `anyhow`: errors from the
+//! libraries arrive typed and are turned into messages (one line first, details after) here.
+//!
+//! Exit codes: 0 success, 1 the build (or command) failed, 2 usage error.
+
+mod args;
+mod build;
+mod images;
+mod outputs;
+mod progress;
+mod resolver;
+mod tty;
+
+use args::{Cli, Command};
+use clap::{CommandFactory, Parser};
+use std::process::ExitCode;
+
+/// Subcommand names; anything else as first argument means `build` (`rbuild -t app .`).
+const SUBCOMMANDS: &[&str] = &[
+    "build",
+    "images",
+    "rmi",
+    "load",
+    "save",
+    "inspect",
+    "history",
+    "tag",
+    "parse",
+    "completion",
+    "man",
+    "help",
+];
+
+fn main() -> ExitCode {
+    // Must come first: the sandbox re-executes this binary as its init.
+    rbuild_sandbox::init_if_requested();
+
+    let argv: Vec<String> = std::env::args().collect();
+    let argv = implicit_build(argv);
+    let cli = match Cli::try_parse_from(&argv) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_logging(cli.verbose);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            print_error(&e);
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `rbuild -t app .` → `rbuild build -t app .`: when the first argument that is not a global
+/// option is not a subcommand (and not --help/--version), insert `build`.
+fn implicit_build(mut argv: Vec<String>) -> Vec<String> {
+    let mut i = 1;
+    while i < argv.len() {
+        let a = argv[i].as_str();
+        if a == "--root" {
+            i += 2;
+            continue;
+        }
+        if a.starts_with("--root=") || a == "-v" || a == "-vv" || a == "--verbose" {
+            i += 1;
+            continue;
+        }
+        break;
+    }
+    if let Some(a) = argv.get(i) {
+        let a = a.as_str();
+        if !SUBCOMMANDS.contains(&a) && !matches!(a, "-h" | "--help" | "-V" | "--version") {
+            argv.insert(i, "build".to_string());
+        }
+    }
+    argv
+}
+
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RBUILD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Print an error: first line `error: …`, then the causes.
+pub fn print_error(e: &anyhow::Error) {
+    let mut chain = e.chain();
+    if let Some(first) = chain.next() {
+        eprintln!("error: {first}");
+    }
+    for cause in chain {
+        eprintln!("  caused by: {cause}");
+    }
+}
+
+fn open_store(cli_root: &Option<std::path::PathBuf>) -> anyhow::Result<rbuild_store::Store> {
+    let root = cli_root
+        .clone()
+        .unwrap_or_else(rbuild_store::Store::default_root);
+    rbuild_store::Store::open(&root).map_err(|e| {
+        let mut msg = format!("opening the store at {}: {e}", root.display());
+        if !nix_is_root() {
+            msg.push_str(
+                "\nhint: rbuild needs root (or a user namespace with mount privileges) to build; run it as root or set RBUILD_ROOT to a writable directory",
+            );
+        }
+        anyhow::anyhow!(msg)
+    })
+}
+
+pub(crate) fn nix_is_root() -> bool {
+    // SAFETY-free: getuid via std's metadata of /proc/self.
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Build(args) => build::run(&cli.root, args),
+        Command::Images(a) => images::images(&open_store(&cli.root)?, &a),
+        Command::Rmi { images: names } => images::rmi(&open_store(&cli.root)?, &names),
+        Command::Load { path, input, tag } => {
+            let p = path.or(input).ok_or_else(|| {
+                anyhow::anyhow!("load needs a path: rbuild load FILE|DIR (or -i FILE)")
+            })?;
+            images::load(&open_store(&cli.root)?, &p, tag.as_deref())
+        }
+        Command::Save {
+            image,
+            output,
+            format,
+        } => images::save(&open_store(&cli.root)?, &image, &output, format),
+        Command::Inspect { image } => images::inspect(&open_store(&cli.root)?, &image),
+        Command::History { image, no_trunc } => {
+            images::history(&open_store(&cli.root)?, &image, no_trunc)
+        }
+        Command::Tag { source, target } => images::tag(&open_store(&cli.root)?, &source, &target),
+        Command::Parse { file, format: _ } => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?;
+            let name = file.display().to_string();
+            match rbuild_frontend::parse(&name, &text) {
+                Ok(df) => {
+                    let v = rbuild_frontend::to_json(&df);
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("{}", e.render());
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        Command::Completion { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "rbuild", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &[&str]) -> Vec<String> {
+        s.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn bare_form_means_build() {
+        assert_eq!(
+            implicit_build(v(&["rbuild", "-t", "app", "."])),
+            v(&["rbuild", "build", "-t", "app", "."])
+        );
+        assert_eq!(
+            implicit_build(v(&["rbuild", "--root", "/x", "."])),
+            v(&["rbuild", "--root", "/x", "build", "."])
+        );
+        assert_eq!(implicit_build(v(&["rbuild", "images"])), v(&["rbuild", "images"]));
+        assert_eq!(implicit_build(v(&["rbuild", "--help"])), v(&["rbuild", "--help"]));
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,243 @@
+//! `--output` specs and exporters (docker's `-o type=…,dest=…`).
+
+use anyhow::{anyhow, bail, Context as _};
+use rbuild_oci::Compression;
+use rbuild_snapshotter::Snapshotter;
+use rbuild_solver::SolveResult;
+use rbuild_store::Store;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OutputKind {
+    Image,
+    Oci,
+    Docker,
+    Local,
+    Tar,
+}
+
+#[derive(Clone, Debug)]
+pub struct OutputSpec {
+    pub kind: OutputKind,
+    /// `-` means stdout.
+    pub dest: Option<PathBuf>,
+    /// For oci: write a tar (default) or a layout directory.
+    pub tar: bool,
+    pub compression: Compression,
+    pub level: Option<u32>,
+    pub name: Option<String>,
+}
+
+impl OutputSpec {
+    pub fn parse(s: &str) -> anyhow::Result<OutputSpec> {
+        let mut kv = BTreeMap::new();
+        for part in s.split(',') {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| anyhow!("--output {s}: {part:?} is not KEY=VALUE"))?;
+            kv.insert(k.trim().to_string(), v.trim().to_string());
+        }
+        // `-o DIR` shorthand is type=local,dest=DIR (as docker).
+        let kind = match kv.remove("type").as_deref() {
+            Some("image") => OutputKind::Image,
+            Some("oci") => OutputKind::Oci,
+            Some("docker") => OutputKind::Docker,
+            Some("local") => OutputKind::Local,
+            Some("tar") => OutputKind::Tar,
+            Some(other) => bail!(
+                "--output {s}: unknown type {other:?} (image, oci, docker, local, tar)"
+            ),
+            None => bail!("--output {s}: missing type="),
+        };
+        let dest = kv.remove("dest").map(PathBuf::from);
+        if kind != OutputKind::Image && dest.is_none() {
+            bail!("--output {s}: dest= is required for this type");
+        }
+        let tar = match kv.remove("tar").as_deref() {
+            None | Some("true") => true,
+            Some("false") => false,
+            Some(v) => bail!("--output {s}: tar={v}: expected true or false"),
+        };
+        let compression = match kv.remove("compression").as_deref() {
+            None | Some("gzip") => Compression::Gzip,
+            Some("zstd") => Compression::Zstd,
+            Some("uncompressed") => Compression::None,
+            Some(v) => bail!("--output {s}: compression={v}: expected gzip, zstd or uncompressed"),
+        };
+        let level = kv
+            .remove("compression-level")
+            .map(|v| {
+                v.parse::<u32>()
+                    .map_err(|_| anyhow!("--output {s}: compression-level={v}: not a number"))
+            })
+            .transpose()?;
+        let name = kv.remove("name");
+        kv.remove("push");
+        if let Some(k) = kv.keys().next() {
+            bail!("--output {s}: unknown key {k:?}");
+        }
+        Ok(OutputSpec {
+            kind,
+            dest,
+            tar,
+            compression,
+            level,
+            name,
+        })
+    }
+
+    pub fn needs_rootfs(&self) -> bool {
+        matches!(self.kind, OutputKind::Local | OutputKind::Tar)
+    }
+
+    pub fn is_image(&self) -> bool {
+        self.kind == OutputKind::Image
+    }
+}
+
+fn open_dest(dest: &std::path::Path) -> anyhow::Result<Box<dyn std::io::Write>> {
+    if dest.as_os_str() == "-" {
+        return Ok(Box::new(std::io::stdout().lock()));
+    }
+    let f = std::fs::File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
+    Ok(Box::new(std::io::BufWriter::new(f)))
+}
+
+pub fn export(
+    store: &Store,
+    snapshotter: &Snapshotter,
+    result: &SolveResult,
+    tags: &[String],
+    o: &OutputSpec,
+) -> anyhow::Result<()> {
+    let mut names: Vec<String> = tags.to_vec();
+    if let Some(n) = &o.name {
+        names.extend(n.split(';').map(|s| s.to_string()));
+    }
+    match o.kind {
+        OutputKind::Image => Ok(()),
+        OutputKind::Oci => {
+            let dest = o.dest.as_ref().unwrap();
+            if o.tar {
+                let mut w = open_dest(dest)?;
+                rbuild_image::export_oci(
+                    store,
+                    &result.manifest,
+                    &names,
+                    o.compression,
+                    o.level,
+                    rbuild_image::OciDest::Tar(&mut w),
+                )
+                .with_context(|| format!("exporting OCI archive to {}", dest.display()))?;
+                w.flush().context("writing the OCI archive")?;
+            } else {
+                rbuild_image::export_oci(
+                    store,
+                    &result.manifest,
+                    &names,
+                    o.compression,
+                    o.level,
+                    rbuild_image::OciDest::Dir(dest),
+                )
+                .with_context(|| format!("exporting OCI layout to {}", dest.display()))?;
+            }
+            Ok(())
+        }
+        OutputKind::Docker => {
+            let dest = o.dest.as_ref().unwrap();
+            let mut w = open_dest(dest)?;
+            rbuild_image::export_docker_archive(store, &result.manifest, &names, &mut w)
+                .with_context(|| format!("exporting docker archive to {}", dest.display()))?;
+            w.flush().context("writing the docker archive")?;
+            Ok(())
+        }
+        OutputKind::Local | OutputKind::Tar => {
+            let dest = o.dest.as_ref().unwrap();
+            let snap = result
+                .target_snapshot
+                .as_deref()
+                .ok_or_else(|| anyhow!("the target's filesystem was not materialized"))?;
+            let key = format!("export-{}-{}", std::process::id(), rand_suffix());
+            let specs = snapshotter
+                .view(&key, snap)
+                .context("opening a view of the result")?;
+            let mnt = store.root().join("mnt").join(&key);
+            std::fs::create_dir_all(&mnt)?;
+            let res = (|| -> anyhow::Result<()> {
+                rbuild_snapshotter::mount::mount_all(&specs, &mnt).context("mounting the result")?;
+                let r = if o.kind == OutputKind::Tar {
+                    let mut w = open_dest(dest)?;
+                    rbuild_snapshotter::diff::write_layer(
+                        &mnt,
+                        &mut w,
+                        &rbuild_snapshotter::diff::LayerOptions::default(),
+                    )
+                    .map(|_| ())
+                    .context("writing the rootfs tar")
+                    .and_then(|_| w.flush().context("writing the rootfs tar"))
+                } else {
+                    std::fs::create_dir_all(dest)
+                        .with_context(|| format!("creating {}", dest.display()))?;
+                    copy_tree(&mnt, dest)
+                };
+                let _ = rbuild_snapshotter::mount::unmount(&mnt);
+                r
+            })();
+            let _ = std::fs::remove_dir(&mnt);
+            let _ = snapshotter.remove(&key);
+            res
+        }
+    }
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+/// Copy a rootfs tree through a tar stream: the layer writer reads it without following
+/// symlinks, the layer applier writes it safely beneath `dest`.
+fn copy_tree(src: &std::path::Path, dest: &std::path::Path) -> anyhow::Result<()> {
+    let (r, w) = std::io::pipe().context("creating a pipe")?;
+    let src = src.to_path_buf();
+    let writer = std::thread::spawn(move || {
+        let mut w = std::io::BufWriter::new(w);
+        rbuild_snapshotter::diff::write_layer(
+            &src,
+            &mut w,
+            &rbuild_snapshotter::diff::LayerOptions::default(),
+        )
+        .map(|_| ())
+        .map_err(|e| anyhow!("reading the rootfs: {e}"))
+    });
+    let applied = rbuild_snapshotter::diff::apply_layer(
+        std::io::BufReader::new(r),
+        dest,
+        &rbuild_snapshotter::diff::ApplyOptions::default(),
+    );
+    let wrote = writer.join().map_err(|_| anyhow!("rootfs reader panicked"))?;
+    wrote?;
+    applied.map_err(|e| anyhow!("writing {}: {e}", dest.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_outputs() {
+        let o = OutputSpec::parse("type=oci,dest=x.tar").unwrap();
+        assert_eq!(o.kind, OutputKind::Oci);
+        assert!(o.tar);
+        let o = OutputSpec::parse("type=oci,dest=d,tar=false,compression=zstd").unwrap();
+        assert!(!o.tar);
+        assert_eq!(o.compression, Compression::Zstd);
+        assert!(OutputSpec::parse("type=nope,dest=x").is_err());
+        assert!(OutputSpec::parse("type=oci").is_err());
+        assert!(OutputSpec::parse("type=oci,dest=x,bogus=1").is_err());
+    }
+}

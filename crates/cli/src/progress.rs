@@ -1,0 +1,143 @@
+//! Rendering solver events: `plain` (BuildKit's `#N` lines, for CI and pipes), `json` (one object
+//! per line) and `tty` (a live view). Everything goes to stderr; stdout carries only data.
+
+use rbuild_solver::{Event, EventSink};
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Plain,
+    Json,
+    Tty,
+    Quiet,
+}
+
+/// A running renderer: feed it through [`Progress::sink`], then [`Progress::finish`].
+pub struct Progress {
+    sink: EventSink,
+    handle: Option<JoinHandle<()>>,
+    tx: Option<mpsc::Sender<(SystemTime, Event)>>,
+}
+
+impl Progress {
+    pub fn start(mode: Mode) -> Progress {
+        let (tx, rx) = mpsc::channel::<(SystemTime, Event)>();
+        let handle = std::thread::spawn(move || match mode {
+            Mode::Plain => plain(rx),
+            Mode::Tty => crate::tty::render(rx),
+            Mode::Json => json(rx),
+            Mode::Quiet => for _ in rx {},
+        });
+        Progress {
+            sink: EventSink::new(tx.clone()),
+            handle: Some(handle),
+            tx: Some(tx),
+        }
+    }
+
+    pub fn sink(&self) -> EventSink {
+        self.sink.clone()
+    }
+
+    /// Send an event from the CLI itself (export steps).
+    pub fn send(&self, e: Event) {
+        self.sink.send(e);
+    }
+
+    /// Wait until every event has been rendered.
+    pub fn finish(mut self) {
+        self.tx.take();
+        self.sink = EventSink::discard();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+pub(crate) fn secs(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
+
+fn plain(rx: mpsc::Receiver<(SystemTime, Event)>) {
+    let stderr = std::io::stderr();
+    let mut last: Option<u32> = None;
+    let mut announced: HashMap<u32, bool> = HashMap::new();
+    for (_, ev) in rx {
+        let mut out = stderr.lock();
+        let v = vertex_of(&ev);
+        let n = v.number;
+        if last != Some(n) && last.is_some() {
+            let _ = writeln!(out);
+        }
+        last = Some(n);
+        if !announced.contains_key(&n) {
+            announced.insert(n, true);
+            let _ = writeln!(out, "#{n} {}", v.name);
+        }
+        let _ = match &ev {
+            Event::Started { .. } => Ok(()),
+            Event::Cached { .. } => writeln!(out, "#{n} CACHED"),
+            Event::CacheMiss { reason, .. } => writeln!(out, "#{n} CACHE MISS: {reason}"),
+            Event::Log { elapsed, line, .. } => {
+                writeln!(out, "#{n} {:.3} {line}", elapsed.as_secs_f64())
+            }
+            Event::Progress {
+                id, current, total, ..
+            } => match total {
+                Some(t) => writeln!(out, "#{n} {id} {}/{}", human(*current), human(*t)),
+                None => writeln!(out, "#{n} {id} {}", human(*current)),
+            },
+            Event::Done { duration, .. } => writeln!(out, "#{n} DONE {}", secs(*duration)),
+            Event::Failed { error, .. } => writeln!(out, "#{n} ERROR: {error}"),
+            Event::Cancelled { .. } => writeln!(out, "#{n} CANCELED"),
+        };
+    }
+}
+
+fn json(rx: mpsc::Receiver<(SystemTime, Event)>) {
+    let stderr = std::io::stderr();
+    for (t, ev) in rx {
+        let mut v = serde_json::to_value(&ev).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            let ts = t
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+            o.insert("time".into(), serde_json::json!(ts));
+        }
+        let mut out = stderr.lock();
+        let _ = writeln!(out, "{v}");
+    }
+}
+
+pub(crate) fn vertex_of(e: &Event) -> &rbuild_solver::VertexRef {
+    match e {
+        Event::Started { vertex }
+        | Event::Cached { vertex }
+        | Event::CacheMiss { vertex, .. }
+        | Event::Log { vertex, .. }
+        | Event::Progress { vertex, .. }
+        | Event::Done { vertex, .. }
+        | Event::Failed { vertex, .. }
+        | Event::Cancelled { vertex } => vertex,
+    }
+}
+
+pub fn human(n: u64) -> String {
+    const U: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut f = n as f64;
+    let mut i = 0;
+    while f >= 1000.0 && i < U.len() - 1 {
+        f /= 1000.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n}B")
+    } else {
+        format!("{f:.2}{}", U[i])
+    }
+}

@@ -1,0 +1,126 @@
+//! The live progress view on a terminal (indicatif): one line per step with its state and timer,
+//! and the last lines of output of running steps.
+
+use crate::progress::{secs, vertex_of};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rbuild_solver::Event;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime};
+
+struct Step {
+    bar: ProgressBar,
+    name: String,
+    started: Instant,
+    logs: VecDeque<String>,
+    done: bool,
+}
+
+pub fn render(rx: mpsc::Receiver<(SystemTime, Event)>) {
+    let mp = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
+    let running = ProgressStyle::with_template("{spinner:.blue} {msg}").unwrap();
+    let finished = ProgressStyle::with_template("{msg}").unwrap();
+    let color = std::env::var_os("NO_COLOR").is_none();
+    let paint = |code: &str, s: &str| {
+        if color {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    };
+    let mut steps: BTreeMap<u32, Step> = BTreeMap::new();
+    let start = Instant::now();
+    let (mut cached, mut ran) = (0, 0);
+    loop {
+        let ev = match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok((_, ev)) => Some(ev),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        if let Some(ev) = ev {
+            let v = vertex_of(&ev).clone();
+            let step = steps.entry(v.number).or_insert_with(|| {
+                let bar = mp.add(ProgressBar::new_spinner());
+                bar.set_style(running.clone());
+                Step {
+                    bar,
+                    name: v.name.clone(),
+                    started: Instant::now(),
+                    logs: VecDeque::new(),
+                    done: false,
+                }
+            });
+            match ev {
+                Event::Started { .. } => step.started = Instant::now(),
+                Event::Cached { .. } => {
+                    cached += 1;
+                    step.done = true;
+                    step.bar.set_style(finished.clone());
+                    step.bar
+                        .finish_with_message(format!("{} {}", paint("34", "CACHED"), step.name));
+                }
+                Event::Log { line, .. } => {
+                    if step.logs.len() == 6 {
+                        step.logs.pop_front();
+                    }
+                    step.logs.push_back(line);
+                }
+                Event::Done { duration, .. } => {
+                    ran += 1;
+                    step.done = true;
+                    step.bar.set_style(finished.clone());
+                    step.bar.finish_with_message(format!(
+                        "{} {} {}",
+                        paint("32", "DONE"),
+                        step.name,
+                        secs(duration)
+                    ));
+                }
+                Event::Failed { error, .. } => {
+                    step.done = true;
+                    step.bar.set_style(finished.clone());
+                    let tail: Vec<String> = step.logs.iter().map(|l| format!("\n  > {l}")).collect();
+                    step.bar.finish_with_message(format!(
+                        "{} {}: {error}{}",
+                        paint("31", "ERROR"),
+                        step.name,
+                        tail.concat()
+                    ));
+                }
+                Event::Cancelled { .. } => {
+                    step.done = true;
+                    step.bar.set_style(finished.clone());
+                    step.bar
+                        .finish_with_message(format!("{} {}", paint("33", "CANCELED"), step.name));
+                }
+                Event::CacheMiss { .. } | Event::Progress { .. } => {}
+            }
+        }
+        for s in steps.values() {
+            if s.done {
+                continue;
+            }
+            let tail: Vec<String> = s.logs.iter().map(|l| format!("\n    {l}")).collect();
+            s.bar.set_message(format!(
+                "{} {}{}",
+                s.name,
+                secs(s.started.elapsed()),
+                tail.concat()
+            ));
+            s.bar.tick();
+        }
+    }
+    let _ = mp.clear();
+    for s in steps.values() {
+        if let Some(m) = s.bar.message().lines().next() {
+            eprintln!("{m}");
+        }
+    }
+    eprintln!(
+        "{} in {} ({} cached, {} run)",
+        paint("1", "Finished"),
+        secs(start.elapsed()),
+        cached,
+        ran
+    );
+}

@@ -1,0 +1,184 @@
+//! Shared helpers for the CLI integration tests: a private store per test, the busybox base
+//! image (made from Debian's busybox-static, no network), and running the real `rbuild` binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+pub fn rbuild_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_rbuild")
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Skip (with a printed reason) unless we are root and the tools exist.
+pub fn require_root(tools: &[&str]) -> bool {
+    if !nix_is_root() {
+        eprintln!("SKIP: this test builds real images and needs root");
+        return false;
+    }
+    if !Path::new("/bin/busybox").exists() {
+        eprintln!("SKIP: /bin/busybox missing (apt-get install busybox-static)");
+        return false;
+    }
+    for t in tools {
+        if which(t).is_none() {
+            eprintln!("SKIP: {t} is not installed");
+            return false;
+        }
+    }
+    true
+}
+
+pub fn which(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(tool))
+            .find(|f| f.is_file())
+    })
+}
+
+fn nix_is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}
+
+/// The busybox OCI layout, made once per test process.
+pub fn busybox_layout() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("rbuild-test-busybox-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let out = Command::new("python3")
+            .arg(repo_root().join("testdata/base/make-busybox-image.py"))
+            .arg(&dir)
+            .output()
+            .expect("running make-busybox-image.py");
+        assert!(
+            out.status.success(),
+            "make-busybox-image.py failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir
+    })
+}
+
+/// A test environment: its own store root and a scratch dir.
+pub struct Env {
+    pub tmp: tempfile::TempDir,
+    pub root: PathBuf,
+}
+
+impl Env {
+    /// A fresh store with busybox:latest loaded.
+    pub fn with_busybox() -> Env {
+        let env = Env::empty();
+        let out = env.rbuild(&["load", busybox_layout().to_str().unwrap()]);
+        assert!(out.status.success(), "load failed: {}", stderr(&out));
+        env
+    }
+
+    pub fn empty() -> Env {
+        let tmp = tempfile::Builder::new()
+            .prefix("rbuild-it-")
+            .tempdir()
+            .unwrap();
+        let root = tmp.path().join("store");
+        Env { tmp, root }
+    }
+
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.tmp.path().join(p)
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(rbuild_bin());
+        c.env("RBUILD_ROOT", &self.root);
+        c.env_remove("SOURCE_DATE_EPOCH");
+        c
+    }
+
+    pub fn rbuild(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("running rbuild")
+    }
+
+    /// Write a context dir with the given files; returns its path.
+    pub fn context(&self, name: &str, files: &[(&str, &str)]) -> PathBuf {
+        let dir = self.path(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (p, content) in files {
+            let f = dir.join(p);
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(&f, content).unwrap();
+        }
+        dir
+    }
+
+    /// Build and assert success; returns (stdout, stderr).
+    pub fn build_ok(&self, args: &[&str]) -> (String, String) {
+        let mut a = vec!["build", "--progress=plain"];
+        a.extend_from_slice(args);
+        let out = self.rbuild(&a);
+        assert!(
+            out.status.success(),
+            "build failed ({:?}):\nstdout: {}\nstderr: {}",
+            out.status,
+            stdout(&out),
+            stderr(&out)
+        );
+        (stdout(&out), stderr(&out))
+    }
+
+    pub fn blob_count(&self) -> usize {
+        std::fs::read_dir(self.root.join("blobs/sha256"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+/// Run a command, assert success, return stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
+/// The mount table of this process, to check nothing stays mounted.
+pub fn mounts() -> String {
+    std::fs::read_to_string("/proc/self/mountinfo").unwrap()
+}
+
+/// Export `image` as an OCI archive and unpack it with umoci into a bundle; returns the bundle dir.
+pub fn umoci_bundle(env: &Env, tar: &Path, tag: &str) -> PathBuf {
+    let layout = env.path("layout");
+    let _ = std::fs::remove_dir_all(&layout);
+    std::fs::create_dir_all(&layout).unwrap();
+    run_ok(Command::new("tar").arg("-xf").arg(tar).arg("-C").arg(&layout));
+    let bundle = env.path("bundle");
+    let _ = std::fs::remove_dir_all(&bundle);
+    run_ok(
+        Command::new("umoci")
+            .arg("unpack")
+            .arg("--image")
+            .arg(format!("{}:{tag}", layout.display()))
+            .arg(&bundle),
+    );
+    bundle
+}

@@ -1,0 +1,848 @@
+//! Realizing one vertex: unpacking a base image, running a RUN in the sandbox, applying file
+//! actions — each ending in a committed snapshot and (for steps) a layer blob.
+
+use crate::events::{Event, Stream};
+use crate::record::{CacheRecord, ContentInfo, LayerInfo};
+use crate::solve::{Node, Run};
+use crate::SolveError;
+use rbuild_oci::{Digest, MEDIA_TYPE_OCI_LAYER};
+use rbuild_ops::{ExecOp, FileOp, MountKind, NetworkMode, Op, SecurityMode, Source, VertexId};
+use rbuild_snapshotter::{diff, mount};
+use rbuild_store::Store;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// A vertex's realized filesystem.
+#[derive(Debug, Clone)]
+pub(crate) struct Realized {
+    /// Committed snapshot name; None for scratch (the empty filesystem) or when only layers are known.
+    pub snapshot: Option<String>,
+    /// Layers of the filesystem, bottom first.
+    pub chain: Vec<LayerInfo>,
+    /// The layer this vertex added (steps only).
+    pub layer: Option<LayerInfo>,
+    /// For a local context source: its directory.
+    pub context: Option<PathBuf>,
+}
+
+pub(crate) fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// RFC 3339 UTC from unix seconds (no chrono needed for this one format).
+pub(crate) fn rfc3339(t: i64) -> String {
+    let days = t.div_euclid(86400);
+    let secs = t.rem_euclid(86400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z.rem_euclid(146097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        y,
+        m,
+        d,
+        secs / 3600,
+        (secs % 3600) / 60,
+        secs % 60
+    )
+}
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A process-unique name for an active snapshot or a mountpoint.
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{}-{}",
+        std::process::id(),
+        now_unix(),
+        TMP_COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// The chain id of a list of diff ids (OCI image-spec): the name of an unpacked base layer's snapshot.
+fn chain_id(prev: Option<&Digest>, diff_id: &Digest) -> Digest {
+    match prev {
+        None => diff_id.clone(),
+        Some(p) => Digest::sha256_of(format!("{p} {diff_id}").as_bytes()),
+    }
+}
+
+fn step_err(run: &Run, id: VertexId, message: String) -> SolveError {
+    let v = run.def.graph.vertex(id);
+    SolveError::Step {
+        instruction: v.meta.instruction.clone(),
+        span: v.meta.span.clone(),
+        message,
+    }
+}
+
+/// Checksum of a copy's selection out of a local context directory.
+pub(crate) fn checksum_selection(
+    store: &Arc<Store>,
+    dir: &Path,
+    sources: &[String],
+    excludes: &[String],
+    extra_excludes: &[String],
+    parents: bool,
+) -> Result<ContentInfo, String> {
+    let root = rbuild_fileop::Root::open(dir).map_err(|e| e.to_string())?;
+    let mut patterns = excludes.to_vec();
+    patterns.extend(extra_excludes.iter().cloned());
+    let matcher = rbuild_ignore::Matcher::from_patterns(&patterns).map_err(|e| e.to_string())?;
+    let sel = rbuild_fileop::select(&root, sources, &matcher, parents).map_err(|e| e.to_string())?;
+    let cache = crate::exec::StoreChecksums(store.clone());
+    let (checksum, files) = rbuild_fileop::checksum(&root, &sel, &cache).map_err(|e| e.to_string())?;
+    // The per-file listing explains later misses; it is small next to the files themselves.
+    let listing = serde_json::to_vec(&files).map_err(|e| e.to_string())?;
+    let files = store.put_blob(&listing).ok();
+    Ok(ContentInfo { checksum, files })
+}
+
+/// The store's checksum table as fileop's checksum cache.
+pub(crate) struct StoreChecksums(pub Arc<Store>);
+
+impl rbuild_fileop::ChecksumCache for StoreChecksums {
+    fn get(&self, path: &Path, stat: &rbuild_fileop::StatKey) -> Option<Digest> {
+        self.0.get_checksum(path, stat).ok().flatten()
+    }
+    fn put(&self, path: &Path, stat: &rbuild_fileop::StatKey, digest: &Digest) {
+        let _ = self.0.put_checksum(path, stat, digest);
+    }
+}
+
+/// Realize one vertex (called once per vertex per build).
+pub(crate) async fn realize(run: Arc<Run>, id: VertexId) -> Result<Realized, SolveError> {
+    run.check_cancelled()?;
+    let node = run.nodes[&id].clone();
+    let vertex = run.def.graph.vertex(id).clone();
+    match &vertex.op {
+        Op::Source(Source::Scratch) => Ok(Realized {
+            snapshot: None,
+            chain: vec![],
+            layer: None,
+            context: None,
+        }),
+        Op::Source(Source::Context { name, .. }) => {
+            let dir = run.solver.opts.contexts.get(name).cloned().ok_or_else(|| {
+                step_err(&run, id, format!("build context {name:?} was not provided"))
+            })?;
+            Ok(Realized {
+                snapshot: None,
+                chain: vec![],
+                layer: None,
+                context: Some(dir),
+            })
+        }
+        Op::Source(Source::Image {
+            reference,
+            manifest,
+        }) => {
+            let (reference, manifest) = (reference.clone(), manifest.clone());
+            let r2 = run.clone();
+            tokio::task::spawn_blocking(move || unpack_image(&r2, &node, &reference, &manifest))
+                .await
+                .map_err(|e| SolveError::Internal(format!("unpack task failed: {e}")))?
+        }
+        Op::Source(Source::Http { .. }) => Err(step_err(
+            &run,
+            id,
+            "ADD from a URL is not supported yet".to_string(),
+        )),
+        Op::Exec(_) | Op::File(_) => {
+            if let Some(rec) = node.record.clone() {
+                // Cached: the snapshot may still be there; else rebuild it from the layer blob.
+                if run.solver.snapshotter.stat(&rec.snapshot).ok().flatten().is_some() {
+                    run.report_cached(&node);
+                    return Ok(Realized {
+                        snapshot: Some(rec.snapshot.clone()),
+                        chain: rec.chain.clone(),
+                        layer: rec.layer.clone(),
+                        context: None,
+                    });
+                }
+                let inputs = run.inputs(id).await?;
+                run.report_cached(&node);
+                let r2 = run.clone();
+                let parent = inputs[0].clone();
+                return tokio::task::spawn_blocking(move || {
+                    rematerialize(&r2, &rec, parent.snapshot.as_deref())
+                })
+                .await
+                .map_err(|e| SolveError::Internal(format!("task failed: {e}")))?;
+            }
+            let inputs = run.inputs(id).await?;
+            run.check_cancelled()?;
+            let _permit = run
+                .jobs
+                .acquire()
+                .await
+                .map_err(|_| SolveError::Cancelled)?;
+            run.check_cancelled()?;
+            let vref = run.vref(&node);
+            let reason = run.solver.explain(&node, vertex.meta.ignore_cache);
+            run.solver.events.send(Event::Started {
+                vertex: vref.clone(),
+            });
+            run.solver.events.send(Event::CacheMiss {
+                vertex: vref.clone(),
+                reason,
+            });
+            run.run_count.fetch_add(1, Ordering::SeqCst);
+            let started = Instant::now();
+            let r2 = run.clone();
+            let n2 = node.clone();
+            let res = tokio::task::spawn_blocking(move || execute(&r2, &n2, &inputs))
+                .await
+                .map_err(|e| SolveError::Internal(format!("step task failed: {e}")))
+                .and_then(|r| r);
+            match &res {
+                Ok(_) => run.solver.events.send(Event::Done {
+                    vertex: vref,
+                    duration: started.elapsed(),
+                }),
+                Err(SolveError::Cancelled) => {
+                    run.solver.events.send(Event::Cancelled { vertex: vref })
+                }
+                Err(e) => {
+                    run.cancel_all();
+                    run.solver.events.send(Event::Failed {
+                        vertex: vref,
+                        duration: started.elapsed(),
+                        error: e.to_string(),
+                    })
+                }
+            }
+            res
+        }
+    }
+}
+
+/// Unpack every layer of a base image into snapshots named by chain id (skipping those present).
+fn unpack_image(
+    run: &Run,
+    node: &Node,
+    reference: &str,
+    manifest: &Digest,
+) -> Result<Realized, SolveError> {
+    let solver = &run.solver;
+    let vref = run.vref(node);
+    let started = Instant::now();
+    solver
+        .images
+        .ensure(reference, manifest)
+        .map_err(|e| step_err(run, node.id, e))?;
+    let m = rbuild_image::read_manifest(&solver.store, manifest)
+        .map_err(|e| step_err(run, node.id, format!("reading manifest {manifest}: {e}")))?;
+    let config = rbuild_image::read_config(&solver.store, &m.config.digest)
+        .map_err(|e| step_err(run, node.id, format!("reading config {}: {e}", m.config.digest)))?;
+    if config.rootfs.diff_ids.len() != m.layers.len() {
+        return Err(step_err(
+            run,
+            node.id,
+            format!(
+                "image {reference}: manifest has {} layers but config lists {} diff_ids",
+                m.layers.len(),
+                config.rootfs.diff_ids.len()
+            ),
+        ));
+    }
+    let mut chain = Vec::new();
+    let mut prev: Option<Digest> = None;
+    let mut parent: Option<String> = None;
+    let mut did_work = false;
+    for (layer, diff_id) in m.layers.iter().zip(&config.rootfs.diff_ids) {
+        let cid = chain_id(prev.as_ref(), diff_id);
+        let name = format!("layer-{}", cid.hex());
+        if solver.snapshotter.stat(&name).ok().flatten().is_none() {
+            if !did_work {
+                solver.events.send(Event::Started {
+                    vertex: vref.clone(),
+                });
+                did_work = true;
+            }
+            apply_blob(run, &layer.digest, Some(diff_id), parent.as_deref(), &name)
+                .map_err(|e| step_err(run, node.id, format!("image {reference}: {e}")))?;
+        }
+        chain.push(LayerInfo {
+            diff_id: diff_id.clone(),
+            blob: layer.digest.clone(),
+            media_type: layer.media_type.clone(),
+            size: layer.size,
+        });
+        prev = Some(cid);
+        parent = Some(name);
+    }
+    if did_work {
+        solver.events.send(Event::Done {
+            vertex: vref,
+            duration: started.elapsed(),
+        });
+    } else {
+        run.report_cached(node);
+    }
+    Ok(Realized {
+        snapshot: parent,
+        chain,
+        layer: None,
+        context: None,
+    })
+}
+
+/// Apply the layer blob `blob` on top of snapshot `parent`, committing it as `name`.
+fn apply_blob(
+    run: &Run,
+    blob: &Digest,
+    diff_id: Option<&Digest>,
+    parent: Option<&str>,
+    name: &str,
+) -> Result<(), String> {
+    let snaps = &run.solver.snapshotter;
+    let key = unique("apply");
+    snaps
+        .prepare(&key, parent)
+        .map_err(|e| format!("preparing snapshot: {e}"))?;
+    let res = (|| {
+        let upper = snaps.upper_dir(&key).map_err(|e| e.to_string())?;
+        let f = run
+            .solver
+            .store
+            .open_blob(blob)
+            .map_err(|e| format!("layer {blob}: {e}"))?;
+        let reader = diff::decompress(std::io::BufReader::new(f))
+            .map_err(|e| format!("layer {blob}: {e}"))?;
+        let mut hashing = rbuild_oci::Sha256Writer::new(std::io::sink());
+        let tee = TeeReader {
+            inner: reader,
+            hash: &mut hashing,
+        };
+        diff::apply_layer(tee, &upper, &diff::ApplyOptions::default())
+            .map_err(|e| format!("layer {blob}: {e}"))?;
+        let (got, _, _) = hashing.finish();
+        if let Some(want) = diff_id {
+            if &got != want {
+                return Err(format!(
+                    "layer {blob}: uncompressed digest {got} does not match the config's diff_id {want}"
+                ));
+            }
+        }
+        snaps
+            .commit(name, &key)
+            .map_err(|e| format!("committing snapshot: {e}"))
+    })();
+    if res.is_err() {
+        let _ = snaps.remove(&key);
+    }
+    res
+}
+
+struct TeeReader<'a, R> {
+    inner: R,
+    hash: &'a mut rbuild_oci::Sha256Writer<std::io::Sink>,
+}
+
+impl<R: std::io::Read> std::io::Read for TeeReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        std::io::Write::write_all(self.hash, &buf[..n])?;
+        Ok(n)
+    }
+}
+
+impl<R: std::io::Read> Drop for TeeReader<'_, R> {
+    fn drop(&mut self) {
+        // Hash whatever trailing bytes the tar reader did not consume (padding after the end
+        // marker), so the digest covers the whole uncompressed stream.
+        let _ = std::io::copy(&mut self.inner, self.hash);
+    }
+}
+
+/// A cache hit whose snapshot is gone: re-apply its layer on its parent.
+fn rematerialize(
+    run: &Run,
+    rec: &CacheRecord,
+    parent: Option<&str>,
+) -> Result<Realized, SolveError> {
+    if let Some(l) = &rec.layer {
+        apply_blob(run, &l.blob, Some(&l.diff_id), parent, &rec.snapshot)
+            .map_err(SolveError::Internal)?;
+    } else {
+        // No layer: the snapshot is its parent's filesystem; an empty commit keeps names uniform.
+        let key = unique("empty");
+        run.solver
+            .snapshotter
+            .prepare(&key, parent)
+            .and_then(|_| run.solver.snapshotter.commit(&rec.snapshot, &key))
+            .map_err(|e| SolveError::Internal(e.to_string()))?;
+    }
+    Ok(Realized {
+        snapshot: Some(rec.snapshot.clone()),
+        chain: rec.chain.clone(),
+        layer: rec.layer.clone(),
+        context: None,
+    })
+}
+
+/// A mounted active snapshot; unmounts (and removes the active snapshot unless committed) on drop.
+struct Active<'a> {
+    run: &'a Run,
+    key: String,
+    mnt: PathBuf,
+    mounted: bool,
+    committed: bool,
+}
+
+impl<'a> Active<'a> {
+    fn prepare(run: &'a Run, parent: Option<&str>) -> Result<Active<'a>, String> {
+        let snaps = &run.solver.snapshotter;
+        let key = unique("active");
+        let specs = snaps
+            .prepare(&key, parent)
+            .map_err(|e| format!("preparing snapshot: {e}"))?;
+        let mnt = run.solver.store.root().join("mnt").join(&key);
+        let mut a = Active {
+            run,
+            key,
+            mnt,
+            mounted: false,
+            committed: false,
+        };
+        std::fs::create_dir_all(&a.mnt).map_err(|e| format!("creating {}: {e}", a.mnt.display()))?;
+        mount::mount_all(&specs, &a.mnt).map_err(|e| format!("mounting rootfs: {e}"))?;
+        a.mounted = true;
+        Ok(a)
+    }
+
+    fn unmount(&mut self) -> Result<(), String> {
+        if self.mounted {
+            mount::unmount(&self.mnt).map_err(|e| format!("unmounting rootfs: {e}"))?;
+            self.mounted = false;
+            let _ = std::fs::remove_dir(&self.mnt);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        let _ = self.unmount();
+        if !self.committed {
+            let _ = self.run.solver.snapshotter.remove(&self.key);
+        }
+    }
+}
+
+/// A read-only view of a committed snapshot, mounted; for bind mounts and copy sources.
+struct View {
+    mnt: PathBuf,
+    key: String,
+    snaps: Arc<rbuild_snapshotter::Snapshotter>,
+}
+
+impl View {
+    fn open(run: &Run, snapshot: Option<&str>) -> Result<View, String> {
+        let snaps = run.solver.snapshotter.clone();
+        let key = unique("view");
+        let specs = match snapshot {
+            Some(s) => snaps.view(&key, s).map_err(|e| format!("view of {s}: {e}"))?,
+            // Scratch: an empty active snapshot mounted read-only is the empty filesystem.
+            None => snaps
+                .prepare(&key, None)
+                .map_err(|e| format!("empty view: {e}"))?,
+        };
+        let mnt = run.solver.store.root().join("mnt").join(&key);
+        std::fs::create_dir_all(&mnt).map_err(|e| format!("creating {}: {e}", mnt.display()))?;
+        let v = View { mnt, key, snaps };
+        mount::mount_all(&specs, &v.mnt).map_err(|e| format!("mounting view: {e}"))?;
+        Ok(v)
+    }
+}
+
+impl Drop for View {
+    fn drop(&mut self) {
+        let _ = mount::unmount(&self.mnt);
+        let _ = std::fs::remove_dir(&self.mnt);
+        let _ = self.snaps.remove(&self.key);
+    }
+}
+
+/// Execute an Exec or File vertex on its materialized inputs.
+fn execute(run: &Run, node: &Node, inputs: &[Arc<Realized>]) -> Result<Realized, SolveError> {
+    let vertex = run.def.graph.vertex(node.id);
+    let rootfs = inputs
+        .first()
+        .ok_or_else(|| SolveError::Internal("step without a rootfs input".into()))?;
+    let mut active = Active::prepare(run, rootfs.snapshot.as_deref())
+        .map_err(|e| step_err(run, node.id, e))?;
+    match &vertex.op {
+        Op::Exec(e) => run_exec(run, node, e, &active.mnt, inputs)?,
+        Op::File(f) => run_file(run, node, f, &active.mnt, inputs)?,
+        Op::Source(_) => unreachable!("sources are realized elsewhere"),
+    }
+    active.unmount().map_err(|e| step_err(run, node.id, e))?;
+    run.check_cancelled()?;
+
+    // The upper dir is the changeset: diff it into an uncompressed layer blob.
+    let snaps = &run.solver.snapshotter;
+    let upper = snaps
+        .upper_dir(&active.key)
+        .map_err(|e| SolveError::Internal(e.to_string()))?;
+    let store = &run.solver.store;
+    let mut w = store
+        .ingest()
+        .map_err(|e| SolveError::Internal(format!("writing layer: {e}")))?;
+    let stats = diff::write_layer(
+        &upper,
+        &mut w,
+        &diff::LayerOptions {
+            source_date_epoch: run.solver.opts.source_date_epoch,
+        },
+    )
+    .map_err(|e| SolveError::Internal(format!("writing layer: {e}")))?;
+    let layer = if stats.entries == 0 {
+        drop(w);
+        None
+    } else {
+        let (blob, size) = w
+            .commit(Some((&stats.diff_id, stats.size)))
+            .map_err(|e| SolveError::Internal(format!("storing layer: {e}")))?;
+        Some(LayerInfo {
+            diff_id: stats.diff_id.clone(),
+            blob,
+            media_type: MEDIA_TYPE_OCI_LAYER.to_string(),
+            size,
+        })
+    };
+    let name = format!("step-{}", node.key.hex());
+    snaps
+        .commit(&name, &active.key)
+        .map_err(|e| SolveError::Internal(format!("committing snapshot: {e}")))?;
+    active.committed = true;
+    let mut chain = rootfs.chain.clone();
+    chain.extend(layer.clone());
+    let rec = CacheRecord {
+        snapshot: name.clone(),
+        layer: layer.clone(),
+        chain: chain.clone(),
+        created: now_unix(),
+        explain: node.explain.clone(),
+    };
+    if let Ok(text) = serde_json::to_string(&rec) {
+        store
+            .put_cache_record(&node.key, &text)
+            .map_err(|e| SolveError::Internal(format!("recording cache: {e}")))?;
+    }
+    Ok(Realized {
+        snapshot: Some(name),
+        chain,
+        layer,
+        context: None,
+    })
+}
+
+fn run_file(
+    run: &Run,
+    node: &Node,
+    op: &FileOp,
+    rootfs: &Path,
+    inputs: &[Arc<Realized>],
+) -> Result<(), SolveError> {
+    let dest = rbuild_fileop::Root::open(rootfs).map_err(|e| step_err(run, node.id, e.to_string()))?;
+    // Open every source input: contexts are directories; other vertices are mounted views.
+    let mut views = Vec::new();
+    let mut roots: Vec<Option<rbuild_fileop::Root>> = Vec::new();
+    for (i, r) in inputs.iter().enumerate() {
+        if i == 0 {
+            roots.push(None);
+            continue;
+        }
+        let dir = match &r.context {
+            Some(d) => d.clone(),
+            None => {
+                let v = View::open(run, r.snapshot.as_deref()).map_err(|e| step_err(run, node.id, e))?;
+                let p = v.mnt.clone();
+                views.push(v);
+                p
+            }
+        };
+        roots.push(Some(
+            rbuild_fileop::Root::open(&dir).map_err(|e| step_err(run, node.id, e.to_string()))?,
+        ));
+    }
+    let ctx = rbuild_fileop::ApplyContext {
+        source_date_epoch: run.solver.opts.source_date_epoch,
+        ..Default::default()
+    };
+    let lookup = |i: usize| -> Result<&rbuild_fileop::Root, rbuild_fileop::FileOpError> {
+        if i == 0 {
+            return Ok(&dest);
+        }
+        roots
+            .get(i)
+            .and_then(|r| r.as_ref())
+            .ok_or_else(|| rbuild_fileop::FileOpError::msg(format!("no input {i}")))
+    };
+    rbuild_fileop::apply(&dest, &op.actions, &lookup, &ctx)
+        .map_err(|e| step_err(run, node.id, e.to_string()))?;
+    drop(views);
+    Ok(())
+}
+
+fn run_exec(
+    run: &Run,
+    node: &Node,
+    op: &ExecOp,
+    rootfs: &Path,
+    inputs: &[Arc<Realized>],
+) -> Result<(), SolveError> {
+    let solver = &run.solver;
+    if op.network == NetworkMode::Host && !solver.opts.allow_network_host {
+        return Err(step_err(
+            run,
+            node.id,
+            "--network=host needs --allow network.host".into(),
+        ));
+    }
+    if op.security == SecurityMode::Insecure && !solver.opts.allow_insecure {
+        return Err(step_err(
+            run,
+            node.id,
+            "--security=insecure needs --allow security.insecure".into(),
+        ));
+    }
+    let root = rbuild_fileop::Root::open(rootfs).map_err(|e| step_err(run, node.id, e.to_string()))?;
+    let user = rbuild_fileop::users::resolve_user(&root, &op.user)
+        .map_err(|e| step_err(run, node.id, format!("USER {}: {e}", op.user)))?;
+    drop(root);
+    let mut env = op.env.clone();
+    env.extend(op.unkeyed_env.iter().cloned());
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(
+            0,
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+        );
+    }
+    let mut mounts = Vec::new();
+    let mut _views = Vec::new();
+    let mut _tmpfiles = Vec::new();
+    for m in &op.mounts {
+        match &m.kind {
+            MountKind::Bind {
+                input,
+                source,
+                readwrite,
+            } => {
+                let r = inputs.get(*input).ok_or_else(|| {
+                    SolveError::Internal(format!("bind mount input {input} missing"))
+                })?;
+                let base = match &r.context {
+                    Some(d) => d.clone(),
+                    None => {
+                        let v = View::open(run, r.snapshot.as_deref())
+                            .map_err(|e| step_err(run, node.id, e))?;
+                        let p = v.mnt.clone();
+                        _views.push(v);
+                        p
+                    }
+                };
+                let src_root = rbuild_fileop::Root::open(&base)
+                    .map_err(|e| step_err(run, node.id, e.to_string()))?;
+                let host = src_root
+                    .resolve_path(source)
+                    .map_err(|e| step_err(run, node.id, format!("--mount source {source}: {e}")))?;
+                mounts.push(rbuild_sandbox::SandboxMount::Bind {
+                    source: host,
+                    target: m.target.clone(),
+                    readonly: !readwrite,
+                });
+            }
+            MountKind::Cache {
+                id, readonly, mode, uid, gid, ..
+            } => {
+                let dir = solver
+                    .store
+                    .root()
+                    .join("cache-mounts")
+                    .join(Digest::sha256_of(id.as_bytes()).hex());
+                if !dir.exists() {
+                    std::fs::create_dir_all(&dir)
+                        .map_err(|e| step_err(run, node.id, format!("cache mount {id}: {e}")))?;
+                    use std::os::unix::fs::PermissionsExt;
+                    let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(*mode));
+                    let _ = std::os::unix::fs::chown(&dir, Some(*uid), Some(*gid));
+                }
+                mounts.push(rbuild_sandbox::SandboxMount::Bind {
+                    source: dir,
+                    target: m.target.clone(),
+                    readonly: *readonly,
+                });
+            }
+            MountKind::Tmpfs { size } => mounts.push(rbuild_sandbox::SandboxMount::Tmpfs {
+                target: m.target.clone(),
+                size: *size,
+            }),
+            MountKind::Secret {
+                id,
+                required,
+                env: as_env,
+                mode,
+                uid,
+                gid,
+            } => {
+                let value = match solver.opts.secrets.get(id) {
+                    Some(crate::SecretSource::File(p)) => std::fs::read(p).map_err(|e| {
+                        step_err(run, node.id, format!("secret {id}: reading {}: {e}", p.display()))
+                    })?,
+                    Some(crate::SecretSource::Env(v)) => v.clone().into_bytes(),
+                    None if *required => {
+                        return Err(step_err(
+                            run,
+                            node.id,
+                            format!("secret {id} is required but was not given (--secret id={id},src=…)"),
+                        ))
+                    }
+                    None => continue,
+                };
+                if let Some(name) = as_env {
+                    env.push(format!("{name}={}", String::from_utf8_lossy(&value)));
+                    continue;
+                }
+                let f = tempfile::Builder::new()
+                    .prefix("secret-")
+                    .tempfile_in(solver.store.root())
+                    .map_err(|e| step_err(run, node.id, format!("secret {id}: {e}")))?;
+                std::fs::write(f.path(), &value)
+                    .map_err(|e| step_err(run, node.id, format!("secret {id}: {e}")))?;
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(f.path(), std::fs::Permissions::from_mode(*mode));
+                let _ = std::os::unix::fs::chown(f.path(), Some(*uid), Some(*gid));
+                mounts.push(rbuild_sandbox::SandboxMount::Bind {
+                    source: f.path().to_path_buf(),
+                    target: m.target.clone(),
+                    readonly: true,
+                });
+                _tmpfiles.push(f);
+            }
+            MountKind::Ssh { id, required, .. } => match solver.opts.ssh.get(id) {
+                Some(sock) => mounts.push(rbuild_sandbox::SandboxMount::Bind {
+                    source: sock.clone(),
+                    target: m.target.clone(),
+                    readonly: false,
+                }),
+                None if *required => {
+                    return Err(step_err(
+                        run,
+                        node.id,
+                        format!("ssh agent {id} is required but was not given (--ssh {id}=…)"),
+                    ))
+                }
+                None => {}
+            },
+        }
+    }
+    let spec = rbuild_sandbox::RunSpec {
+        rootfs: rootfs.to_path_buf(),
+        args: op.args.clone(),
+        env,
+        cwd: op.cwd.clone(),
+        uid: user.uid,
+        gid: user.gid,
+        additional_gids: user.additional_gids.clone(),
+        hostname: "buildkitsandbox".to_string(),
+        network: match op.network {
+            NetworkMode::None => rbuild_sandbox::Network::None,
+            _ => rbuild_sandbox::Network::Host,
+        },
+        mounts,
+        limits: solver.opts.limits.clone(),
+        insecure: op.security == SecurityMode::Insecure,
+        stdio: rbuild_sandbox::Stdio::Piped,
+        init_exe: solver.opts.init_exe.clone(),
+    };
+    let cancel = rbuild_sandbox::Cancel::new();
+    run.cancels.lock().unwrap().push(cancel.clone());
+    run.check_cancelled()?;
+    let vref = run.vref(node);
+    let started = Instant::now();
+    let mut tail: VecDeque<String> = VecDeque::new();
+    let mut partial = [Vec::new(), Vec::new()];
+    let events = solver.events.clone();
+    let mut emit = |stream: Stream, line: &[u8], tail: &mut VecDeque<String>| {
+        let text = String::from_utf8_lossy(line).trim_end_matches('\r').to_string();
+        if tail.len() == 10 {
+            tail.pop_front();
+        }
+        tail.push_back(text.clone());
+        events.send(Event::Log {
+            vertex: vref.clone(),
+            stream,
+            elapsed: started.elapsed(),
+            line: text,
+        });
+    };
+    let mut on_output = |s: rbuild_sandbox::OutputStream, data: &[u8]| {
+        let (stream, idx) = match s {
+            rbuild_sandbox::OutputStream::Stdout => (Stream::Stdout, 0),
+            rbuild_sandbox::OutputStream::Stderr => (Stream::Stderr, 1),
+        };
+        let buf = &mut partial[idx];
+        buf.extend_from_slice(data);
+        while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=pos).collect();
+            emit(stream, &line[..line.len() - 1], &mut tail);
+        }
+        if buf.len() > 64 * 1024 {
+            let line: Vec<u8> = std::mem::take(buf);
+            emit(stream, &line, &mut tail);
+        }
+    };
+    let outcome = rbuild_sandbox::run(&spec, &mut on_output, &cancel);
+    for (idx, stream) in [(0, Stream::Stdout), (1, Stream::Stderr)] {
+        if !partial[idx].is_empty() {
+            let line = std::mem::take(&mut partial[idx]);
+            emit(stream, &line, &mut tail);
+        }
+    }
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) if run.cancelled.load(Ordering::SeqCst) => {
+            let _ = e;
+            return Err(SolveError::Cancelled);
+        }
+        Err(e) => return Err(step_err(run, node.id, e.to_string())),
+    };
+    use rbuild_sandbox::ExitKind;
+    let (status, code) = match outcome.status {
+        ExitKind::Exited(0) => return Ok(()),
+        ExitKind::Exited(c) => (format!("process did not complete successfully: exit code: {c}"), Some(c)),
+        ExitKind::Signaled(s) => (format!("process was killed by signal {s}"), None),
+        ExitKind::OomKilled => (
+            "process was killed for exceeding its memory limit (out of memory)".to_string(),
+            None,
+        ),
+    };
+    if run.cancelled.load(Ordering::SeqCst) {
+        return Err(SolveError::Cancelled);
+    }
+    let v = run.def.graph.vertex(node.id);
+    Err(SolveError::Exec {
+        instruction: v.meta.instruction.clone(),
+        span: v.meta.span.clone(),
+        status,
+        exit_code: code,
+        tail: tail.into_iter().collect(),
+    })
+}

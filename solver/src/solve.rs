@@ -1,0 +1,576 @@
+//! The three passes: keys, lookup, realize. See the crate docs.
+
+use crate::events::{Event, EventSink, VertexRef};
+use crate::exec::{self, Realized};
+use crate::key::vertex_key;
+use crate::record::{explain_miss, CacheRecord, ContentInfo, Explain, LayerInfo};
+use crate::SolveError;
+use futures::future::{BoxFuture, FutureExt};
+use rbuild_oci::{Digest, History, ImageConfig};
+use rbuild_ops::{BuildDefinition, FileAction, Op, Source, VertexId};
+use rbuild_snapshotter::Snapshotter;
+use rbuild_store::Store;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::{OnceCell, Semaphore};
+
+/// Where a secret's value comes from (`--secret id=…,src=…|env=…`).
+#[derive(Clone, Debug)]
+pub enum SecretSource {
+    File(PathBuf),
+    Env(String),
+}
+
+/// How the build may behave; none of it feeds a cache key.
+#[derive(Clone, Debug, Default)]
+pub struct SolveOptions {
+    /// Local directories by context name (`context` is the main build context).
+    pub contexts: BTreeMap<String, PathBuf>,
+    pub secrets: BTreeMap<String, SecretSource>,
+    /// `--ssh id=socket`.
+    pub ssh: BTreeMap<String, PathBuf>,
+    /// Maximum concurrently executing steps; None = unbounded (BuildKit runs independent stages at
+    /// once even on two cores: RUN steps mostly wait).
+    pub jobs: Option<usize>,
+    pub allow_network_host: bool,
+    pub allow_insecure: bool,
+    /// SOURCE_DATE_EPOCH: clamps config/history `created` and layer mtimes.
+    pub source_date_epoch: Option<i64>,
+    /// Materialize the target's filesystem (for rootfs exports) even when everything is cached.
+    pub materialize_target: bool,
+    /// The sandbox init binary (default: /proc/self/exe).
+    pub init_exe: Option<PathBuf>,
+    pub limits: rbuild_sandbox::Limits,
+}
+
+/// Makes a base image's blobs present in the store (pulling them when a registry is configured).
+pub trait BaseImages: Send + Sync {
+    /// Ensure the manifest, config and every layer blob of `manifest` are in the store.
+    fn ensure(&self, reference: &str, manifest: &Digest) -> Result<(), String>;
+}
+
+/// Base images from the local store only.
+pub struct LocalImages(pub Arc<Store>);
+
+impl BaseImages for LocalImages {
+    fn ensure(&self, reference: &str, manifest: &Digest) -> Result<(), String> {
+        let m = rbuild_image::read_manifest(&self.0, manifest)
+            .map_err(|e| format!("image {reference} ({manifest}) is not in the local store: {e}"))?;
+        for d in std::iter::once(&m.config).chain(m.layers.iter()) {
+            if !self.0.has_blob(&d.digest) {
+                return Err(format!(
+                    "image {reference}: blob {} is missing from the local store",
+                    d.digest
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a build produced.
+#[derive(Clone, Debug)]
+pub struct SolveResult {
+    pub manifest: Digest,
+    pub config_digest: Digest,
+    pub config: ImageConfig,
+    /// The committed snapshot holding the target's filesystem (when materialized).
+    pub target_snapshot: Option<String>,
+    pub steps_cached: usize,
+    pub steps_run: usize,
+}
+
+pub struct Solver {
+    pub(crate) store: Arc<Store>,
+    pub(crate) snapshotter: Arc<Snapshotter>,
+    pub(crate) images: Arc<dyn BaseImages>,
+    pub(crate) events: EventSink,
+    pub(crate) opts: SolveOptions,
+}
+
+/// Per-vertex state of one solve.
+pub(crate) struct Node {
+    pub id: VertexId,
+    pub key: Digest,
+    pub inputs: Vec<VertexId>,
+    pub record: Option<CacheRecord>,
+    pub explain: Explain,
+    pub number: AtomicU32,
+    pub realized: OnceCell<Arc<Realized>>,
+    pub reported_cached: AtomicBool,
+}
+
+pub(crate) struct Run {
+    pub solver: Arc<Solver>,
+    pub def: Arc<BuildDefinition>,
+    pub nodes: HashMap<VertexId, Arc<Node>>,
+    pub next_number: AtomicU32,
+    pub jobs: Semaphore,
+    pub cancelled: AtomicBool,
+    pub cancels: Mutex<Vec<rbuild_sandbox::Cancel>>,
+    pub run_count: AtomicU32,
+    pub cached_count: AtomicU32,
+    pub start: Instant,
+}
+
+impl Solver {
+    pub fn new(
+        store: Arc<Store>,
+        snapshotter: Arc<Snapshotter>,
+        images: Arc<dyn BaseImages>,
+        events: EventSink,
+        opts: SolveOptions,
+    ) -> Self {
+        Solver {
+            store,
+            snapshotter,
+            images,
+            events,
+            opts,
+        }
+    }
+
+    /// Build `def` into an image in the store (not tagged: the caller names it).
+    pub async fn solve(self: Arc<Self>, def: BuildDefinition) -> Result<SolveResult, SolveError> {
+        let def = Arc::new(def);
+        let order = reachable_topo(&def, def.target.root);
+        let mut nodes: HashMap<VertexId, Arc<Node>> = HashMap::new();
+        let ctx_number = AtomicU32::new(0);
+        let run_numbers = AtomicU32::new(1);
+
+        // Pass 1: keys (context checksums run on the blocking pool, in parallel per selection).
+        let content = self.context_checksums(&def, &order, &run_numbers, &ctx_number).await?;
+        for &id in &order {
+            let v = def.graph.vertex(id);
+            let inputs = def.graph.inputs(id);
+            let input_keys: Vec<Digest> = inputs.iter().map(|i| nodes[i].key.clone()).collect();
+            let c: Vec<(usize, Digest)> = content
+                .get(&id)
+                .map(|m| m.iter().map(|(i, ci)| (*i, ci.checksum.clone())).collect())
+                .unwrap_or_default();
+            let key = vertex_key(&v.op, &input_keys, &c);
+            let explain = Explain {
+                stage: v.meta.stage_name.clone().unwrap_or_default(),
+                instruction: v.meta.instruction.clone(),
+                line: v.meta.span.as_ref().map(|s| s.start_line).unwrap_or(0),
+                op: serde_json::to_value(&v.op).unwrap_or_default(),
+                inputs: inputs
+                    .iter()
+                    .map(|i| (nodes[i].key.clone(), def.graph.vertex(*i).meta.name.clone()))
+                    .collect(),
+                content: content.get(&id).cloned().unwrap_or_default(),
+            };
+            // Pass 2: lookup.
+            let record = match &v.op {
+                Op::Exec(_) | Op::File(_) if !v.meta.ignore_cache => self.lookup(&key),
+                _ => None,
+            };
+            nodes.insert(
+                id,
+                Arc::new(Node {
+                    id,
+                    key,
+                    inputs,
+                    record,
+                    explain,
+                    number: AtomicU32::new(0),
+                    realized: OnceCell::new(),
+                    reported_cached: AtomicBool::new(false),
+                }),
+            );
+        }
+
+        let run = Arc::new(Run {
+            solver: self.clone(),
+            def: def.clone(),
+            nodes,
+            next_number: AtomicU32::new(run_numbers.load(Ordering::SeqCst)),
+            jobs: Semaphore::new(self.opts.jobs.unwrap_or(Semaphore::MAX_PERMITS).max(1)),
+            cancelled: AtomicBool::new(false),
+            cancels: Mutex::new(Vec::new()),
+            run_count: AtomicU32::new(0),
+            cached_count: AtomicU32::new(0),
+            start: Instant::now(),
+        });
+
+        // Pass 3: realize what the image needs.
+        let root = def.target.root;
+        let result = if self.opts.materialize_target {
+            run.clone().materialize(root).await
+        } else {
+            run.clone().layers(root).await
+        };
+        let realized = match result {
+            Ok(r) => r,
+            Err(e) => {
+                run.cancel_all();
+                return Err(e);
+            }
+        };
+        let (manifest, config_digest, config) = self.assemble(&run, &realized)?;
+        Ok(SolveResult {
+            manifest,
+            config_digest,
+            config,
+            target_snapshot: realized.snapshot.clone(),
+            steps_cached: run.cached_count.load(Ordering::SeqCst) as usize,
+            steps_run: run.run_count.load(Ordering::SeqCst) as usize,
+        })
+    }
+
+    fn lookup(&self, key: &Digest) -> Option<CacheRecord> {
+        let text = self.store.get_cache_record(key).ok()??;
+        let rec: CacheRecord = serde_json::from_str(&text).ok()?;
+        // A record is only as good as its layers: every blob of the chain must still be here.
+        if rec.chain.iter().all(|l| self.store.has_blob(&l.blob)) {
+            Some(rec)
+        } else {
+            None
+        }
+    }
+
+    /// The closest earlier record for the same step: same stage and instruction, else same stage
+    /// and line; newest first.
+    fn closest_record(&self, now: &Explain) -> Option<Explain> {
+        let all = self.store.cache_records().ok()?;
+        let mut best: Option<(u8, i64, Explain)> = None;
+        for (_, text) in all {
+            let Ok(rec) = serde_json::from_str::<CacheRecord>(&text) else {
+                continue;
+            };
+            let e = rec.explain;
+            if e.stage != now.stage {
+                continue;
+            }
+            let rank = if e.instruction == now.instruction {
+                2
+            } else if e.line == now.line && now.line != 0 {
+                1
+            } else {
+                continue;
+            };
+            if best
+                .as_ref()
+                .is_none_or(|(r, c, _)| (rank, rec.created) > (*r, *c))
+            {
+                best = Some((rank, rec.created, e));
+            }
+        }
+        best.map(|(_, _, e)| e)
+    }
+
+    pub(crate) fn explain(&self, node: &Node, ignore_cache: bool) -> String {
+        if ignore_cache {
+            return "cache disabled for this step (--no-cache)".to_string();
+        }
+        let earlier = self.closest_record(&node.explain);
+        let store = self.store.clone();
+        explain_miss(&node.explain, earlier.as_ref(), &move |d: &Digest| {
+            let bytes = store.read_blob(d, 256 << 20).ok()?;
+            serde_json::from_slice(&bytes).ok()
+        })
+    }
+
+    async fn context_checksums(
+        &self,
+        def: &Arc<BuildDefinition>,
+        order: &[VertexId],
+        numbers: &AtomicU32,
+        _ctx: &AtomicU32,
+    ) -> Result<HashMap<VertexId, BTreeMap<usize, ContentInfo>>, SolveError> {
+        let mut jobs = Vec::new();
+        for &id in order {
+            let v = def.graph.vertex(id);
+            let Op::File(f) = &v.op else { continue };
+            let inputs = def.graph.inputs(id);
+            for (ai, a) in f.actions.iter().enumerate() {
+                let FileAction::Copy { input, sources, exclude, parents, .. } = a else {
+                    continue;
+                };
+                let Some(src) = inputs.get(*input) else { continue };
+                let Op::Source(Source::Context { name, excludes }) = &def.graph.vertex(*src).op
+                else {
+                    continue;
+                };
+                let Some(dir) = self.opts.contexts.get(name).cloned() else {
+                    return Err(SolveError::Step {
+                        instruction: v.meta.instruction.clone(),
+                        span: v.meta.span.clone(),
+                        message: format!("build context {name:?} was not provided"),
+                    });
+                };
+                jobs.push((
+                    id,
+                    ai,
+                    dir,
+                    sources.clone(),
+                    excludes.clone(),
+                    exclude.clone(),
+                    *parents,
+                    v.meta.instruction.clone(),
+                    v.meta.span.clone(),
+                ));
+            }
+        }
+        if jobs.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let vref = VertexRef {
+            number: numbers.fetch_add(1, Ordering::SeqCst),
+            digest: String::new(),
+            name: "[internal] load build context".to_string(),
+        };
+        let started = Instant::now();
+        self.events.send(Event::Started {
+            vertex: vref.clone(),
+        });
+        let mut handles = Vec::new();
+        for (id, ai, dir, sources, excludes, exclude, parents, instr, span) in jobs {
+            let store = self.store.clone();
+            handles.push(tokio::task::spawn_blocking(move || {
+                exec::checksum_selection(&store, &dir, &sources, &excludes, &exclude, parents)
+                    .map(|ci| (id, ai, ci))
+                    .map_err(|message| SolveError::Step {
+                        instruction: instr,
+                        span,
+                        message,
+                    })
+            }));
+        }
+        let mut out: HashMap<VertexId, BTreeMap<usize, ContentInfo>> = HashMap::new();
+        let mut first_err = None;
+        for h in handles {
+            match h.await {
+                Ok(Ok((id, ai, ci))) => {
+                    out.entry(id).or_default().insert(ai, ci);
+                }
+                Ok(Err(e)) => {
+                    first_err.get_or_insert(e);
+                }
+                Err(e) => {
+                    first_err.get_or_insert(SolveError::Internal(format!(
+                        "context checksum task failed: {e}"
+                    )));
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            self.events.send(Event::Failed {
+                vertex: vref,
+                duration: started.elapsed(),
+                error: e.to_string(),
+            });
+            return Err(e);
+        }
+        self.events.send(Event::Done {
+            vertex: vref,
+            duration: started.elapsed(),
+        });
+        Ok(out)
+    }
+
+    /// Write the image config and manifest for the target.
+    fn assemble(
+        &self,
+        run: &Run,
+        target: &Realized,
+    ) -> Result<(Digest, Digest, ImageConfig), SolveError> {
+        let def = &run.def;
+        let mut config = def.target.config.clone();
+        let created = match self.opts.source_date_epoch {
+            Some(t) => exec::rfc3339(t),
+            None => exec::rfc3339(exec::now_unix()),
+        };
+        // Base layers are those of the chain below the first history step's vertex.
+        let base_len = config.rootfs.diff_ids.len();
+        let mut descriptors: Vec<rbuild_oci::Descriptor> = target
+            .chain
+            .iter()
+            .take(base_len)
+            .map(layer_descriptor)
+            .collect();
+        if target.chain.len() < base_len {
+            return Err(SolveError::Internal(format!(
+                "target has {} layers but its base image declares {}",
+                target.chain.len(),
+                base_len
+            )));
+        }
+        for step in &def.target.history {
+            let mut h = History {
+                created: Some(created.clone()),
+                created_by: Some(step.created_by.clone()),
+                comment: step.comment.clone(),
+                ..Default::default()
+            };
+            let layer = step
+                .vertex
+                .and_then(|v| run.nodes.get(&v))
+                .and_then(|n| n.realized.get().and_then(|r| r.layer.clone()).or_else(|| {
+                    n.record.as_ref().and_then(|r| r.layer.clone())
+                }));
+            match layer {
+                Some(l) => {
+                    config.rootfs.diff_ids.push(l.diff_id.clone());
+                    descriptors.push(layer_descriptor(&l));
+                }
+                None => h.empty_layer = true,
+            }
+            config.history.push(h);
+        }
+        // The chain of the target must be exactly base + the layers the history names.
+        let chain_ids: Vec<&Digest> = target.chain.iter().map(|l| &l.diff_id).collect();
+        let cfg_ids: Vec<&Digest> = config.rootfs.diff_ids.iter().collect();
+        if chain_ids != cfg_ids {
+            return Err(SolveError::Internal(format!(
+                "layer chain of the target ({} layers) does not match its history ({} layers)",
+                chain_ids.len(),
+                cfg_ids.len()
+            )));
+        }
+        config.created = Some(created);
+        let (manifest, config_digest) =
+            rbuild_image::write_image(&self.store, &config, &descriptors)
+                .map_err(|e| SolveError::Internal(format!("writing the image: {e}")))?;
+        Ok((manifest, config_digest, config))
+    }
+}
+
+pub(crate) fn layer_descriptor(l: &LayerInfo) -> rbuild_oci::Descriptor {
+    rbuild_oci::Descriptor::new(l.media_type.clone(), l.blob.clone(), l.size)
+}
+
+/// Vertices reachable from `root`, inputs before their consumers.
+fn reachable_topo(def: &BuildDefinition, root: VertexId) -> Vec<VertexId> {
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    // Iterative post-order DFS.
+    let mut stack = vec![(root, false)];
+    while let Some((id, expanded)) = stack.pop() {
+        if expanded {
+            out.push(id);
+            continue;
+        }
+        if !seen.insert(id) {
+            continue;
+        }
+        stack.push((id, true));
+        for i in def.graph.inputs(id).into_iter().rev() {
+            if !seen.contains(&i) {
+                stack.push((i, false));
+            }
+        }
+    }
+    out
+}
+
+impl Run {
+    pub(crate) fn vref(&self, node: &Node) -> VertexRef {
+        let mut n = node.number.load(Ordering::SeqCst);
+        if n == 0 {
+            let fresh = self.next_number.fetch_add(1, Ordering::SeqCst);
+            n = match node
+                .number
+                .compare_exchange(0, fresh, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => fresh,
+                Err(existing) => existing,
+            };
+        }
+        VertexRef {
+            number: n,
+            digest: node.key.to_string(),
+            name: self.def.graph.vertex(node.id).meta.name.clone(),
+        }
+    }
+
+    pub(crate) fn cancel_all(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+        for c in self.cancels.lock().unwrap().iter() {
+            c.cancel();
+        }
+    }
+
+    pub(crate) fn check_cancelled(&self) -> Result<(), SolveError> {
+        if self.cancelled.load(Ordering::SeqCst) {
+            Err(SolveError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The layers of `id`'s filesystem, without materializing it when a cache record has them.
+    pub(crate) fn layers(self: Arc<Self>, id: VertexId) -> BoxFuture<'static, Result<Arc<Realized>, SolveError>> {
+        async move {
+            let node = self.nodes[&id].clone();
+            if let Some(rec) = &node.record {
+                self.report_cached(&node);
+                return Ok(Arc::new(Realized {
+                    snapshot: None,
+                    chain: rec.chain.clone(),
+                    layer: rec.layer.clone(),
+                    context: None,
+                }));
+            }
+            self.materialize(id).await
+        }
+        .boxed()
+    }
+
+    pub(crate) fn report_cached(&self, node: &Node) {
+        if !node.reported_cached.swap(true, Ordering::SeqCst) {
+            self.cached_count.fetch_add(1, Ordering::SeqCst);
+            self.solver.events.send(Event::Cached {
+                vertex: self.vref(node),
+            });
+        }
+    }
+
+    /// Make `id`'s filesystem exist as a committed snapshot (executing it if needed). Runs once per
+    /// vertex per build, whoever asks first; the others wait for that result.
+    pub(crate) fn materialize(self: Arc<Self>, id: VertexId) -> BoxFuture<'static, Result<Arc<Realized>, SolveError>> {
+        async move {
+            let node = self.nodes[&id].clone();
+            let this = self.clone();
+            node.realized
+                .get_or_try_init(|| async move { exec::realize(this, id).await.map(Arc::new) })
+                .await
+                .cloned()
+        }
+        .boxed()
+    }
+
+    /// Materialize all inputs of `id` concurrently.
+    pub(crate) async fn inputs(self: &Arc<Self>, id: VertexId) -> Result<Vec<Arc<Realized>>, SolveError> {
+        let node = self.nodes[&id].clone();
+        let futs = node
+            .inputs
+            .iter()
+            .map(|i| self.clone().materialize(*i))
+            .collect::<Vec<_>>();
+        let res = futures::future::join_all(futs).await;
+        let mut out = Vec::new();
+        let mut err = None;
+        for r in res {
+            match r {
+                Ok(r) => out.push(r),
+                Err(SolveError::Cancelled) => {
+                    err.get_or_insert(SolveError::Cancelled);
+                }
+                Err(e) => {
+                    // A real failure beats "cancelled".
+                    if matches!(err, None | Some(SolveError::Cancelled)) {
+                        err = Some(e);
+                    }
+                }
+            }
+        }
+        match err {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+}
