@@ -1,1 +1,217 @@
-//! Content-addressed blob store and metadata database.
+//! # rbuild-store — content-addressed blobs and the metadata database
+//!
+//! One [`Store`] is one root directory (`$RBUILD_ROOT`, see [`Store::default_root`]) that several
+//! rbuild processes may use at once:
+//!
+//! ```text
+//! blobs/sha256/<hex>   immutable blobs, named by their digest (read-only files)
+//! ingest/              temp files of blobs being written (each flock'ed by its writer)
+//! meta.db              SQLite (WAL): images, layer variants, cache records, checksums, leases
+//! refs/images/         one JSON file per image name: the names survive a lost meta.db
+//! locks/               lock files: one per live lease, `gc.lock` serializing prune and fsck
+//! ```
+//!
+//! The surface follows containerd's content store, in three small parts:
+//! - **read**: [`Store::has_blob`], [`Store::blob_size`], [`Store::open_blob`], [`Store::read_blob`]
+//!   (size-capped and verified);
+//! - **ingest**: [`Store::ingest`] gives a [`BlobWriter`]; [`BlobWriter::commit`] takes the expected
+//!   digest and size and verifies them itself, then fsyncs and renames: a blob is whole or absent;
+//! - **manage**: image names ([`ImageRecord`]), layer compression variants, build-cache records,
+//!   the context checksum cache, [`Lease`]s, [`Store::prune`], [`Store::fsck`], [`Store::disk_usage`].
+//!
+//! Image id = config digest. Names are normalized (`busybox` is `busybox:latest`).
+//!
+//! What it is not: it does not parse Dockerfiles, build anything, talk to registries or own
+//! snapshots (`snapshots/`, `mnt/`, `cache-mounts/` belong to other crates). It parses JSON only to
+//! find which blobs a blob references (for prune and fsck), generically: any string in a
+//! manifest, index, config or cache record that is a digest of a stored blob keeps that blob.
+
+mod blobs;
+mod checksums;
+mod db;
+mod error;
+mod fsck;
+mod gc;
+mod images;
+mod lease;
+mod records;
+mod refs;
+
+pub use blobs::BlobWriter;
+pub use checksums::{ChecksumEntry, FileStat};
+pub use error::{Result, StoreError};
+pub use fsck::FsckReport;
+pub use gc::{DiskUsage, PruneOptions, PruneReport};
+pub use images::{normalize_name, ImageRecord};
+pub use lease::{Lease, KIND_BLOB, KIND_CACHE, KIND_SNAPSHOT};
+
+use rusqlite::Connection;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// A store at a root directory. Cheap to clone (shared handle); `Send + Sync`.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    root: PathBuf,
+    db_path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("root", &self.inner.root)
+            .finish()
+    }
+}
+
+const SUBDIRS: &[&str] = &[
+    "blobs",
+    "blobs/sha256",
+    "ingest",
+    "locks",
+    "refs",
+    "refs/images",
+];
+
+impl Store {
+    /// Open the store at `root`, creating it (mode 0700) and its database if needed.
+    pub fn open(root: &Path) -> Result<Store> {
+        Self::create_layout(root)?;
+        let db_path = root.join("meta.db");
+        let conn = db::open(&db_path)?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                root: root.to_path_buf(),
+                db_path,
+                conn: Mutex::new(conn),
+            }),
+        })
+    }
+
+    /// Like [`Store::open`], but a `meta.db` that cannot be opened is moved aside
+    /// (`meta.db.corrupt-<time>`) and a fresh one created; run [`Store::fsck`] with `repair`
+    /// afterwards to re-register image names from `refs/`. For `rbuild fsck --repair`.
+    pub fn open_for_repair(root: &Path) -> Result<(Store, Option<PathBuf>)> {
+        match Self::open(root) {
+            Ok(s) => Ok((s, None)),
+            Err(StoreError::Db { .. }) => {
+                let db_path = root.join("meta.db");
+                let aside = fsck::move_db_aside(root, &db_path)?;
+                Ok((Self::open(root)?, Some(aside)))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn create_layout(root: &Path) -> Result<()> {
+        let mut b = std::fs::DirBuilder::new();
+        b.recursive(true).mode(0o700);
+        b.create(root)
+            .map_err(|e| StoreError::io("create store root", root, root, e))?;
+        // An existing root keeps its mode unless it is looser than 0700 for group/other writes.
+        let meta = std::fs::metadata(root)
+            .map_err(|e| StoreError::io("stat store root", root, root, e))?;
+        if meta.permissions().mode() & 0o022 != 0 {
+            std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| StoreError::io("chmod store root", root, root, e))?;
+        }
+        for sub in SUBDIRS {
+            let p = root.join(sub);
+            b.create(&p)
+                .map_err(|e| StoreError::io("create store directory", &p, root, e))?;
+        }
+        Ok(())
+    }
+
+    /// `$RBUILD_ROOT`, else `/var/lib/rbuild` for root, else `$XDG_DATA_HOME/rbuild`
+    /// (`~/.local/share/rbuild`).
+    pub fn default_root() -> PathBuf {
+        if let Some(r) = std::env::var_os("RBUILD_ROOT").filter(|r| !r.is_empty()) {
+            return PathBuf::from(r);
+        }
+        if nix::unistd::geteuid().is_root() {
+            return PathBuf::from("/var/lib/rbuild");
+        }
+        if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+            return PathBuf::from(x).join("rbuild");
+        }
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/tmp"));
+        home.join(".local/share/rbuild")
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// Path of the lock file `locks/<name>.lock` (for other crates' named locks).
+    pub fn lock_path(&self, name: &str) -> PathBuf {
+        self.inner.root.join("locks").join(format!("{name}.lock"))
+    }
+
+    /// Run `f` with the database connection; SQLite errors name the database file.
+    pub(crate) fn db<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        let mut conn = self.conn();
+        f(&mut conn).map_err(|source| self.db_err(source))
+    }
+
+    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave the connection inconsistent: SQLite rolls
+        // back an unfinished transaction when it is dropped.
+        self.inner.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn db_err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Db {
+            path: self.inner.db_path.clone(),
+            source,
+        }
+    }
+
+    pub(crate) fn db_path(&self) -> &Path {
+        &self.inner.db_path
+    }
+
+    pub(crate) fn io_err(&self, op: &'static str, path: &Path, e: std::io::Error) -> StoreError {
+        StoreError::io(op, path, &self.inner.root, e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_creates_layout_0700() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("r");
+        let s = Store::open(&root).unwrap();
+        assert_eq!(s.root(), root);
+        let mode = std::fs::metadata(&root).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        for sub in SUBDIRS {
+            assert!(root.join(sub).is_dir(), "{sub}");
+        }
+        assert!(root.join("meta.db").is_file());
+        drop(s);
+        // Reopen: migrations are idempotent.
+        Store::open(&root).unwrap();
+    }
+
+    #[test]
+    fn store_is_send_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Store>();
+    }
+}
