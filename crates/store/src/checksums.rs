@@ -50,6 +50,9 @@ pub struct ChecksumEntry {
     pub digest: Digest,
 }
 
+/// A row of the checksums table: path, dev, ino, size, mtime_ns, ctime_ns, digest.
+type ChecksumRow = (Vec<u8>, i64, i64, i64, i64, i64, String);
+
 /// The smallest byte string greater than every string starting with `prefix`
 /// (`None` when there is none: the prefix is all 0xff).
 fn prefix_upper_bound(prefix: &[u8]) -> Option<Vec<u8>> {
@@ -69,7 +72,7 @@ impl Store {
     pub fn checksums_under(&self, prefix: &Path) -> Result<HashMap<PathBuf, ChecksumEntry>> {
         let lo = prefix.as_os_str().as_bytes().to_vec();
         let hi = prefix_upper_bound(&lo);
-        let rows: Vec<(Vec<u8>, i64, i64, i64, i64, i64, String)> = self.db(|c| {
+        let rows: Vec<ChecksumRow> = self.db(|c| {
             let sql_all = "SELECT path, dev, ino, size, mtime_ns, ctime_ns, digest FROM checksums
                            WHERE path >= ?1";
             let sql_range = "SELECT path, dev, ino, size, mtime_ns, ctime_ns, digest FROM checksums

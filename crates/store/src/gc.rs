@@ -31,6 +31,9 @@ const MAX_DOCUMENT: u64 = if MAX_CONFIG_SIZE > MAX_MANIFEST_SIZE {
 /// An ingest temp file younger than this is never removed (its writer may not have locked it yet).
 const INGEST_GRACE: Duration = Duration::from_secs(60);
 
+/// (diff_id, compression) as stored in the layer_variants table.
+type VariantKey = (String, String);
+
 /// What to prune.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PruneOptions {
@@ -95,7 +98,7 @@ impl Store {
         let Some(size) = self.blob_size(d)? else {
             return Ok(None);
         };
-        if size > MAX_DOCUMENT || size < 2 {
+        if !(2..=MAX_DOCUMENT).contains(&size) {
             return Ok(None);
         }
         let p = self.blob_path(d);
@@ -169,7 +172,7 @@ impl Store {
     }
 
     /// Layer variants to keep given what is referenced: returns (kept blob digests, rows to drop).
-    fn sort_variants(&self, reach: &Reach) -> Result<(Vec<Digest>, Vec<(String, String)>)> {
+    fn sort_variants(&self, reach: &Reach) -> Result<(Vec<Digest>, Vec<VariantKey>)> {
         let mut keep = Vec::new();
         let mut drop = Vec::new();
         for (diff_id, comp, digest, _size) in self.layer_variant_rows()? {

@@ -13,6 +13,9 @@ use std::path::PathBuf;
 /// Ref files are tiny; anything bigger is not ours.
 const MAX_REF_FILE: u64 = 64 * 1024;
 
+/// An unreadable ref file and why.
+pub(crate) type BadRefFile = (PathBuf, String);
+
 #[derive(Serialize, Deserialize)]
 pub(crate) struct RefFile {
     pub name: String,
@@ -66,7 +69,7 @@ impl Store {
     }
 
     /// Every readable ref file; unreadable ones are returned as paths with the reason.
-    pub(crate) fn read_refs(&self) -> Result<(Vec<RefFile>, Vec<(PathBuf, String)>)> {
+    pub(crate) fn read_refs(&self) -> Result<(Vec<RefFile>, Vec<BadRefFile>)> {
         let dir = self.refs_dir();
         let mut good = Vec::new();
         let mut bad = Vec::new();
