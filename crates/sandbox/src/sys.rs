@@ -1,0 +1,185 @@
+//! Raw syscalls nix does not wrap (capset, close_range, bringing `lo` up, resetting signal
+//! dispositions). Every `unsafe` block of the crate outside the init's fork points is here.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+
+/// Linux capability numbers of Docker's default set.
+pub(crate) const DEFAULT_CAPS: &[u32] = &[
+    0,  // CAP_CHOWN
+    1,  // CAP_DAC_OVERRIDE
+    3,  // CAP_FOWNER
+    4,  // CAP_FSETID
+    5,  // CAP_KILL
+    6,  // CAP_SETGID
+    7,  // CAP_SETUID
+    8,  // CAP_SETPCAP
+    10, // CAP_NET_BIND_SERVICE
+    13, // CAP_NET_RAW
+    18, // CAP_SYS_CHROOT
+    27, // CAP_MKNOD
+    29, // CAP_AUDIT_WRITE
+    31, // CAP_SETFCAP
+];
+
+/// Bit mask of a list of capabilities.
+pub(crate) fn cap_mask(caps: &[u32]) -> u64 {
+    caps.iter().filter(|c| **c < 64).fold(0, |m, c| m | (1u64 << c))
+}
+
+/// The highest capability number the kernel knows (probes the bounding set).
+pub(crate) fn last_cap() -> u32 {
+    let mut last = 0;
+    for cap in 0..64u32 {
+        // SAFETY: PR_CAPBSET_READ only reads the calling thread's bounding set; it takes an
+        // integer argument and touches no memory.
+        let r = unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap as libc::c_ulong, 0, 0, 0) };
+        if r < 0 {
+            break;
+        }
+        last = cap;
+    }
+    last
+}
+
+/// Drop `cap` from the bounding set.
+pub(crate) fn capbset_drop(cap: u32) -> nix::Result<()> {
+    // SAFETY: integer-only prctl on the calling thread.
+    let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+    Errno::result(r).map(drop)
+}
+
+/// Clear the ambient capability set.
+pub(crate) fn clear_ambient() -> nix::Result<()> {
+    // SAFETY: integer-only prctl on the calling thread.
+    let r = unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+    Errno::result(r).map(drop)
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// Set the effective, permitted and inheritable sets of the calling thread.
+pub(crate) fn capset(effective: u64, permitted: u64, inheritable: u64) -> nix::Result<()> {
+    let mut header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let data = [
+        CapData {
+            effective: effective as u32,
+            permitted: permitted as u32,
+            inheritable: inheritable as u32,
+        },
+        CapData {
+            effective: (effective >> 32) as u32,
+            permitted: (permitted >> 32) as u32,
+            inheritable: (inheritable >> 32) as u32,
+        },
+    ];
+    // SAFETY: header and data are valid, properly laid out (`#[repr(C)]`) structs for
+    // _LINUX_CAPABILITY_VERSION_3, which takes exactly two data elements; the kernel only reads
+    // them for capset.
+    let r = unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut CapHeader, data.as_ptr()) };
+    Errno::result(r).map(drop)
+}
+
+/// close_range(first, u32::MAX, flags).
+pub(crate) fn close_range_from(first: u32, cloexec: bool) -> nix::Result<()> {
+    let flags = if cloexec { libc::CLOSE_RANGE_CLOEXEC } else { 0 };
+    // SAFETY: close_range takes integers only. Closing fds here is sound because the callers
+    // (the init, single-threaded) own every fd >= `first` and hold no Rust objects on them
+    // except those they re-create afterwards from fds below `first`.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, flags) };
+    Errno::result(r).map(drop)
+}
+
+/// Take ownership of an fd number inherited from the parent.
+///
+/// # Safety
+/// `fd` must be open and not owned by anything else in this process.
+pub(crate) unsafe fn owned_fd(fd: RawFd) -> OwnedFd {
+    // SAFETY: guaranteed by the caller.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// Bring the loopback interface up (in the current network namespace).
+pub(crate) fn loopback_up() -> nix::Result<()> {
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+    let sock = socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads the interface named in `req` and writes ifr_flags in it; `req`
+    // is a valid, writable ifreq for the duration of the call.
+    let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) };
+    Errno::result(r)?;
+    // SAFETY: the kernel filled ifr_ifru as flags for SIOCGIFFLAGS, so reading that union
+    // member is reading initialized data.
+    unsafe {
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+    }
+    // SAFETY: as above; SIOCSIFFLAGS only reads `req`.
+    let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &mut req) };
+    Errno::result(r).map(drop)
+}
+
+/// Reset every catchable signal to its default disposition (Rust's runtime ignores SIGPIPE, and
+/// ignored dispositions survive execve).
+pub(crate) fn reset_signal_dispositions() {
+    for sig in 1..libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL involves no handler code; failures (for signals reserved by
+        // libc) are harmless and ignored.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+    }
+}
+
+/// Set the process umask.
+pub(crate) fn umask(mask: u32) {
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_default_cap_mask() {
+        assert_eq!(cap_mask(DEFAULT_CAPS), 0xa804_25fb);
+    }
+
+    #[test]
+    fn last_cap_is_plausible() {
+        let last = last_cap();
+        assert!((36..64).contains(&last), "{last}");
+    }
+}

@@ -1,0 +1,414 @@
+//! Integration tests: real namespaces, mounts and cgroups on a busybox rootfs. They need root
+//! and skip (printing why) otherwise. Runs are serialized so the leftover checks (mounts,
+//! cgroups, processes) see only their own run.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rbuild_sandbox::{
+    run, Cancel, ExitKind, InitError, Limits, Network, OutputStream, RunOutcome, RunSpec, SandboxError, SandboxMount,
+};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+struct Env {
+    _guard: MutexGuard<'static, ()>,
+    root: tempfile::TempDir,
+    mountinfo: BTreeSet<String>,
+}
+
+fn mountinfo() -> BTreeSet<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        // Mount ids differ between reads only if something changed; compare the whole line.
+        .map(str::to_owned)
+        .collect()
+}
+
+fn cgroup_leftovers() -> Vec<PathBuf> {
+    let me = format!("{}-", std::process::id());
+    let mut out = Vec::new();
+    for base in ["/sys/fs/cgroup/rbuild", "/sys/fs/cgroup/memory/rbuild", "/sys/fs/cgroup/pids/rbuild", "/sys/fs/cgroup/cpu/rbuild"] {
+        if let Ok(rd) = std::fs::read_dir(base) {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&me) {
+                    out.push(e.path());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A busybox rootfs, or `None` (with the reason printed) when the tests cannot run here.
+fn setup() -> Option<Env> {
+    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIP: sandbox integration tests need root");
+        return None;
+    }
+    if !Path::new("/bin/busybox").exists() {
+        eprintln!("SKIP: /bin/busybox (busybox-static) is not installed");
+        return None;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    std::fs::create_dir_all(r.join("bin")).unwrap();
+    std::fs::create_dir_all(r.join("etc")).unwrap();
+    std::fs::create_dir_all(r.join("tmp")).unwrap();
+    std::fs::copy("/bin/busybox", r.join("bin/busybox")).unwrap();
+    let list = std::process::Command::new("/bin/busybox").arg("--list").output().unwrap();
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" {
+            std::os::unix::fs::symlink("busybox", r.join("bin").join(applet)).unwrap();
+        }
+    }
+    std::fs::write(
+        r.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+    )
+    .unwrap();
+    std::fs::write(r.join("etc/group"), "root:x:0:\ntty:x:5:\nwheel:x:10:app\napp:x:1000:\nnogroup:x:65534:\n").unwrap();
+    Some(Env {
+        _guard: guard,
+        root,
+        mountinfo: mountinfo(),
+    })
+}
+
+impl Env {
+    fn spec(&self, script: &str) -> RunSpec {
+        let mut s = RunSpec::new(self.root.path(), vec!["/bin/sh".into(), "-c".into(), script.into()]);
+        s.env = vec!["PATH=/usr/sbin:/usr/bin:/sbin:/bin".into()];
+        s.hostname = "sandboxtest".into();
+        s.init_exe = Some(PathBuf::from(env!("CARGO_BIN_EXE_rbuild-sandbox-test-init")));
+        s
+    }
+
+    fn run(&self, spec: &RunSpec) -> (Result<RunOutcome, SandboxError>, String, String) {
+        self.run_with(spec, &Cancel::new())
+    }
+
+    fn run_with(&self, spec: &RunSpec, cancel: &Cancel) -> (Result<RunOutcome, SandboxError>, String, String) {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let res = run(
+            spec,
+            &mut |s, b| match s {
+                OutputStream::Stdout => out.extend_from_slice(b),
+                OutputStream::Stderr => err.extend_from_slice(b),
+            },
+            cancel,
+        );
+        self.assert_clean();
+        (res, String::from_utf8_lossy(&out).into_owned(), String::from_utf8_lossy(&err).into_owned())
+    }
+
+    /// Run and expect exit 0; return stdout.
+    fn ok(&self, spec: &RunSpec) -> String {
+        let (res, out, err) = self.run(spec);
+        let outcome = res.unwrap_or_else(|e| panic!("run failed: {e}\nstdout: {out}\nstderr: {err}"));
+        assert_eq!(outcome.status, ExitKind::Exited(0), "stdout: {out}\nstderr: {err}");
+        out
+    }
+
+    fn assert_clean(&self) {
+        assert_eq!(mountinfo(), self.mountinfo, "host mounts changed");
+        assert_eq!(cgroup_leftovers(), Vec::<PathBuf>::new(), "cgroups left behind");
+        let r = self.root.path();
+        for p in ["proc", "dev", "sys", "etc/hosts", "etc/resolv.conf", "etc/hostname"] {
+            assert!(std::fs::symlink_metadata(r.join(p)).is_err(), "mountpoint {p} left in the rootfs");
+        }
+    }
+}
+
+fn host_processes_with(arg: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .map(|c| c.split(|b| *b == 0).any(|a| a == arg.as_bytes()))
+                .unwrap_or(false)
+        })
+        .count()
+}
+
+#[test]
+fn exit_code_and_output_stream_through() {
+    let Some(env) = setup() else { return };
+    let (res, out, err) = env.run(&env.spec("echo out; echo err >&2; exit 7"));
+    assert_eq!(res.unwrap().status, ExitKind::Exited(7));
+    assert_eq!(out, "out\n");
+    assert_eq!(err, "err\n");
+    let (res, _, _) = env.run(&env.spec("kill -9 $$"));
+    assert_eq!(res.unwrap().status, ExitKind::Signaled(9));
+    // Large output is streamed whole.
+    let out = env.ok(&env.spec("dd if=/dev/zero bs=1024 count=2048 2>/dev/null | tr '\\0' x"));
+    assert_eq!(out.len(), 2048 * 1024);
+}
+
+#[test]
+fn pid_namespace_has_the_init_as_pid_1_and_no_host_process() {
+    let Some(env) = setup() else { return };
+    let out = env.ok(&env.spec("echo $$; ls /proc | grep -E '^[0-9]+$' | wc -l; ps -o pid,comm"));
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("2"), "the command is PID 1's child: {out}");
+    let count: u32 = lines.next().unwrap().trim().parse().unwrap();
+    assert!(count <= 6, "only the sandbox's own processes are visible: {out}");
+    assert!(out.contains("1 rbuild-sandbox"), "PID 1 is the init: {out}");
+    // The init is not dumpable: /proc/1/exe (the rbuild binary) cannot be reached.
+    let (res, _, _) = env.run(&env.spec("cat /proc/1/exe > /dev/null"));
+    assert_ne!(res.unwrap().status, ExitKind::Exited(0));
+    let (res, _, _) = env.run(&env.spec("ls /proc/1/root/ > /dev/null"));
+    assert_ne!(res.unwrap().status, ExitKind::Exited(0));
+}
+
+#[test]
+fn hostname_and_etc_files() {
+    let Some(env) = setup() else { return };
+    let out = env.ok(&env.spec("hostname; cat /etc/hostname; cat /etc/hosts; test -s /etc/resolv.conf && echo resolv"));
+    let host = nix::unistd::gethostname().unwrap().to_string_lossy().into_owned();
+    assert_ne!(host, "sandboxtest");
+    assert!(out.starts_with("sandboxtest\nsandboxtest\n127.0.0.1\tlocalhost sandboxtest\n"), "{out}");
+    assert!(out.ends_with("resolv\n"), "{out}");
+}
+
+#[test]
+fn host_filesystem_is_invisible() {
+    let Some(env) = setup() else { return };
+    let out = env.ok(&env.spec(
+        "test -e /work && echo work; test -e /usr/bin/cargo && echo cargo; cat /proc/self/mountinfo | wc -l; ls /",
+    ));
+    assert!(!out.contains("work\n") && !out.contains("cargo\n"), "{out}");
+    let mut lines = out.lines();
+    let mounts: u32 = lines.next().unwrap().trim().parse().unwrap();
+    assert!(mounts < 30, "only the sandbox's mounts: {out}");
+}
+
+#[test]
+fn capabilities_no_new_privs_and_fds() {
+    let Some(env) = setup() else { return };
+    let out = env.ok(&env.spec("grep -E '^(CapBnd|CapEff|CapPrm|CapInh|CapAmb|NoNewPrivs)' /proc/self/status"));
+    assert!(out.contains("CapBnd:\t00000000a80425fb"), "{out}");
+    assert!(out.contains("CapEff:\t00000000a80425fb"), "{out}");
+    assert!(out.contains("CapInh:\t0000000000000000"), "{out}");
+    assert!(out.contains("CapAmb:\t0000000000000000"), "{out}");
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+
+    let out = env.ok(&env.spec("ls /proc/self/fd"));
+    let fds: BTreeSet<u32> = out.split_whitespace().map(|f| f.parse().unwrap()).collect();
+    assert!(fds.is_subset(&[0, 1, 2, 3].into()) && fds.contains(&2), "only stdio (+ ls's own dir fd): {out}");
+    // No fd, and no cwd, points at a host directory.
+    let out = env.ok(&env.spec("readlink /proc/self/cwd; readlink /proc/1/cwd 2>&1; ls -l /proc/self/fd/ | grep -v pipe | grep -v null | grep -- '->' || true"));
+    assert!(out.starts_with("/\n"), "{out}");
+
+    let mut s = env.spec("grep -E '^(CapBnd|CapEff)' /proc/self/status");
+    s.insecure = true;
+    let out = env.ok(&s);
+    assert!(!out.contains("a80425fb"), "insecure keeps all capabilities: {out}");
+}
+
+#[test]
+fn non_root_user_and_groups() {
+    let Some(env) = setup() else { return };
+    let mut s = env.spec("id -u; id -g; id -G; grep -E '^CapEff' /proc/self/status; touch /x 2>/dev/null && echo wrote");
+    let user = rbuild_sandbox::resolve_user(env.root.path(), "app").unwrap();
+    s.uid = user.uid;
+    s.gid = user.gid;
+    s.additional_gids = user.additional_gids;
+    let out = env.ok(&s);
+    assert_eq!(out, "1000\n1000\n1000 10\nCapEff:\t0000000000000000\n");
+}
+
+#[test]
+fn cwd_is_created_inside_the_rootfs_and_owned_by_the_user() {
+    let Some(env) = setup() else { return };
+    let mut s = env.spec("pwd; touch file");
+    s.cwd = "/home/app/../app/work".into();
+    s.uid = 1000;
+    s.gid = 1000;
+    let out = env.ok(&s);
+    assert_eq!(out, "/home/app/work\n");
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(env.root.path().join("home/app/work")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (1000, 1000));
+    assert!(env.root.path().join("home/app/work/file").exists());
+
+    // A symlink to a host path is re-rooted, never followed onto the host.
+    let host = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(host.path(), env.root.path().join("escape")).unwrap();
+    let mut s = env.spec("pwd");
+    s.cwd = "/escape/sub".into();
+    let (res, _, _) = env.run(&s);
+    assert!(matches!(res, Err(SandboxError::RootfsPath { .. })), "{res:?}");
+    assert_eq!(std::fs::read_dir(host.path()).unwrap().count(), 0);
+
+    // A cwd that is a file is a typed error from inside.
+    std::fs::write(env.root.path().join("afile"), b"").unwrap();
+    let mut s = env.spec("pwd");
+    s.cwd = "/afile".into();
+    let (res, _, _) = env.run(&s);
+    assert!(matches!(res, Err(SandboxError::Init(InitError::Cwd { .. }))), "{res:?}");
+}
+
+#[test]
+fn exec_not_found_is_a_typed_error_and_uses_the_image_path() {
+    let Some(env) = setup() else { return };
+    let mut s = env.spec("");
+    s.args = vec!["no-such-tool".into()];
+    let (res, _, _) = env.run(&s);
+    match res {
+        Err(SandboxError::Init(e @ InitError::ExecNotFound { .. })) => {
+            assert_eq!(e.to_string(), "exec: \"no-such-tool\": executable file not found in $PATH");
+        }
+        other => panic!("{other:?}"),
+    }
+    // `cargo` exists on the host PATH, never in the image's.
+    s.args = vec!["cargo".into()];
+    let (res, _, _) = env.run(&s);
+    assert!(matches!(res, Err(SandboxError::Init(InitError::ExecNotFound { .. }))), "{res:?}");
+    // A PATH without /bin: sh is not found even though it is in the rootfs.
+    s.args = vec!["sh".into(), "-c".into(), "true".into()];
+    s.env = vec!["PATH=/opt/none".into()];
+    let (res, _, _) = env.run(&s);
+    assert!(matches!(res, Err(SandboxError::Init(InitError::ExecNotFound { .. }))), "{res:?}");
+    s.env = vec![];
+    assert_eq!(env.run(&s).0.unwrap().status, ExitKind::Exited(0), "Docker's default PATH applies");
+    // An explicit path that does not exist.
+    s.args = vec!["/bin/nope".into()];
+    let (res, _, _) = env.run(&s);
+    assert!(matches!(res, Err(SandboxError::Init(InitError::Exec { .. }))), "{res:?}");
+}
+
+#[test]
+fn network_none_has_only_loopback_and_it_is_up() {
+    let Some(env) = setup() else { return };
+    let mut s = env.spec("ls /sys/class/net; cat /sys/class/net/lo/flags");
+    s.network = Network::None;
+    let out = env.ok(&s);
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("lo"), "{out}");
+    let flags = u32::from_str_radix(lines.next().unwrap().trim_start_matches("0x"), 16).unwrap();
+    assert_eq!(flags & 1, 1, "lo is up: {out}");
+}
+
+#[test]
+fn dev_proc_and_sys_are_minimal_and_protected() {
+    let Some(env) = setup() else { return };
+    let out = env.ok(&env.spec(
+        "ls /dev | tr '\\n' ' '; echo; echo x > /dev/null && echo null-ok; \
+         head -c 4 /dev/urandom | wc -c; \
+         wc -c < /proc/kcore; \
+         (echo 1 > /proc/sysrq-trigger) 2>/dev/null || echo sysrq-ro; \
+         (echo 1 > /proc/sys/kernel/domainname) 2>/dev/null || echo procsys-ro; \
+         touch /sys/x 2>/dev/null || echo sys-ro; \
+         ls /sys/firmware | wc -l; \
+         echo shm > /dev/shm/a && cat /dev/shm/a",
+    ));
+    let mut lines = out.lines();
+    let dev: BTreeSet<&str> = lines.next().unwrap().split_whitespace().collect();
+    for d in ["null", "zero", "full", "random", "urandom", "tty", "ptmx", "pts", "shm", "fd", "stdin", "stdout", "stderr"] {
+        assert!(dev.contains(d), "/dev/{d} missing: {out}");
+    }
+    assert!(!dev.iter().any(|d| d.starts_with("sd") || d.starts_with("nvme") || *d == "mem" || *d == "kmsg"), "{out}");
+    let rest: Vec<&str> = lines.collect();
+    assert_eq!(rest, ["null-ok", "4", "0", "sysrq-ro", "procsys-ro", "sys-ro", "0", "shm"], "{out}");
+}
+
+#[test]
+fn bind_and_tmpfs_mounts_and_their_mountpoints_are_removed() {
+    let Some(env) = setup() else { return };
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("data"), b"hello").unwrap();
+    let rw = tempfile::tempdir().unwrap();
+    let mut s = env.spec("cat /mnt/in/data; (echo x > /mnt/in/new) 2>/dev/null || echo ro; echo out > /mnt/out/f; echo t > /scratch/t && cat /scratch/t");
+    s.mounts = vec![
+        SandboxMount::Tmpfs { target: "/scratch".into(), size: Some(1 << 20) },
+        SandboxMount::Bind { source: host.path().into(), target: "/mnt/in".into(), readonly: true },
+        SandboxMount::Bind { source: rw.path().into(), target: "/mnt/out".into(), readonly: false },
+    ];
+    let out = env.ok(&s);
+    assert_eq!(out, "helloro\nt\n");
+    assert_eq!(std::fs::read_to_string(rw.path().join("f")).unwrap(), "out\n");
+    assert!(!host.path().join("new").exists());
+    for p in ["scratch", "mnt"] {
+        assert!(!env.root.path().join(p).exists(), "{p} left in rootfs");
+    }
+}
+
+#[test]
+fn cancel_kills_everything_quickly() {
+    let Some(env) = setup() else { return };
+    let cancel = Cancel::new();
+    let c2 = cancel.clone();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        c2.cancel();
+    });
+    let start = Instant::now();
+    let (res, _, _) = env.run_with(&env.spec("sleep 1000 & sleep 1001; echo never"), &cancel);
+    t.join().unwrap();
+    assert!(matches!(res, Err(SandboxError::Cancelled)), "{res:?}");
+    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+    assert_eq!(host_processes_with("1000"), 0, "sleep 1000 survived");
+    assert_eq!(host_processes_with("1001"), 0, "sleep 1001 survived");
+    // An already-cancelled token does not start anything.
+    let (res, _, _) = env.run_with(&env.spec("true"), &cancel);
+    assert!(matches!(res, Err(SandboxError::Cancelled)));
+}
+
+#[test]
+fn timeout_kills_everything() {
+    let Some(env) = setup() else { return };
+    let mut s = env.spec("sleep 1002");
+    s.timeout = Some(Duration::from_millis(300));
+    let start = Instant::now();
+    let (res, _, _) = env.run(&s);
+    assert!(matches!(res, Err(SandboxError::TimedOut { .. })), "{res:?}");
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert_eq!(host_processes_with("1002"), 0);
+}
+
+#[test]
+fn background_processes_die_with_the_command() {
+    let Some(env) = setup() else { return };
+    let start = Instant::now();
+    let out = env.ok(&env.spec("sleep 1003 & echo started"));
+    assert_eq!(out, "started\n");
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert_eq!(host_processes_with("1003"), 0);
+}
+
+#[test]
+fn pids_limit_stops_a_fork_bomb() {
+    let Some(env) = setup() else { return };
+    let mut s = env.spec("bomb() { bomb | bomb & }; bomb; sleep 2; echo survived");
+    s.limits = Limits { pids: Some(32), ..Limits::default() };
+    s.timeout = Some(Duration::from_secs(60));
+    let (res, out, _) = env.run(&s);
+    let outcome = res.unwrap();
+    assert!(outcome.pids_limit_hit, "{outcome:?} {out}");
+}
+
+#[test]
+fn memory_limit_gives_oom_killed() {
+    let Some(env) = setup() else { return };
+    let mut s = env.spec("dd if=/dev/zero bs=1M count=1024 2>/dev/null | (x=$(cat); echo ${#x})");
+    s.limits = Limits { memory: Some(64 << 20), ..Limits::default() };
+    s.timeout = Some(Duration::from_secs(120));
+    let (res, out, err) = env.run(&s);
+    assert_eq!(res.unwrap().status, ExitKind::OomKilled, "stdout: {out} stderr: {err}");
+}
+
+#[test]
+fn cpu_limit_is_applied() {
+    let Some(env) = setup() else { return };
+    let mut s = env.spec("cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>/dev/null || true");
+    s.limits = Limits { cpus: Some(0.5), ..Limits::default() };
+    let (res, _, err) = env.run(&s);
+    assert_eq!(res.unwrap().status, ExitKind::Exited(0), "{err}");
+}
