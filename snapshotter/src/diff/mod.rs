@@ -1,0 +1,24 @@
+//! The diff module: an upper dir → an OCI layer tar ([`write_layer`]), a layer tar → a snapshot dir
+//! ([`apply_layer`]), and the compression around them ([`compress`], [`decompress`]).
+//!
+//! It never mounts anything and knows nothing of snapshot metadata: it is given directories.
+
+mod apply;
+mod compress;
+mod fsutil;
+mod tar_read;
+mod write;
+
+pub use apply::{apply_layer, ApplyError, ApplyOptions, ApplyStats};
+pub use compress::{compress, decompress, detect, CompressError, CompressStats, Level};
+pub use tar_read::TarError;
+pub use write::{write_layer, LayerOptions, LayerStats, WriteError};
+
+/// OCI whiteout prefix: `.wh.<name>` deletes `<name>` of the layers below.
+pub const WHITEOUT_PREFIX: &str = ".wh.";
+/// Prefix of AUFS metadata names (`.wh..wh.*`), of which only the opaque marker has a meaning.
+pub const WHITEOUT_META_PREFIX: &str = ".wh..wh.";
+/// OCI opaque marker: its directory hides everything of the layers below.
+pub const OPAQUE_MARKER: &str = ".wh..wh..opq";
+/// Overlay's opaque-directory xattr (value `y`).
+pub const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
