@@ -230,11 +230,8 @@ impl Copier<'_> {
                 self.stats.specials += 1;
             }
             EntryKind::Dir => {
-                let (canon, created) = write::ensure_dir(self.dest, dir, name, &meta)?;
+                write::ensure_dir(self.dest, dir, name, &meta)?;
                 self.stats.dirs += 1;
-                if created {
-                    let _ = canon;
-                }
             }
         }
         Ok(())

@@ -164,7 +164,7 @@ pub fn resolve_user(root: &Root, user: &str) -> Result<ResolvedUser> {
             if let Some(p) = entry {
                 let mut extra: Vec<u32> = groups(root)?
                     .iter()
-                    .filter(|gr| gr.members.iter().any(|m| *m == p.name))
+                    .filter(|gr| gr.members.contains(&p.name))
                     .map(|gr| gr.gid)
                     .filter(|gid| *gid != out.gid)
                     .collect();
