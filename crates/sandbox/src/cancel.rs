@@ -32,7 +32,8 @@ impl Default for Cancel {
 impl Cancel {
     /// A fresh, not cancelled token.
     pub fn new() -> Self {
-        let wake = EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK).ok();
+        let wake =
+            EventFd::from_value_and_flags(0, EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK).ok();
         Cancel {
             inner: Arc::new(Inner {
                 cancelled: AtomicBool::new(false),

@@ -58,12 +58,17 @@ fn unique_id() -> String {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    format!("{}-{}-{:08x}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed), nanos)
+    format!(
+        "{}-{}-{:08x}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        nanos
+    )
 }
 
 fn is_cgroup2(path: &Path) -> bool {
     nix::sys::statfs::statfs(path)
-        .map(|s| s.filesystem_type().0 as i64 == CGROUP2_SUPER_MAGIC)
+        .map(|s| s.filesystem_type().0 == CGROUP2_SUPER_MAGIC)
         .unwrap_or(false)
 }
 
@@ -217,7 +222,11 @@ impl Cgroup {
                 }
             }
             if let Some(cpus) = limits.cpus {
-                write(&dir, "cpu.max", &format!("{} {CPU_PERIOD_US}", cpu_quota(cpus)?))?;
+                write(
+                    &dir,
+                    "cpu.max",
+                    &format!("{} {CPU_PERIOD_US}", cpu_quota(cpus)?),
+                )?;
             }
             if let Some(pids) = limits.pids {
                 write(&dir, "pids.max", &pids.to_string())?;
@@ -249,7 +258,10 @@ impl Cgroup {
 
     fn controller_dir(&self, controller: &str) -> Option<&Path> {
         match self {
-            Cgroup::V1(d) => d.iter().find(|(c, _)| *c == controller).map(|(_, p)| p.as_path()),
+            Cgroup::V1(d) => d
+                .iter()
+                .find(|(c, _)| *c == controller)
+                .map(|(_, p)| p.as_path()),
             Cgroup::V2(p) => Some(p),
         }
     }
@@ -299,7 +311,10 @@ impl Cgroup {
             for dir in self.dirs() {
                 for pid in Self::procs(dir) {
                     any = true;
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
                 }
             }
             if !any || start.elapsed() > deadline {
@@ -320,7 +335,10 @@ impl Cgroup {
                     Ok(()) => break,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => break,
                     // Exiting tasks keep the cgroup busy for a moment.
-                    Err(e) if start.elapsed() < Duration::from_secs(5) && e.raw_os_error() == Some(libc::EBUSY) => {
+                    Err(e)
+                        if start.elapsed() < Duration::from_secs(5)
+                            && e.raw_os_error() == Some(libc::EBUSY) =>
+                    {
                         std::thread::sleep(Duration::from_millis(10));
                     }
                     Err(e) => {

@@ -133,7 +133,11 @@ pub enum InitError {
 }
 
 impl InitError {
-    pub(crate) fn setup(step: impl Into<String>, path: Option<&str>, errno: nix::errno::Errno) -> Self {
+    pub(crate) fn setup(
+        step: impl Into<String>,
+        path: Option<&str>,
+        errno: nix::errno::Errno,
+    ) -> Self {
         InitError::Setup {
             step: step.into(),
             path: path.map(str::to_owned),

@@ -53,7 +53,9 @@ mod user;
 pub use cancel::Cancel;
 pub use error::{InitError, SandboxError};
 pub use run::run;
-pub use spec::{ExitKind, Limits, Network, OutputStream, RunOutcome, RunSpec, SandboxMount, Stdio, DEFAULT_PATH};
+pub use spec::{
+    ExitKind, Limits, Network, OutputStream, RunOutcome, RunSpec, SandboxMount, Stdio, DEFAULT_PATH,
+};
 pub use user::{resolve_user, ResolvedUser, UserError};
 
 use nix::mount::{mount, MsFlags};
@@ -78,10 +80,15 @@ pub fn enter_private_mount_namespace() -> Result<(), SandboxError> {
         what: "unshare the mount namespace",
         source: e.into(),
     })?;
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>).map_err(|e| {
-        SandboxError::Io {
-            what: "make / recursively private",
-            source: e.into(),
-        }
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| SandboxError::Io {
+        what: "make / recursively private",
+        source: e.into(),
     })
 }

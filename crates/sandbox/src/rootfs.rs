@@ -98,14 +98,28 @@ pub(crate) fn ensure_path(
                     let fd = nix::fcntl::openat(
                         dir.as_fd(),
                         name.as_str(),
-                        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                        OFlag::O_CREAT
+                            | OFlag::O_EXCL
+                            | OFlag::O_WRONLY
+                            | OFlag::O_NOFOLLOW
+                            | OFlag::O_CLOEXEC,
                         Mode::from_bits_truncate(0o644),
                     )?;
                     drop(fd);
-                    fchmodat(dir.as_fd(), name.as_str(), Mode::from_bits_truncate(0o644), FchmodatFlags::FollowSymlink)?;
+                    fchmodat(
+                        dir.as_fd(),
+                        name.as_str(),
+                        Mode::from_bits_truncate(0o644),
+                        FchmodatFlags::FollowSymlink,
+                    )?;
                 } else {
                     mkdirat(dir.as_fd(), name.as_str(), Mode::from_bits_truncate(0o755))?;
-                    fchmodat(dir.as_fd(), name.as_str(), Mode::from_bits_truncate(0o755), FchmodatFlags::FollowSymlink)?;
+                    fchmodat(
+                        dir.as_fd(),
+                        name.as_str(),
+                        Mode::from_bits_truncate(0o755),
+                        FchmodatFlags::FollowSymlink,
+                    )?;
                 }
                 if let Some((uid, gid)) = owner {
                     fchownat(
@@ -127,7 +141,10 @@ pub(crate) fn ensure_path(
 
 /// Remove what [`ensure_path`] created, children first: directories only when empty, files only
 /// when still empty regular files. Paths that became symlinks (or moved) are left alone.
-pub(crate) fn remove_created(root: BorrowedFd<'_>, created: &[String]) -> Result<(), (String, io::Error)> {
+pub(crate) fn remove_created(
+    root: BorrowedFd<'_>,
+    created: &[String],
+) -> Result<(), (String, io::Error)> {
     for path in created.iter().rev() {
         let (parent, name) = match path.rsplit_once('/') {
             Some((p, n)) => (p, n),
@@ -166,7 +183,10 @@ mod tests {
 
     #[test]
     fn components_are_cleaned() {
-        assert_eq!(components("/a//b/./c/"), Some(vec!["a".into(), "b".into(), "c".into()]));
+        assert_eq!(
+            components("/a//b/./c/"),
+            Some(vec!["a".into(), "b".into(), "c".into()])
+        );
         assert_eq!(components("/../../etc/../x"), Some(vec!["x".into()]));
         assert_eq!(components("/"), Some(vec![]));
         assert_eq!(components("rel/path"), None);
@@ -188,10 +208,25 @@ mod tests {
         assert!(created.is_err());
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
 
-        let created = ensure_path(rfd.as_fd(), &components("/etc/hosts").unwrap(), Kind::File, None).unwrap();
+        let created = ensure_path(
+            rfd.as_fd(),
+            &components("/etc/hosts").unwrap(),
+            Kind::File,
+            None,
+        )
+        .unwrap();
         assert_eq!(created, vec!["etc/hosts".to_owned()]);
-        let created2 = ensure_path(rfd.as_fd(), &components("/proc/a/b").unwrap(), Kind::Dir, None).unwrap();
-        assert_eq!(created2, vec!["proc".to_owned(), "proc/a".into(), "proc/a/b".into()]);
+        let created2 = ensure_path(
+            rfd.as_fd(),
+            &components("/proc/a/b").unwrap(),
+            Kind::Dir,
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            created2,
+            vec!["proc".to_owned(), "proc/a".into(), "proc/a/b".into()]
+        );
         std::fs::write(root.path().join("proc/a/keep"), b"x").unwrap();
         remove_created(rfd.as_fd(), &created).unwrap();
         remove_created(rfd.as_fd(), &created2).unwrap();
@@ -207,7 +242,13 @@ mod tests {
         std::fs::create_dir_all(root.path().join("real")).unwrap();
         symlink("/real", root.path().join("link")).unwrap();
         let rfd = open_root(root.path()).unwrap();
-        let created = ensure_path(rfd.as_fd(), &components("/link/dir").unwrap(), Kind::Dir, None).unwrap();
+        let created = ensure_path(
+            rfd.as_fd(),
+            &components("/link/dir").unwrap(),
+            Kind::Dir,
+            None,
+        )
+        .unwrap();
         assert_eq!(created, vec!["link/dir".to_owned()]);
         assert!(root.path().join("real/dir").is_dir());
         assert!(open_in_root(rfd.as_fd(), "link/dir", false).is_err());

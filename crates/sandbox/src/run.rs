@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::io::Read;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -40,7 +40,14 @@ pub fn run(
     let root = rootfs::open_root(&spec.rootfs)?;
     let mut created = Vec::new();
     let mut cgroup = None;
-    let result = run_in(spec, root.as_fd(), &mut created, &mut cgroup, on_output, cancel);
+    let result = run_in(
+        spec,
+        root.as_fd(),
+        &mut created,
+        &mut cgroup,
+        on_output,
+        cancel,
+    );
     // The sandbox is gone here (run_in reaps it on every path); now clean up host-side.
     let mut result = match (result, &cgroup) {
         (Ok(status), Some(cg)) => {
@@ -72,7 +79,11 @@ pub fn run(
     result
 }
 
-fn invalid(field: impl Into<String>, value: impl Into<String>, reason: &'static str) -> SandboxError {
+fn invalid(
+    field: impl Into<String>,
+    value: impl Into<String>,
+    reason: &'static str,
+) -> SandboxError {
     SandboxError::InvalidSpec {
         field: field.into(),
         value: value.into(),
@@ -91,22 +102,42 @@ fn validate(spec: &RunSpec) -> Result<(), SandboxError> {
         return Err(invalid("env", e.as_str(), "contains a NUL byte"));
     }
     if components(&spec.cwd).is_none() {
-        return Err(invalid("cwd", spec.cwd.as_str(), "must be an absolute path"));
+        return Err(invalid(
+            "cwd",
+            spec.cwd.as_str(),
+            "must be an absolute path",
+        ));
     }
     let h = &spec.hostname;
-    if h.is_empty() || h.len() > 64 || h.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/') {
-        return Err(invalid("hostname", h.as_str(), "must be 1-64 characters without spaces or '/'"));
+    if h.is_empty()
+        || h.len() > 64
+        || h.chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '/')
+    {
+        return Err(invalid(
+            "hostname",
+            h.as_str(),
+            "must be 1-64 characters without spaces or '/'",
+        ));
     }
     for (i, m) in spec.mounts.iter().enumerate() {
         match components(m.target()) {
             Some(c) if !c.is_empty() => {}
             _ => {
-                return Err(invalid(format!("mounts[{i}].target"), m.target(), "must be an absolute path other than /"));
+                return Err(invalid(
+                    format!("mounts[{i}].target"),
+                    m.target(),
+                    "must be an absolute path other than /",
+                ));
             }
         }
         if let SandboxMount::Bind { source, .. } = m {
             if !source.is_absolute() {
-                return Err(invalid(format!("mounts[{i}].source"), source.to_string_lossy(), "must be an absolute host path"));
+                return Err(invalid(
+                    format!("mounts[{i}].source"),
+                    source.to_string_lossy(),
+                    "must be an absolute host path",
+                ));
             }
         }
     }
@@ -147,7 +178,11 @@ fn run_in(
     let host_resolv = fs::read_to_string("/etc/resolv.conf").ok();
     let files = [
         ("/etc/hosts", "hosts", hosts_file(&spec.hostname)),
-        ("/etc/resolv.conf", "resolv.conf", resolv_conf(host_resolv.as_deref(), spec.network)),
+        (
+            "/etc/resolv.conf",
+            "resolv.conf",
+            resolv_conf(host_resolv.as_deref(), spec.network),
+        ),
         ("/etc/hostname", "hostname", format!("{}\n", spec.hostname)),
     ];
     let mut etc_files = Vec::new();
@@ -164,7 +199,10 @@ fn run_in(
     let mut mounts = spec.mounts.clone();
     // Parents before children, like Docker; stable for equal depth.
     mounts.sort_by_key(|m| components(m.target()).map_or(0, |c| c.len()));
-    let mut points: Vec<(String, Kind)> = ["/proc", "/dev", "/sys"].iter().map(|p| (p.to_string(), Kind::Dir)).collect();
+    let mut points: Vec<(String, Kind)> = ["/proc", "/dev", "/sys"]
+        .iter()
+        .map(|p| (p.to_string(), Kind::Dir))
+        .collect();
     points.extend(etc_files.iter().map(|(t, _)| (t.clone(), Kind::File)));
     for m in &mounts {
         let kind = match m {
@@ -186,7 +224,8 @@ fn run_in(
     }
     for (path, kind) in &points {
         let comps = components(path).unwrap_or_default();
-        let new = rootfs::ensure_path(root, &comps, *kind, None).map_err(path_err(path, "create mountpoint"))?;
+        let new = rootfs::ensure_path(root, &comps, *kind, None)
+            .map_err(path_err(path, "create mountpoint"))?;
         created.extend(new);
     }
 
@@ -208,7 +247,15 @@ fn run_in(
         mounts,
     };
     let mut child = spawn_init(spec)?;
-    let result = supervise(spec, &mut child.0, child.1, cgroup.as_ref(), &config, on_output, cancel);
+    let result = supervise(
+        spec,
+        &mut child.0,
+        child.1,
+        cgroup.as_ref(),
+        &config,
+        on_output,
+        cancel,
+    );
     // Whatever happened, the init must be dead and reaped before anyone cleans up.
     let _ = child.0.kill();
     let _ = child.0.wait();
@@ -263,12 +310,20 @@ pub(crate) fn resolv_conf(host: Option<&str>, network: Network) -> String {
 /// Start the init: `init_exe __rbuild-sandbox-init <fd> <our pid>`, with the socket's child end
 /// as the only extra inherited fd.
 fn spawn_init(spec: &RunSpec) -> Result<(Child, UnixStream), SandboxError> {
-    let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)
-        .map_err(|e| SandboxError::Io {
-            what: "create socket pair",
-            source: e.into(),
-        })?;
-    let exe = spec.init_exe.clone().unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| SandboxError::Io {
+        what: "create socket pair",
+        source: e.into(),
+    })?;
+    let exe = spec
+        .init_exe
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
     let mut cmd = Command::new(&exe);
     let child_fd = theirs.as_raw_fd();
     cmd.arg0("rbuild-sandbox-init")
@@ -301,9 +356,11 @@ fn spawn_init(spec: &RunSpec) -> Result<(Child, UnixStream), SandboxError> {
             Ok(())
         });
     }
-    let child = cmd.spawn().map_err(|source| SandboxError::Spawn { exe, source })?;
+    let child = cmd
+        .spawn()
+        .map_err(|source| SandboxError::Spawn { exe, source })?;
     drop(theirs);
-    Ok((child, UnixStream::from(OwnedFd::from(ours))))
+    Ok((child, UnixStream::from(ours)))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -321,7 +378,8 @@ fn supervise(
         // created inside the run's cgroup.
         cg.add(child.id() as i32)?;
     }
-    write_frame(&mut sock, config).map_err(|e| SandboxError::Protocol(format!("sending the config to the init: {e}")))?;
+    write_frame(&mut sock, config)
+        .map_err(|e| SandboxError::Protocol(format!("sending the config to the init: {e}")))?;
 
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
@@ -333,7 +391,11 @@ fn supervise(
         if cancel.is_cancelled() {
             return Err(SandboxError::Cancelled);
         }
-        let mut wait_ms: u64 = if cancel.wake_fd().is_some() { 60_000 } else { 50 };
+        let mut wait_ms: u64 = if cancel.wake_fd().is_some() {
+            60_000
+        } else {
+            50
+        };
         if let Some(d) = deadline {
             let left = d.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -361,7 +423,10 @@ fn supervise(
             fds.push(PollFd::new(w, PollFlags::POLLIN));
             which.push(3);
         }
-        match poll(&mut fds, PollTimeout::try_from(wait_ms as i32).unwrap_or(PollTimeout::MAX)) {
+        match poll(
+            &mut fds,
+            PollTimeout::try_from(wait_ms as i32).unwrap_or(PollTimeout::MAX),
+        ) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => {
                 return Err(SandboxError::Io {
@@ -403,10 +468,18 @@ fn supervise(
             Ok(None) => break,
             Ok(Some(InitMessage::Failed(e))) => return Err(SandboxError::Init(e)),
             Ok(Some(InitMessage::Exited(k))) => exited = Some(k),
-            Err(e) => return Err(SandboxError::Protocol(format!("bad message from the init: {e}"))),
+            Err(e) => {
+                return Err(SandboxError::Protocol(format!(
+                    "bad message from the init: {e}"
+                )))
+            }
         }
     }
-    exited.ok_or_else(|| SandboxError::Protocol(format!("the sandbox init ended ({status}) without reporting the command's status")))
+    exited.ok_or_else(|| {
+        SandboxError::Protocol(format!(
+            "the sandbox init ended ({status}) without reporting the command's status"
+        ))
+    })
 }
 
 fn read_output<R: Read>(
@@ -431,14 +504,18 @@ mod tests {
 
     #[test]
     fn resolv_conf_drops_loopback_without_host_network() {
-        let host = "search example.com\nnameserver 127.0.0.53\nnameserver 10.0.0.2\noptions edns0\n";
+        let host =
+            "search example.com\nnameserver 127.0.0.53\nnameserver 10.0.0.2\noptions edns0\n";
         assert_eq!(resolv_conf(Some(host), Network::Host), host);
         assert_eq!(
             resolv_conf(Some(host), Network::None),
             "search example.com\nnameserver 10.0.0.2\noptions edns0\n"
         );
         let only_lo = "nameserver 127.0.0.1\nnameserver ::1\n";
-        assert_eq!(resolv_conf(Some(only_lo), Network::None), "nameserver 8.8.8.8\nnameserver 8.8.4.4\n");
+        assert_eq!(
+            resolv_conf(Some(only_lo), Network::None),
+            "nameserver 8.8.8.8\nnameserver 8.8.4.4\n"
+        );
         assert!(resolv_conf(None, Network::Host).contains("8.8.8.8"));
     }
 
@@ -466,10 +543,17 @@ mod tests {
         s.env.push("A=\0".into());
         assert!(validate(&s).is_err());
         let mut s = ok.clone();
-        s.mounts.push(SandboxMount::Tmpfs { target: "/".into(), size: None });
+        s.mounts.push(SandboxMount::Tmpfs {
+            target: "/".into(),
+            size: None,
+        });
         assert!(validate(&s).is_err());
         let mut s = ok;
-        s.mounts.push(SandboxMount::Bind { source: "rel".into(), target: "/x".into(), readonly: true });
+        s.mounts.push(SandboxMount::Bind {
+            source: "rel".into(),
+            target: "/x".into(),
+            readonly: true,
+        });
         assert!(validate(&s).is_err());
     }
 }

@@ -25,7 +25,9 @@ pub(crate) const DEFAULT_CAPS: &[u32] = &[
 
 /// Bit mask of a list of capabilities.
 pub(crate) fn cap_mask(caps: &[u32]) -> u64 {
-    caps.iter().filter(|c| **c < 64).fold(0, |m, c| m | (1u64 << c))
+    caps.iter()
+        .filter(|c| **c < 64)
+        .fold(0, |m, c| m | (1u64 << c))
 }
 
 /// The highest capability number the kernel knows (probes the bounding set).
@@ -102,13 +104,42 @@ pub(crate) fn capset(effective: u64, permitted: u64, inheritable: u64) -> nix::R
     // SAFETY: header and data are valid, properly laid out (`#[repr(C)]`) structs for
     // _LINUX_CAPABILITY_VERSION_3, which takes exactly two data elements; the kernel only reads
     // them for capset.
-    let r = unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut CapHeader, data.as_ptr()) };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_capset,
+            &mut header as *mut CapHeader,
+            data.as_ptr(),
+        )
+    };
     Errno::result(r).map(drop)
+}
+
+/// The permitted set of the calling thread.
+pub(crate) fn permitted_caps() -> nix::Result<u64> {
+    let mut header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: header is valid and data has room for the two elements version 3 writes.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &mut header as *mut CapHeader,
+            data.as_mut_ptr(),
+        )
+    };
+    Errno::result(r)?;
+    Ok(u64::from(data[0].permitted) | (u64::from(data[1].permitted) << 32))
 }
 
 /// close_range(first, u32::MAX, flags).
 pub(crate) fn close_range_from(first: u32, cloexec: bool) -> nix::Result<()> {
-    let flags = if cloexec { libc::CLOSE_RANGE_CLOEXEC } else { 0 };
+    let flags = if cloexec {
+        libc::CLOSE_RANGE_CLOEXEC
+    } else {
+        0
+    };
     // SAFETY: close_range takes integers only. Closing fds here is sound because the callers
     // (the init, single-threaded) own every fd >= `first` and hold no Rust objects on them
     // except those they re-create afterwards from fds below `first`.
@@ -128,7 +159,12 @@ pub(crate) unsafe fn owned_fd(fd: RawFd) -> OwnedFd {
 /// Bring the loopback interface up (in the current network namespace).
 pub(crate) fn loopback_up() -> nix::Result<()> {
     use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
-    let sock = socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
+    let sock = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
     // SAFETY: ifreq is plain old data; all-zero is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {

@@ -97,7 +97,12 @@ fn parse_group(text: &str) -> Vec<Group> {
                 gid: f.get(2)?.parse().ok()?,
                 members: f
                     .get(3)
-                    .map(|m| m.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect())
+                    .map(|m| {
+                        m.split(',')
+                            .filter(|s| !s.is_empty())
+                            .map(str::to_owned)
+                            .collect()
+                    })
                     .unwrap_or_default(),
             })
         })
@@ -138,12 +143,16 @@ pub fn resolve_user(rootfs: &Path, spec: &str) -> Result<ResolvedUser, UserError
     };
     let user = if user.is_empty() { "0" } else { user };
     if group == Some("") {
-        return Err(UserError::Invalid { spec: spec.to_owned() });
+        return Err(UserError::Invalid {
+            spec: spec.to_owned(),
+        });
     }
     let passwd = parse_passwd(&read_in_root(rootfs, "/etc/passwd")?);
     let numeric_uid: Option<u32> = user.parse().ok();
     if numeric_uid.is_none() && user.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(UserError::Invalid { spec: spec.to_owned() });
+        return Err(UserError::Invalid {
+            spec: spec.to_owned(),
+        });
     }
     let entry = passwd
         .iter()
@@ -151,7 +160,11 @@ pub fn resolve_user(rootfs: &Path, spec: &str) -> Result<ResolvedUser, UserError
     let (uid, mut gid, home, name) = match (entry, numeric_uid) {
         (Some(p), _) => (p.uid, p.gid, p.home.clone(), Some(p.name.clone())),
         (None, Some(uid)) => (uid, 0, "/".to_owned(), None),
-        (None, None) => return Err(UserError::NoUser { name: user.to_owned() }),
+        (None, None) => {
+            return Err(UserError::NoUser {
+                name: user.to_owned(),
+            })
+        }
     };
     let mut additional_gids = Vec::new();
     if group.is_some() || name.is_some() {
@@ -181,7 +194,11 @@ pub fn resolve_user(rootfs: &Path, spec: &str) -> Result<ResolvedUser, UserError
         uid,
         gid,
         additional_gids,
-        home: if home.is_empty() { "/".to_owned() } else { home },
+        home: if home.is_empty() {
+            "/".to_owned()
+        } else {
+            home
+        },
     })
 }
 
@@ -209,7 +226,10 @@ mod tests {
     fn names_and_ids() {
         let r = rootfs();
         let u = resolve_user(r.path(), "app").unwrap();
-        assert_eq!((u.uid, u.gid, u.additional_gids.clone(), u.home.as_str()), (1000, 1000, vec![10, 29], "/home/app"));
+        assert_eq!(
+            (u.uid, u.gid, u.additional_gids.clone(), u.home.as_str()),
+            (1000, 1000, vec![10, 29], "/home/app")
+        );
         let u = resolve_user(r.path(), "app:wheel").unwrap();
         assert_eq!((u.uid, u.gid, u.additional_gids.len()), (1000, 10, 0));
         let u = resolve_user(r.path(), "4242").unwrap();
@@ -223,10 +243,22 @@ mod tests {
     #[test]
     fn errors() {
         let r = rootfs();
-        assert!(matches!(resolve_user(r.path(), "nobody"), Err(UserError::NoUser { .. })));
-        assert!(matches!(resolve_user(r.path(), "app:nogroup"), Err(UserError::NoGroup { .. })));
-        assert!(matches!(resolve_user(r.path(), "app:"), Err(UserError::Invalid { .. })));
-        assert!(matches!(resolve_user(r.path(), "99999999999"), Err(UserError::Invalid { .. })));
+        assert!(matches!(
+            resolve_user(r.path(), "nobody"),
+            Err(UserError::NoUser { .. })
+        ));
+        assert!(matches!(
+            resolve_user(r.path(), "app:nogroup"),
+            Err(UserError::NoGroup { .. })
+        ));
+        assert!(matches!(
+            resolve_user(r.path(), "app:"),
+            Err(UserError::Invalid { .. })
+        ));
+        assert!(matches!(
+            resolve_user(r.path(), "99999999999"),
+            Err(UserError::Invalid { .. })
+        ));
     }
 
     #[test]
@@ -236,6 +268,9 @@ mod tests {
         // Points at the host's /etc/passwd by absolute path: must resolve inside the rootfs.
         std::os::unix::fs::symlink("/etc/passwd", r.path().join("etc/passwd2")).unwrap();
         std::os::unix::fs::symlink("/host-passwd", r.path().join("etc/passwd")).unwrap();
-        assert!(matches!(resolve_user(r.path(), "root"), Err(UserError::NoUser { .. })));
+        assert!(matches!(
+            resolve_user(r.path(), "root"),
+            Err(UserError::NoUser { .. })
+        ));
     }
 }

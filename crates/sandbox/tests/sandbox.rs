@@ -8,7 +8,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rbuild_sandbox::{
-    run, Cancel, ExitKind, InitError, Limits, Network, OutputStream, RunOutcome, RunSpec, SandboxError, SandboxMount,
+    run, Cancel, ExitKind, InitError, Limits, Network, OutputStream, RunOutcome, RunSpec,
+    SandboxError, SandboxMount,
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -31,7 +32,12 @@ fn mountinfo() -> BTreeSet<String> {
 fn cgroup_leftovers() -> Vec<PathBuf> {
     let me = format!("{}-", std::process::id());
     let mut out = Vec::new();
-    for base in ["/sys/fs/cgroup/rbuild", "/sys/fs/cgroup/memory/rbuild", "/sys/fs/cgroup/pids/rbuild", "/sys/fs/cgroup/cpu/rbuild"] {
+    for base in [
+        "/sys/fs/cgroup/rbuild",
+        "/sys/fs/cgroup/memory/rbuild",
+        "/sys/fs/cgroup/pids/rbuild",
+        "/sys/fs/cgroup/cpu/rbuild",
+    ] {
         if let Ok(rd) = std::fs::read_dir(base) {
             for e in rd.flatten() {
                 if e.file_name().to_string_lossy().starts_with(&me) {
@@ -60,7 +66,10 @@ fn setup() -> Option<Env> {
     std::fs::create_dir_all(r.join("etc")).unwrap();
     std::fs::create_dir_all(r.join("tmp")).unwrap();
     std::fs::copy("/bin/busybox", r.join("bin/busybox")).unwrap();
-    let list = std::process::Command::new("/bin/busybox").arg("--list").output().unwrap();
+    let list = std::process::Command::new("/bin/busybox")
+        .arg("--list")
+        .output()
+        .unwrap();
     for applet in String::from_utf8_lossy(&list.stdout).lines() {
         if applet != "busybox" {
             std::os::unix::fs::symlink("busybox", r.join("bin").join(applet)).unwrap();
@@ -71,7 +80,11 @@ fn setup() -> Option<Env> {
         "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
     )
     .unwrap();
-    std::fs::write(r.join("etc/group"), "root:x:0:\ntty:x:5:\nwheel:x:10:app\napp:x:1000:\nnogroup:x:65534:\n").unwrap();
+    std::fs::write(
+        r.join("etc/group"),
+        "root:x:0:\ntty:x:5:\nwheel:x:10:app\napp:x:1000:\nnogroup:x:65534:\n",
+    )
+    .unwrap();
     Some(Env {
         _guard: guard,
         root,
@@ -81,10 +94,15 @@ fn setup() -> Option<Env> {
 
 impl Env {
     fn spec(&self, script: &str) -> RunSpec {
-        let mut s = RunSpec::new(self.root.path(), vec!["/bin/sh".into(), "-c".into(), script.into()]);
+        let mut s = RunSpec::new(
+            self.root.path(),
+            vec!["/bin/sh".into(), "-c".into(), script.into()],
+        );
         s.env = vec!["PATH=/usr/sbin:/usr/bin:/sbin:/bin".into()];
         s.hostname = "sandboxtest".into();
-        s.init_exe = Some(PathBuf::from(env!("CARGO_BIN_EXE_rbuild-sandbox-test-init")));
+        s.init_exe = Some(PathBuf::from(env!(
+            "CARGO_BIN_EXE_rbuild-sandbox-test-init"
+        )));
         s
     }
 
@@ -92,7 +110,11 @@ impl Env {
         self.run_with(spec, &Cancel::new())
     }
 
-    fn run_with(&self, spec: &RunSpec, cancel: &Cancel) -> (Result<RunOutcome, SandboxError>, String, String) {
+    fn run_with(
+        &self,
+        spec: &RunSpec,
+        cancel: &Cancel,
+    ) -> (Result<RunOutcome, SandboxError>, String, String) {
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let res = run(
             spec,
@@ -103,23 +125,46 @@ impl Env {
             cancel,
         );
         self.assert_clean();
-        (res, String::from_utf8_lossy(&out).into_owned(), String::from_utf8_lossy(&err).into_owned())
+        (
+            res,
+            String::from_utf8_lossy(&out).into_owned(),
+            String::from_utf8_lossy(&err).into_owned(),
+        )
     }
 
     /// Run and expect exit 0; return stdout.
     fn ok(&self, spec: &RunSpec) -> String {
         let (res, out, err) = self.run(spec);
-        let outcome = res.unwrap_or_else(|e| panic!("run failed: {e}\nstdout: {out}\nstderr: {err}"));
-        assert_eq!(outcome.status, ExitKind::Exited(0), "stdout: {out}\nstderr: {err}");
+        let outcome =
+            res.unwrap_or_else(|e| panic!("run failed: {e}\nstdout: {out}\nstderr: {err}"));
+        assert_eq!(
+            outcome.status,
+            ExitKind::Exited(0),
+            "stdout: {out}\nstderr: {err}"
+        );
         out
     }
 
     fn assert_clean(&self) {
         assert_eq!(mountinfo(), self.mountinfo, "host mounts changed");
-        assert_eq!(cgroup_leftovers(), Vec::<PathBuf>::new(), "cgroups left behind");
+        assert_eq!(
+            cgroup_leftovers(),
+            Vec::<PathBuf>::new(),
+            "cgroups left behind"
+        );
         let r = self.root.path();
-        for p in ["proc", "dev", "sys", "etc/hosts", "etc/resolv.conf", "etc/hostname"] {
-            assert!(std::fs::symlink_metadata(r.join(p)).is_err(), "mountpoint {p} left in the rootfs");
+        for p in [
+            "proc",
+            "dev",
+            "sys",
+            "etc/hosts",
+            "etc/resolv.conf",
+            "etc/hostname",
+        ] {
+            assert!(
+                std::fs::symlink_metadata(r.join(p)).is_err(),
+                "mountpoint {p} left in the rootfs"
+            );
         }
     }
 }
@@ -156,9 +201,16 @@ fn pid_namespace_has_the_init_as_pid_1_and_no_host_process() {
     let Some(env) = setup() else { return };
     let out = env.ok(&env.spec("echo $$; ls /proc | grep -E '^[0-9]+$' | wc -l; ps -o pid,comm"));
     let mut lines = out.lines();
-    assert_eq!(lines.next(), Some("2"), "the command is PID 1's child: {out}");
+    assert_eq!(
+        lines.next(),
+        Some("2"),
+        "the command is PID 1's child: {out}"
+    );
     let count: u32 = lines.next().unwrap().trim().parse().unwrap();
-    assert!(count <= 6, "only the sandbox's own processes are visible: {out}");
+    assert!(
+        count <= 6,
+        "only the sandbox's own processes are visible: {out}"
+    );
     assert!(out.contains("1 rbuild-sandbox"), "PID 1 is the init: {out}");
     // The init is not dumpable: /proc/1/exe (the rbuild binary) cannot be reached.
     let (res, _, _) = env.run(&env.spec("cat /proc/1/exe > /dev/null"));
@@ -170,10 +222,18 @@ fn pid_namespace_has_the_init_as_pid_1_and_no_host_process() {
 #[test]
 fn hostname_and_etc_files() {
     let Some(env) = setup() else { return };
-    let out = env.ok(&env.spec("hostname; cat /etc/hostname; cat /etc/hosts; test -s /etc/resolv.conf && echo resolv"));
-    let host = nix::unistd::gethostname().unwrap().to_string_lossy().into_owned();
+    let out = env.ok(&env.spec(
+        "hostname; cat /etc/hostname; cat /etc/hosts; test -s /etc/resolv.conf && echo resolv",
+    ));
+    let host = nix::unistd::gethostname()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     assert_ne!(host, "sandboxtest");
-    assert!(out.starts_with("sandboxtest\nsandboxtest\n127.0.0.1\tlocalhost sandboxtest\n"), "{out}");
+    assert!(
+        out.starts_with("sandboxtest\nsandboxtest\n127.0.0.1\tlocalhost sandboxtest\n"),
+        "{out}"
+    );
     assert!(out.ends_with("resolv\n"), "{out}");
 }
 
@@ -192,7 +252,9 @@ fn host_filesystem_is_invisible() {
 #[test]
 fn capabilities_no_new_privs_and_fds() {
     let Some(env) = setup() else { return };
-    let out = env.ok(&env.spec("grep -E '^(CapBnd|CapEff|CapPrm|CapInh|CapAmb|NoNewPrivs)' /proc/self/status"));
+    let out = env
+        .ok(&env
+            .spec("grep -E '^(CapBnd|CapEff|CapPrm|CapInh|CapAmb|NoNewPrivs)' /proc/self/status"));
     assert!(out.contains("CapBnd:\t00000000a80425fb"), "{out}");
     assert!(out.contains("CapEff:\t00000000a80425fb"), "{out}");
     assert!(out.contains("CapInh:\t0000000000000000"), "{out}");
@@ -201,7 +263,10 @@ fn capabilities_no_new_privs_and_fds() {
 
     let out = env.ok(&env.spec("ls /proc/self/fd"));
     let fds: BTreeSet<u32> = out.split_whitespace().map(|f| f.parse().unwrap()).collect();
-    assert!(fds.is_subset(&[0, 1, 2, 3].into()) && fds.contains(&2), "only stdio (+ ls's own dir fd): {out}");
+    assert!(
+        fds.is_subset(&[0, 1, 2, 3].into()) && fds.contains(&2),
+        "only stdio (+ ls's own dir fd): {out}"
+    );
     // No fd, and no cwd, points at a host directory.
     let out = env.ok(&env.spec("readlink /proc/self/cwd; readlink /proc/1/cwd 2>&1; ls -l /proc/self/fd/ | grep -v pipe | grep -v null | grep -- '->' || true"));
     assert!(out.starts_with("/\n"), "{out}");
@@ -209,13 +274,16 @@ fn capabilities_no_new_privs_and_fds() {
     let mut s = env.spec("grep -E '^(CapBnd|CapEff)' /proc/self/status");
     s.insecure = true;
     let out = env.ok(&s);
-    assert!(!out.contains("a80425fb"), "insecure keeps all capabilities: {out}");
+    assert!(
+        !out.contains("a80425fb"),
+        "insecure keeps all capabilities: {out}"
+    );
 }
 
 #[test]
 fn non_root_user_and_groups() {
     let Some(env) = setup() else { return };
-    let mut s = env.spec("id -u; id -g; id -G; grep -E '^CapEff' /proc/self/status; touch /x 2>/dev/null && echo wrote");
+    let mut s = env.spec("id -u; id -g; id -G; grep -E '^CapEff' /proc/self/status; touch /x 2>/dev/null && echo wrote; true");
     let user = rbuild_sandbox::resolve_user(env.root.path(), "app").unwrap();
     s.uid = user.uid;
     s.gid = user.gid;
@@ -244,7 +312,10 @@ fn cwd_is_created_inside_the_rootfs_and_owned_by_the_user() {
     let mut s = env.spec("pwd");
     s.cwd = "/escape/sub".into();
     let (res, _, _) = env.run(&s);
-    assert!(matches!(res, Err(SandboxError::RootfsPath { .. })), "{res:?}");
+    assert!(
+        matches!(res, Err(SandboxError::RootfsPath { .. })),
+        "{res:?}"
+    );
     assert_eq!(std::fs::read_dir(host.path()).unwrap().count(), 0);
 
     // A cwd that is a file is a typed error from inside.
@@ -252,7 +323,10 @@ fn cwd_is_created_inside_the_rootfs_and_owned_by_the_user() {
     let mut s = env.spec("pwd");
     s.cwd = "/afile".into();
     let (res, _, _) = env.run(&s);
-    assert!(matches!(res, Err(SandboxError::Init(InitError::Cwd { .. }))), "{res:?}");
+    assert!(
+        matches!(res, Err(SandboxError::Init(InitError::Cwd { .. }))),
+        "{res:?}"
+    );
 }
 
 #[test]
@@ -263,25 +337,41 @@ fn exec_not_found_is_a_typed_error_and_uses_the_image_path() {
     let (res, _, _) = env.run(&s);
     match res {
         Err(SandboxError::Init(e @ InitError::ExecNotFound { .. })) => {
-            assert_eq!(e.to_string(), "exec: \"no-such-tool\": executable file not found in $PATH");
+            assert_eq!(
+                e.to_string(),
+                "exec: \"no-such-tool\": executable file not found in $PATH"
+            );
         }
         other => panic!("{other:?}"),
     }
     // `cargo` exists on the host PATH, never in the image's.
     s.args = vec!["cargo".into()];
     let (res, _, _) = env.run(&s);
-    assert!(matches!(res, Err(SandboxError::Init(InitError::ExecNotFound { .. }))), "{res:?}");
+    assert!(
+        matches!(res, Err(SandboxError::Init(InitError::ExecNotFound { .. }))),
+        "{res:?}"
+    );
     // A PATH without /bin: sh is not found even though it is in the rootfs.
     s.args = vec!["sh".into(), "-c".into(), "true".into()];
     s.env = vec!["PATH=/opt/none".into()];
     let (res, _, _) = env.run(&s);
-    assert!(matches!(res, Err(SandboxError::Init(InitError::ExecNotFound { .. }))), "{res:?}");
+    assert!(
+        matches!(res, Err(SandboxError::Init(InitError::ExecNotFound { .. }))),
+        "{res:?}"
+    );
     s.env = vec![];
-    assert_eq!(env.run(&s).0.unwrap().status, ExitKind::Exited(0), "Docker's default PATH applies");
+    assert_eq!(
+        env.run(&s).0.unwrap().status,
+        ExitKind::Exited(0),
+        "Docker's default PATH applies"
+    );
     // An explicit path that does not exist.
     s.args = vec!["/bin/nope".into()];
     let (res, _, _) = env.run(&s);
-    assert!(matches!(res, Err(SandboxError::Init(InitError::Exec { .. }))), "{res:?}");
+    assert!(
+        matches!(res, Err(SandboxError::Init(InitError::Exec { .. }))),
+        "{res:?}"
+    );
 }
 
 #[test]
@@ -302,7 +392,7 @@ fn dev_proc_and_sys_are_minimal_and_protected() {
     let out = env.ok(&env.spec(
         "ls /dev | tr '\\n' ' '; echo; echo x > /dev/null && echo null-ok; \
          head -c 4 /dev/urandom | wc -c; \
-         wc -c < /proc/kcore; \
+         cat /proc/keys /proc/timer_list /proc/kcore 2>/dev/null | wc -c; \
          (echo 1 > /proc/sysrq-trigger) 2>/dev/null || echo sysrq-ro; \
          (echo 1 > /proc/sys/kernel/domainname) 2>/dev/null || echo procsys-ro; \
          touch /sys/x 2>/dev/null || echo sys-ro; \
@@ -311,12 +401,32 @@ fn dev_proc_and_sys_are_minimal_and_protected() {
     ));
     let mut lines = out.lines();
     let dev: BTreeSet<&str> = lines.next().unwrap().split_whitespace().collect();
-    for d in ["null", "zero", "full", "random", "urandom", "tty", "ptmx", "pts", "shm", "fd", "stdin", "stdout", "stderr"] {
+    for d in [
+        "null", "zero", "full", "random", "urandom", "tty", "ptmx", "pts", "shm", "fd", "stdin",
+        "stdout", "stderr",
+    ] {
         assert!(dev.contains(d), "/dev/{d} missing: {out}");
     }
-    assert!(!dev.iter().any(|d| d.starts_with("sd") || d.starts_with("nvme") || *d == "mem" || *d == "kmsg"), "{out}");
+    assert!(
+        !dev.iter()
+            .any(|d| d.starts_with("sd") || d.starts_with("nvme") || *d == "mem" || *d == "kmsg"),
+        "{out}"
+    );
     let rest: Vec<&str> = lines.collect();
-    assert_eq!(rest, ["null-ok", "4", "0", "sysrq-ro", "procsys-ro", "sys-ro", "0", "shm"], "{out}");
+    assert_eq!(
+        rest,
+        [
+            "null-ok",
+            "4",
+            "0",
+            "sysrq-ro",
+            "procsys-ro",
+            "sys-ro",
+            "0",
+            "shm"
+        ],
+        "{out}"
+    );
 }
 
 #[test]
@@ -327,13 +437,27 @@ fn bind_and_tmpfs_mounts_and_their_mountpoints_are_removed() {
     let rw = tempfile::tempdir().unwrap();
     let mut s = env.spec("cat /mnt/in/data; (echo x > /mnt/in/new) 2>/dev/null || echo ro; echo out > /mnt/out/f; echo t > /scratch/t && cat /scratch/t");
     s.mounts = vec![
-        SandboxMount::Tmpfs { target: "/scratch".into(), size: Some(1 << 20) },
-        SandboxMount::Bind { source: host.path().into(), target: "/mnt/in".into(), readonly: true },
-        SandboxMount::Bind { source: rw.path().into(), target: "/mnt/out".into(), readonly: false },
+        SandboxMount::Tmpfs {
+            target: "/scratch".into(),
+            size: Some(1 << 20),
+        },
+        SandboxMount::Bind {
+            source: host.path().into(),
+            target: "/mnt/in".into(),
+            readonly: true,
+        },
+        SandboxMount::Bind {
+            source: rw.path().into(),
+            target: "/mnt/out".into(),
+            readonly: false,
+        },
     ];
     let out = env.ok(&s);
     assert_eq!(out, "helloro\nt\n");
-    assert_eq!(std::fs::read_to_string(rw.path().join("f")).unwrap(), "out\n");
+    assert_eq!(
+        std::fs::read_to_string(rw.path().join("f")).unwrap(),
+        "out\n"
+    );
     assert!(!host.path().join("new").exists());
     for p in ["scratch", "mnt"] {
         assert!(!env.root.path().join(p).exists(), "{p} left in rootfs");
@@ -353,7 +477,11 @@ fn cancel_kills_everything_quickly() {
     let (res, _, _) = env.run_with(&env.spec("sleep 1000 & sleep 1001; echo never"), &cancel);
     t.join().unwrap();
     assert!(matches!(res, Err(SandboxError::Cancelled)), "{res:?}");
-    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
     assert_eq!(host_processes_with("1000"), 0, "sleep 1000 survived");
     assert_eq!(host_processes_with("1001"), 0, "sleep 1001 survived");
     // An already-cancelled token does not start anything.
@@ -387,7 +515,10 @@ fn background_processes_die_with_the_command() {
 fn pids_limit_stops_a_fork_bomb() {
     let Some(env) = setup() else { return };
     let mut s = env.spec("bomb() { bomb | bomb & }; bomb; sleep 2; echo survived");
-    s.limits = Limits { pids: Some(32), ..Limits::default() };
+    s.limits = Limits {
+        pids: Some(32),
+        ..Limits::default()
+    };
     s.timeout = Some(Duration::from_secs(60));
     let (res, out, _) = env.run(&s);
     let outcome = res.unwrap();
@@ -397,18 +528,29 @@ fn pids_limit_stops_a_fork_bomb() {
 #[test]
 fn memory_limit_gives_oom_killed() {
     let Some(env) = setup() else { return };
-    let mut s = env.spec("dd if=/dev/zero bs=1M count=1024 2>/dev/null | (x=$(cat); echo ${#x})");
-    s.limits = Limits { memory: Some(64 << 20), ..Limits::default() };
+    let mut s = env
+        .spec("dd if=/dev/zero bs=1M count=1024 2>/dev/null | tr '\\0' x | (x=$(cat); echo ${#x})");
+    s.limits = Limits {
+        memory: Some(64 << 20),
+        ..Limits::default()
+    };
     s.timeout = Some(Duration::from_secs(120));
     let (res, out, err) = env.run(&s);
-    assert_eq!(res.unwrap().status, ExitKind::OomKilled, "stdout: {out} stderr: {err}");
+    assert_eq!(
+        res.unwrap().status,
+        ExitKind::OomKilled,
+        "stdout: {out} stderr: {err}"
+    );
 }
 
 #[test]
 fn cpu_limit_is_applied() {
     let Some(env) = setup() else { return };
     let mut s = env.spec("cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>/dev/null || true");
-    s.limits = Limits { cpus: Some(0.5), ..Limits::default() };
+    s.limits = Limits {
+        cpus: Some(0.5),
+        ..Limits::default()
+    };
     let (res, _, err) = env.run(&s);
     assert_eq!(res.unwrap().status, ExitKind::Exited(0), "{err}");
 }

@@ -39,8 +39,16 @@ fn prepare_and_exec(cfg: &InitConfig) -> InitError {
         Some(p) => p,
         None => return InitError::ExecNotFound { name: name.clone() },
     };
-    let cstrings = |v: &[String]| v.iter().map(|s| CString::new(s.as_bytes())).collect::<Result<Vec<_>, _>>();
-    let (Ok(argv), Ok(envp), Ok(cpath)) = (cstrings(&cfg.args), cstrings(&cfg.env), CString::new(path.as_bytes())) else {
+    let cstrings = |v: &[String]| {
+        v.iter()
+            .map(|s| CString::new(s.as_bytes()))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let (Ok(argv), Ok(envp), Ok(cpath)) = (
+        cstrings(&cfg.args),
+        cstrings(&cfg.env),
+        CString::new(path.as_bytes()),
+    ) else {
         return InitError::BadConfig("NUL byte in argv or env".into());
     };
     // Everything but stdio is closed at exec (our socket included, so the parent knows the
@@ -49,7 +57,10 @@ fn prepare_and_exec(cfg: &InitConfig) -> InitError {
         return InitError::setup("close fds", None, e);
     }
     match execve(&cpath, &argv, &envp) {
-        Err(e) => InitError::Exec { path, errno: e as i32 },
+        Err(e) => InitError::Exec {
+            path,
+            errno: e as i32,
+        },
         Ok(never) => match never {},
     }
 }
@@ -57,30 +68,45 @@ fn prepare_and_exec(cfg: &InitConfig) -> InitError {
 /// Capabilities (bounding, then the process sets), groups and ids, no_new_privs.
 fn credentials(cfg: &InitConfig) -> Result<(), InitError> {
     let last = sys::last_cap();
-    let keep = if cfg.insecure {
-        u64::MAX >> (63 - last)
-    } else {
-        sys::cap_mask(sys::DEFAULT_CAPS)
-    };
+    // Never more than we have: capset cannot raise, and rbuild itself may run with a reduced
+    // set (in a container, or a VM agent that withholds some).
+    let have = sys::permitted_caps().map_err(|e| InitError::setup("capget", None, e))?;
+    let keep = have
+        & if cfg.insecure {
+            u64::MAX >> (63 - last)
+        } else {
+            sys::cap_mask(sys::DEFAULT_CAPS)
+        };
     for cap in 0..=last {
         if keep & (1 << cap) == 0 {
-            sys::capbset_drop(cap).map_err(|e| InitError::setup(format!("drop capability {cap} from bounding set"), None, e))?;
+            sys::capbset_drop(cap).map_err(|e| {
+                InitError::setup(format!("drop capability {cap} from bounding set"), None, e)
+            })?;
         }
     }
     sys::clear_ambient().map_err(|e| InitError::setup("clear ambient capabilities", None, e))?;
-    nix::sys::prctl::set_keepcaps(true).map_err(|e| InitError::setup("keep capabilities", None, e))?;
-    let gids: Vec<Gid> = cfg.additional_gids.iter().map(|g| Gid::from_raw(*g)).collect();
+    nix::sys::prctl::set_keepcaps(true)
+        .map_err(|e| InitError::setup("keep capabilities", None, e))?;
+    let gids: Vec<Gid> = cfg
+        .additional_gids
+        .iter()
+        .map(|g| Gid::from_raw(*g))
+        .collect();
     setgroups(&gids).map_err(|e| InitError::setup("setgroups", None, e))?;
     let gid = Gid::from_raw(cfg.gid);
-    setresgid(gid, gid, gid).map_err(|e| InitError::setup(format!("setgid {}", cfg.gid), None, e))?;
+    setresgid(gid, gid, gid)
+        .map_err(|e| InitError::setup(format!("setgid {}", cfg.gid), None, e))?;
     let uid = Uid::from_raw(cfg.uid);
-    setresuid(uid, uid, uid).map_err(|e| InitError::setup(format!("setuid {}", cfg.uid), None, e))?;
+    setresuid(uid, uid, uid)
+        .map_err(|e| InitError::setup(format!("setuid {}", cfg.uid), None, e))?;
     // Inheritable stays empty (CVE-2022-24769: a non-empty inheritable set lets file
     // capabilities of programs in the image grant more than the bounding set intends).
     sys::capset(keep, keep, 0).map_err(|e| InitError::setup("capset", None, e))?;
-    nix::sys::prctl::set_keepcaps(false).map_err(|e| InitError::setup("reset keep capabilities", None, e))?;
+    nix::sys::prctl::set_keepcaps(false)
+        .map_err(|e| InitError::setup("reset keep capabilities", None, e))?;
     if !cfg.insecure {
-        nix::sys::prctl::set_no_new_privs().map_err(|e| InitError::setup("set no_new_privs", None, e))?;
+        nix::sys::prctl::set_no_new_privs()
+            .map_err(|e| InitError::setup("set no_new_privs", None, e))?;
     }
     Ok(())
 }
@@ -108,7 +134,6 @@ fn lookup(name: &str, env: &[String]) -> Option<String> {
     })
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,7 +147,10 @@ mod tests {
         let noexec = dir.path().join("data");
         std::fs::write(&noexec, b"x").unwrap();
         let env = vec![format!("PATH=/nonexistent:{}", dir.path().display())];
-        assert_eq!(lookup("tool", &env), Some(exe.to_string_lossy().into_owned()));
+        assert_eq!(
+            lookup("tool", &env),
+            Some(exe.to_string_lossy().into_owned())
+        );
         assert_eq!(lookup("data", &env), None);
         assert_eq!(lookup("sh", &env), None, "the host PATH must never be used");
         assert_eq!(lookup("/x/y", &env), Some("/x/y".to_owned()));

@@ -42,7 +42,9 @@ pub(crate) fn main(args: Vec<OsString>) -> ! {
         std::process::exit(125);
     };
     // If the parent dies, so do we (and with us the whole sandbox).
-    if nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_err() || nix::unistd::getppid().as_raw() != parent {
+    if nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_err()
+        || nix::unistd::getppid().as_raw() != parent
+    {
         std::process::exit(125);
     }
     let Some(sock) = take_socket(fd) else {
@@ -70,7 +72,11 @@ fn take_socket(fd: i32) -> Option<OwnedFd> {
     // it yet.
     let inherited = unsafe { crate::sys::owned_fd(fd) };
     let sock = if fd == SOCK_FD {
-        nix::fcntl::fcntl(inherited.as_fd(), nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC)).ok()?;
+        nix::fcntl::fcntl(
+            inherited.as_fd(),
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .ok()?;
         inherited
     } else {
         // SAFETY: fd 3 is either unused or a stray inherited fd nothing in this process owns;
@@ -143,11 +149,17 @@ fn pid1(cfg: &InitConfig, mut sock: UnixStream) -> ! {
         fail(&mut sock, e);
     }
     if let Err(e) = nix::unistd::sethostname(&cfg.hostname) {
-        fail(&mut sock, InitError::setup("sethostname", Some(&cfg.hostname), e));
+        fail(
+            &mut sock,
+            InitError::setup("sethostname", Some(&cfg.hostname), e),
+        );
     }
     if cfg.network == Network::None {
         if let Err(e) = crate::sys::loopback_up() {
-            fail(&mut sock, InitError::setup("bring up loopback", Some("lo"), e));
+            fail(
+                &mut sock,
+                InitError::setup("bring up loopback", Some("lo"), e),
+            );
         }
     }
     if cfg.new_session {
@@ -195,7 +207,9 @@ fn supervise(child: Pid, set: &SigSet) -> ExitKind {
         loop {
             match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, code)) if pid == child => return ExitKind::Exited(code),
-                Ok(WaitStatus::Signaled(pid, sig, _)) if pid == child => return ExitKind::Signaled(sig as i32),
+                Ok(WaitStatus::Signaled(pid, sig, _)) if pid == child => {
+                    return ExitKind::Signaled(sig as i32)
+                }
                 Ok(WaitStatus::StillAlive) => break,
                 Ok(_) | Err(Errno::EINTR) => continue,
                 // ECHILD: nothing left (cannot happen before `child` is reaped).

@@ -23,7 +23,6 @@ use crate::spec::SandboxMount;
 const MASKED_PROC: &[&str] = &[
     "acpi",
     "asound",
-    "interrupts",
     "kcore",
     "keys",
     "latency_stats",
@@ -32,6 +31,8 @@ const MASKED_PROC: &[&str] = &[
     "timer_list",
     "timer_stats",
 ];
+/// Paths in /sys hidden from the sandbox (Docker's list; powercap leaks energy counters).
+const MASKED_SYS: &[&str] = &["firmware", "devices/virtual/powercap"];
 /// Paths in /proc made read-only (Docker's list).
 const READONLY_PROC: &[&str] = &["bus", "fs", "irq", "sys", "sysrq-trigger"];
 
@@ -59,22 +60,47 @@ impl Ctx<'_> {
         let rel = components(path)
             .ok_or_else(|| InitError::BadConfig(format!("mount target {path:?} is not absolute")))?
             .join("/");
-        open_in_root(self.root, &rel, follow).map_err(|e| InitError::setup("open mount target", Some(path), e))
+        open_in_root(self.root, &rel, follow)
+            .map_err(|e| InitError::setup("open mount target", Some(path), e))
     }
 
-    fn mount_on(
+    /// Mount a filesystem of type `fstype` at `path`.
+    fn mount_fs(
         &self,
-        what: &str,
         path: &str,
         follow: bool,
-        source: Option<&str>,
-        fstype: Option<&str>,
+        fstype: &str,
         flags: MsFlags,
         data: Option<&str>,
     ) -> Result<(), InitError> {
         let t = self.target(path, follow)?;
-        mount(source, fd_path(t.as_fd()).as_str(), fstype, flags, data)
-            .map_err(|e| InitError::setup(format!("mount {what}"), Some(path), e))
+        mount(
+            Some(fstype),
+            fd_path(t.as_fd()).as_str(),
+            Some(fstype),
+            flags,
+            data,
+        )
+        .map_err(|e| InitError::setup(format!("mount {fstype}"), Some(path), e))
+    }
+
+    /// Bind-mount the host path `source` at `path`.
+    fn bind(
+        &self,
+        source: &str,
+        path: &str,
+        follow: bool,
+        flags: MsFlags,
+    ) -> Result<(), InitError> {
+        let t = self.target(path, follow)?;
+        mount(
+            Some(source),
+            fd_path(t.as_fd()).as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND | flags,
+            None::<&str>,
+        )
+        .map_err(|e| InitError::setup(format!("bind {source}"), Some(path), e))
     }
 
     /// Remount the mount at `path` read-only (bind mounts need a second call for that).
@@ -95,13 +121,25 @@ impl Ctx<'_> {
 /// the new root and the old root is gone.
 pub(crate) fn setup(cfg: &InitConfig) -> Result<(), InitError> {
     // Nothing we mount may propagate back to the parent's namespace.
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-        .map_err(|e| InitError::setup("make / private", None, e))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| InitError::setup("make / private", None, e))?;
     let rootfs = cfg.rootfs.as_path();
     let rootfs_str = rootfs.to_string_lossy();
     // pivot_root needs the new root to be a mount point.
-    mount(Some(rootfs), rootfs, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-        .map_err(|e| InitError::setup("bind rootfs", Some(&rootfs_str), e))?;
+    mount(
+        Some(rootfs),
+        rootfs,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| InitError::setup("bind rootfs", Some(&rootfs_str), e))?;
     let root = crate::rootfs::open_root(rootfs)
         .map_err(|_| InitError::setup("open rootfs", Some(&rootfs_str), Errno::ENOENT))?;
     let ctx = Ctx { root: root.as_fd() };
@@ -111,13 +149,17 @@ pub(crate) fn setup(cfg: &InitConfig) -> Result<(), InitError> {
     mount_sys(&ctx, cfg.insecure)?;
     for (target, source) in &cfg.etc_files {
         let src = source.to_string_lossy();
-        ctx.mount_on("bind", target, true, Some(&src), None, MsFlags::MS_BIND, None)?;
+        ctx.bind(&src, target, true, MsFlags::empty())?;
     }
     for m in &cfg.mounts {
         match m {
-            SandboxMount::Bind { source, target, readonly } => {
+            SandboxMount::Bind {
+                source,
+                target,
+                readonly,
+            } => {
                 let src = source.to_string_lossy();
-                ctx.mount_on("bind", target, true, Some(&src), None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+                ctx.bind(&src, target, true, MsFlags::MS_REC)?;
                 if *readonly {
                     ctx.remount_ro(target, true, MsFlags::MS_NOSUID | MsFlags::MS_NODEV)?;
                 }
@@ -127,12 +169,10 @@ pub(crate) fn setup(cfg: &InitConfig) -> Result<(), InitError> {
                     Some(s) => format!("mode=1777,size={s}"),
                     None => "mode=1777".to_owned(),
                 };
-                ctx.mount_on(
-                    "tmpfs",
+                ctx.mount_fs(
                     target,
                     true,
-                    Some("tmpfs"),
-                    Some("tmpfs"),
+                    "tmpfs",
                     MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
                     Some(&data),
                 )?;
@@ -144,7 +184,7 @@ pub(crate) fn setup(cfg: &InitConfig) -> Result<(), InitError> {
 
 fn mount_proc(ctx: &Ctx<'_>, insecure: bool) -> Result<(), InitError> {
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    ctx.mount_on("proc", "/proc", false, Some("proc"), Some("proc"), flags, None)?;
+    ctx.mount_fs("/proc", false, "proc", flags, None)?;
     if insecure {
         return Ok(());
     }
@@ -153,7 +193,13 @@ fn mount_proc(ctx: &Ctx<'_>, insecure: bool) -> Result<(), InitError> {
         let fd = match open_in_root(proc_fd.as_fd(), name, false) {
             Ok(fd) => fd,
             Err(Errno::ENOENT) => continue,
-            Err(e) => return Err(InitError::setup("open masked path", Some(&format!("/proc/{name}")), e)),
+            Err(e) => {
+                return Err(InitError::setup(
+                    "open masked path",
+                    Some(&format!("/proc/{name}")),
+                    e,
+                ))
+            }
         };
         mask(fd.as_fd(), &format!("/proc/{name}"))?;
     }
@@ -165,9 +211,19 @@ fn mount_proc(ctx: &Ctx<'_>, insecure: bool) -> Result<(), InitError> {
             Err(e) => return Err(InitError::setup("open read-only path", Some(&path), e)),
         };
         let here = fd_path(fd.as_fd());
-        mount(Some(here.as_str()), here.as_str(), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-            .map_err(|e| InitError::setup("bind", Some(&path), e))?;
-        ctx.remount_ro(&path, false, MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC)?;
+        mount(
+            Some(here.as_str()),
+            here.as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|e| InitError::setup("bind", Some(&path), e))?;
+        ctx.remount_ro(
+            &path,
+            false,
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        )?;
     }
     Ok(())
 }
@@ -177,57 +233,72 @@ fn mask(fd: BorrowedFd<'_>, shown: &str) -> Result<(), InitError> {
     let st = fstat(fd).map_err(|e| InitError::setup("stat masked path", Some(shown), e))?;
     let target = fd_path(fd);
     let res = if SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR {
-        mount(Some("tmpfs"), target.as_str(), Some("tmpfs"), MsFlags::MS_RDONLY, Some("size=0"))
+        mount(
+            Some("tmpfs"),
+            target.as_str(),
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY,
+            Some("size=0"),
+        )
     } else {
-        mount(Some("/dev/null"), target.as_str(), None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        mount(
+            Some("/dev/null"),
+            target.as_str(),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
     };
     res.map_err(|e| InitError::setup("mask", Some(shown), e))
 }
 
 fn mount_dev(ctx: &Ctx<'_>) -> Result<(), InitError> {
-    ctx.mount_on(
-        "tmpfs",
+    ctx.mount_fs(
         "/dev",
         false,
-        Some("tmpfs"),
-        Some("tmpfs"),
+        "tmpfs",
         MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
         Some("mode=755,size=65536k"),
     )?;
     let dev = ctx.target("/dev", false)?;
-    let step = |what: &'static str, name: &str, e: Errno| InitError::setup(what, Some(&format!("/dev/{name}")), e);
+    let step = |what: &'static str, name: &str, e: Errno| {
+        InitError::setup(what, Some(&format!("/dev/{name}")), e)
+    };
     for (name, major, minor) in DEVICES {
         let mode = Mode::from_bits_truncate(0o666);
-        mknodat(dev.as_fd(), *name, SFlag::S_IFCHR, mode, makedev(*major, *minor)).map_err(|e| step("mknod", name, e))?;
-        fchmodat(dev.as_fd(), *name, mode, FchmodatFlags::FollowSymlink).map_err(|e| step("chmod", name, e))?;
+        mknodat(
+            dev.as_fd(),
+            *name,
+            SFlag::S_IFCHR,
+            mode,
+            makedev(*major, *minor),
+        )
+        .map_err(|e| step("mknod", name, e))?;
+        fchmodat(dev.as_fd(), *name, mode, FchmodatFlags::FollowSymlink)
+            .map_err(|e| step("chmod", name, e))?;
     }
     for (dir, mode) in [("pts", 0o755), ("shm", 0o1777), ("mqueue", 0o1777)] {
-        mkdirat(dev.as_fd(), dir, Mode::from_bits_truncate(mode)).map_err(|e| step("mkdir", dir, e))?;
+        mkdirat(dev.as_fd(), dir, Mode::from_bits_truncate(mode))
+            .map_err(|e| step("mkdir", dir, e))?;
     }
-    ctx.mount_on(
-        "devpts",
+    ctx.mount_fs(
         "/dev/pts",
         false,
-        Some("devpts"),
-        Some("devpts"),
+        "devpts",
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
     )?;
-    ctx.mount_on(
-        "tmpfs",
+    ctx.mount_fs(
         "/dev/shm",
         false,
-        Some("shm"),
-        Some("tmpfs"),
+        "tmpfs",
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         Some("mode=1777,size=65536k"),
     )?;
-    ctx.mount_on(
-        "mqueue",
+    ctx.mount_fs(
         "/dev/mqueue",
         false,
-        Some("mqueue"),
-        Some("mqueue"),
+        "mqueue",
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         None,
     )?;
@@ -246,19 +317,26 @@ fn mount_dev(ctx: &Ctx<'_>) -> Result<(), InitError> {
 
 fn mount_sys(ctx: &Ctx<'_>, insecure: bool) -> Result<(), InitError> {
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY;
-    if let Err(first) = ctx.mount_on("sysfs", "/sys", false, Some("sysfs"), Some("sysfs"), flags, None) {
+    if let Err(first) = ctx.mount_fs("/sys", false, "sysfs", flags, None) {
         // sysfs cannot always be mounted (e.g. when the network namespace is not ours to
         // own); a read-only recursive bind of the host's /sys is the fallback.
-        ctx.mount_on("bind", "/sys", false, Some("/sys"), None, MsFlags::MS_BIND | MsFlags::MS_REC, None)
+        ctx.bind("/sys", "/sys", false, MsFlags::MS_REC)
             .map_err(|_| first)?;
-        ctx.remount_ro("/sys", false, MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC)?;
+        ctx.remount_ro(
+            "/sys",
+            false,
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        )?;
     }
     if !insecure {
         let sys = ctx.target("/sys", false)?;
-        match open_in_root(sys.as_fd(), "firmware", false) {
-            Ok(fd) => mask(fd.as_fd(), "/sys/firmware")?,
-            Err(Errno::ENOENT) => {}
-            Err(e) => return Err(InitError::setup("open masked path", Some("/sys/firmware"), e)),
+        for name in MASKED_SYS {
+            let shown = format!("/sys/{name}");
+            match open_in_root(sys.as_fd(), name, false) {
+                Ok(fd) => mask(fd.as_fd(), &shown)?,
+                Err(Errno::ENOENT) => {}
+                Err(e) => return Err(InitError::setup("open masked path", Some(&shown), e)),
+            }
         }
     }
     Ok(())
