@@ -329,10 +329,13 @@ async fn handle(
         Some(Action::Truncate) if full_len > 1 => {
             out = out.header("content-length", full_len);
             let head = body.slice(..full_len / 2);
-            let s = futures_util::stream::iter(vec![
-                Ok(Frame::data(head)),
-                Err(io::Error::other("truncated by the test proxy")),
-            ]);
+            // Let the first half reach the client before the connection breaks.
+            let s = futures_util::stream::iter(vec![Ok(Frame::data(head))]).chain(
+                futures_util::stream::once(async {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    Err(io::Error::other("truncated by the test proxy"))
+                }),
+            );
             BodyExt::boxed(StreamBody::new(s))
         }
         Some(Action::Stall) if full_len > 1 => {
