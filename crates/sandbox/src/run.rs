@@ -101,6 +101,13 @@ fn validate(spec: &RunSpec) -> Result<(), SandboxError> {
     if let Some(e) = spec.env.iter().find(|e| e.contains('\0')) {
         return Err(invalid("env", e.as_str(), "contains a NUL byte"));
     }
+    if !spec.rootfs.is_absolute() {
+        return Err(invalid(
+            "rootfs",
+            spec.rootfs.to_string_lossy(),
+            "must be an absolute path",
+        ));
+    }
     if components(&spec.cwd).is_none() {
         return Err(invalid(
             "cwd",
@@ -246,24 +253,35 @@ fn run_in(
         etc_files,
         mounts,
     };
-    let mut child = spawn_init(spec)?;
+    let (child, sock) = spawn_init(spec)?;
+    let mut child = Reaper(child);
     let result = supervise(
         spec,
         &mut child.0,
-        child.1,
+        sock,
         cgroup.as_ref(),
         &config,
         on_output,
         cancel,
     );
     // Whatever happened, the init must be dead and reaped before anyone cleans up.
-    let _ = child.0.kill();
-    let _ = child.0.wait();
+    drop(child);
     if let Some(cg) = cgroup.as_ref() {
         cg.kill_all(Duration::from_secs(5));
     }
     drop(etc_dir);
     result
+}
+
+/// Kills and reaps the init when dropped, also when a callback panics: killing stage 0 takes
+/// the init (parent-death signal) and with it the whole PID namespace down.
+struct Reaper(Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Hosts file of the sandbox: localhost and the hostname.

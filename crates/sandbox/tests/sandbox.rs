@@ -49,17 +49,8 @@ fn cgroup_leftovers() -> Vec<PathBuf> {
     out
 }
 
-/// A busybox rootfs, or `None` (with the reason printed) when the tests cannot run here.
-fn setup() -> Option<Env> {
-    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIP: sandbox integration tests need root");
-        return None;
-    }
-    if !Path::new("/bin/busybox").exists() {
-        eprintln!("SKIP: /bin/busybox (busybox-static) is not installed");
-        return None;
-    }
+/// A rootfs of busybox applets, `/etc/passwd` (root, app, nobody) and `/etc/group`.
+fn busybox_rootfs() -> tempfile::TempDir {
     let root = tempfile::tempdir().unwrap();
     let r = root.path();
     std::fs::create_dir_all(r.join("bin")).unwrap();
@@ -85,6 +76,21 @@ fn setup() -> Option<Env> {
         "root:x:0:\ntty:x:5:\nwheel:x:10:app\napp:x:1000:\nnogroup:x:65534:\n",
     )
     .unwrap();
+    root
+}
+
+/// A busybox rootfs, or `None` (with the reason printed) when the tests cannot run here.
+fn setup() -> Option<Env> {
+    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIP: sandbox integration tests need root");
+        return None;
+    }
+    if !Path::new("/bin/busybox").exists() {
+        eprintln!("SKIP: /bin/busybox (busybox-static) is not installed");
+        return None;
+    }
+    let root = busybox_rootfs();
     Some(Env {
         _guard: guard,
         root,
@@ -553,4 +559,65 @@ fn cpu_limit_is_applied() {
     };
     let (res, _, err) = env.run(&s);
     assert_eq!(res.unwrap().status, ExitKind::Exited(0), "{err}");
+}
+
+#[test]
+fn concurrent_runs_do_not_leak_into_each_other() {
+    let Some(env) = setup() else { return };
+    let roots: Vec<tempfile::TempDir> = (0..4).map(|_| busybox_rootfs()).collect();
+    let specs: Vec<RunSpec> = (0..4)
+        .map(|i| {
+            // One rootfs per run, as the solver gives each step its own.
+            let mut s = env.spec("ls /proc/self/fd | tr '\\n' ' '; hostname; sleep 0.2");
+            s.rootfs = roots[i].path().to_owned();
+            s.hostname = format!("box{i}");
+            s.limits = Limits {
+                pids: Some(64),
+                ..Limits::default()
+            };
+            s
+        })
+        .collect();
+    let outs: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = specs
+            .iter()
+            .map(|s| {
+                scope.spawn(move || {
+                    let mut out = Vec::new();
+                    let res = run(s, &mut |_, b| out.extend_from_slice(b), &Cancel::new()).unwrap();
+                    assert_eq!(res.status, ExitKind::Exited(0));
+                    String::from_utf8(out).unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, out) in outs.iter().enumerate() {
+        assert_eq!(out, &format!("0 1 2 3 box{i}\n"));
+        for p in ["proc", "dev", "sys", "etc/hosts"] {
+            assert!(!roots[i].path().join(p).exists(), "{p} left in rootfs {i}");
+        }
+    }
+    env.assert_clean();
+}
+
+#[test]
+fn missing_controller_or_bad_limit_is_an_error() {
+    let Some(env) = setup() else { return };
+    let mut s = env.spec("true");
+    s.limits = Limits {
+        cpus: Some(-1.0),
+        ..Limits::default()
+    };
+    let (res, _, _) = env.run(&s);
+    assert!(
+        matches!(res, Err(SandboxError::InvalidSpec { .. })),
+        "{res:?}"
+    );
+    let mut s = env.spec("true");
+    s.rootfs = "relative/root".into();
+    assert!(matches!(
+        env.run(&s).0,
+        Err(SandboxError::InvalidSpec { .. })
+    ));
 }
