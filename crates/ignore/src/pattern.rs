@@ -1,0 +1,327 @@
+//! One `.dockerignore` pattern, compiled as moby/patternmatcher compiles it.
+//!
+//! patternmatcher sorts each cleaned pattern into one of four kinds and turns only the last into
+//! a regular expression:
+//! - **exact** (no wildcard): the path equals the pattern;
+//! - **prefix** (only a trailing `**`): the path starts with what precedes the `**`;
+//! - **suffix** (a leading `**` and no other wildcard): the path ends with what follows the `**`
+//!   (so `**file` matches `myfile`, and `**/dir` matches `dir`);
+//! - **regexp**: `*` is `[^/]*`, `?` is `[^/]`, `**/` is `(.*/)?`, a trailing `**` is `.*`,
+//!   `[...]` a class, `\x` the char `x`, anchored at both ends.
+//!
+//! We run the regexp kind as a Thompson NFA (a set of states, no backtracking): O(pattern ×
+//! path) per match, and one pass answers for the path and all its parent directories.
+
+use crate::fnmatch::decode_rune;
+
+#[derive(Debug, Clone)]
+enum Inst {
+    Lit(char),
+    /// Any char but `/` (`[^/]`).
+    NotSlash,
+    /// Any char but `\n` (Go's `.`).
+    NotNewline,
+    Class(usize),
+    Split(usize, usize),
+    Jmp(usize),
+    Match,
+}
+
+#[derive(Debug, Clone)]
+struct Class {
+    negated: bool,
+    ranges: Vec<(char, char)>,
+}
+
+impl Class {
+    fn contains(&self, c: char) -> bool {
+        self.ranges.iter().any(|&(lo, hi)| lo <= c && c <= hi) != self.negated
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Nfa {
+    insts: Vec<Inst>,
+    classes: Vec<Class>,
+}
+
+#[derive(Debug, Clone)]
+enum Kind {
+    Exact,
+    /// The pattern without its trailing `**`.
+    Prefix(String),
+    /// The pattern without its leading `**`.
+    Suffix(String),
+    Regexp(Nfa),
+}
+
+/// A compiled pattern (without its `!`).
+#[derive(Debug, Clone)]
+pub(crate) struct Pattern {
+    cleaned: String,
+    kind: Kind,
+}
+
+/// Parses a bracket expression after its `[` (filepath.Match syntax); returns the class and the
+/// bytes consumed.
+fn parse_class(s: &[u8]) -> Result<(Class, usize), &'static str> {
+    let mut i = 0;
+    let mut negated = false;
+    if s.first() == Some(&b'^') {
+        negated = true;
+        i += 1;
+    }
+    let mut ranges = Vec::new();
+    let esc = |i: &mut usize| -> Result<char, &'static str> {
+        match s.get(*i) {
+            None | Some(b'-' | b']') => return Err("bad character class"),
+            Some(b'\\') => *i += 1,
+            Some(_) => {}
+        }
+        let (c, n) = decode_rune(&s[*i..]);
+        if n == 0 {
+            return Err("bad character class");
+        }
+        *i += n;
+        Ok(c)
+    };
+    loop {
+        if s.get(i) == Some(&b']') && !ranges.is_empty() {
+            i += 1;
+            break;
+        }
+        let lo = esc(&mut i)?;
+        let mut hi = lo;
+        if s.get(i) == Some(&b'-') {
+            i += 1;
+            hi = esc(&mut i)?;
+        }
+        ranges.push((lo, hi));
+    }
+    Ok((Class { negated, ranges }, i))
+}
+
+impl Pattern {
+    /// Compiles a cleaned pattern (already validated with [`crate::fnmatch`] syntax).
+    pub(crate) fn compile(cleaned: &str) -> Result<Pattern, &'static str> {
+        #[derive(PartialEq, Clone, Copy)]
+        enum Detected {
+            Exact,
+            Prefix,
+            Suffix,
+            Regexp,
+        }
+        let mut insts: Vec<Inst> = Vec::new();
+        let mut classes = Vec::new();
+        let mut detected = Detected::Exact;
+        let bytes = cleaned.as_bytes();
+        // Go's text/scanner skips a leading byte-order mark.
+        let mut pos = if cleaned.starts_with('\u{FEFF}') {
+            3
+        } else {
+            0
+        };
+        let peek = |pos: usize| cleaned[pos..].chars().next();
+        let mut first = true;
+        while let Some(ch) = peek(pos) {
+            pos += ch.len_utf8();
+            match ch {
+                '*' if peek(pos) == Some('*') => {
+                    pos += 1;
+                    if peek(pos) == Some('/') {
+                        pos += 1;
+                    }
+                    if peek(pos).is_none() {
+                        if detected == Detected::Exact {
+                            detected = Detected::Prefix;
+                        } else {
+                            // `.*`
+                            let l = insts.len();
+                            insts.extend([
+                                Inst::Split(l + 1, l + 3),
+                                Inst::NotNewline,
+                                Inst::Jmp(l),
+                            ]);
+                            detected = Detected::Regexp;
+                        }
+                    } else {
+                        // `(.*/)?`
+                        let l = insts.len();
+                        insts.extend([
+                            Inst::Split(l + 1, l + 5),
+                            Inst::Split(l + 2, l + 4),
+                            Inst::NotNewline,
+                            Inst::Jmp(l + 1),
+                            Inst::Lit('/'),
+                        ]);
+                        detected = Detected::Regexp;
+                    }
+                    if first {
+                        detected = Detected::Suffix;
+                    }
+                }
+                '*' => {
+                    // `[^/]*`
+                    let l = insts.len();
+                    insts.extend([Inst::Split(l + 1, l + 3), Inst::NotSlash, Inst::Jmp(l)]);
+                    detected = Detected::Regexp;
+                }
+                '?' => {
+                    insts.push(Inst::NotSlash);
+                    detected = Detected::Regexp;
+                }
+                '\\' => match peek(pos) {
+                    Some(c) => {
+                        pos += c.len_utf8();
+                        insts.push(Inst::Lit(c));
+                        detected = Detected::Regexp;
+                    }
+                    None => insts.push(Inst::Lit('\\')),
+                },
+                '[' => {
+                    let (class, n) = parse_class(&bytes[pos..])?;
+                    pos += n;
+                    insts.push(Inst::Class(classes.len()));
+                    classes.push(class);
+                    detected = Detected::Regexp;
+                }
+                ']' => {
+                    insts.push(Inst::Lit(']'));
+                    detected = Detected::Regexp;
+                }
+                c => insts.push(Inst::Lit(c)),
+            }
+            first = false;
+        }
+        insts.push(Inst::Match);
+        let kind = match detected {
+            Detected::Exact => Kind::Exact,
+            Detected::Prefix => Kind::Prefix(cleaned[..cleaned.len() - 2].to_string()),
+            Detected::Suffix => Kind::Suffix(cleaned[2..].to_string()),
+            Detected::Regexp => Kind::Regexp(Nfa { insts, classes }),
+        };
+        Ok(Pattern {
+            cleaned: cleaned.to_string(),
+            kind,
+        })
+    }
+
+    /// Whether the pattern matches `path` (clean, relative) or one of its parent directories
+    /// (patternmatcher's `MatchesOrParentMatches` for one pattern).
+    pub(crate) fn matches_or_parent(&self, path: &str) -> bool {
+        match &self.kind {
+            Kind::Regexp(nfa) => nfa.run(path, true).0,
+            _ => {
+                let simple = |p: &str| self.simple_match(p);
+                simple(path)
+                    || path
+                        .match_indices('/')
+                        .any(|(i, _)| i > 0 && simple(&path[..i]))
+            }
+        }
+    }
+
+    fn simple_match(&self, p: &str) -> bool {
+        match &self.kind {
+            Kind::Exact => p == self.cleaned,
+            Kind::Prefix(pre) => p.starts_with(pre.as_str()),
+            Kind::Suffix(suf) => {
+                p.ends_with(suf.as_str()) || (suf.starts_with('/') && p == &suf[1..])
+            }
+            Kind::Regexp(nfa) => nfa.run(p, false).0,
+        }
+    }
+
+    /// Whether some path strictly beneath directory `dir` (clean, relative; `""` for the root)
+    /// could match. Conservative: may say yes when no such path exists, never the reverse.
+    pub(crate) fn may_match_beneath(&self, dir: &str) -> bool {
+        if dir.is_empty() {
+            return true;
+        }
+        let under =
+            |s: &str| s.len() > dir.len() && s.starts_with(dir) && s.as_bytes()[dir.len()] == b'/';
+        match &self.kind {
+            Kind::Exact => under(&self.cleaned),
+            Kind::Prefix(pre) => {
+                let pre = pre.as_str();
+                under(pre) || pre.starts_with(dir) || dir.starts_with(pre) || pre.is_empty()
+            }
+            Kind::Suffix(_) => true,
+            Kind::Regexp(nfa) => {
+                let mut probe = String::with_capacity(dir.len() + 1);
+                probe.push_str(dir);
+                probe.push('/');
+                nfa.run(&probe, false).1
+            }
+        }
+    }
+}
+
+impl Nfa {
+    /// Runs over `text`. Returns (matched, alive): `matched` is a full match of `text` — or, with
+    /// `parents`, of any prefix ending just before a `/` (a parent directory); `alive` is whether
+    /// any state survives the whole text (some extension of `text` could still match).
+    fn run(&self, text: &str, parents: bool) -> (bool, bool) {
+        let n = self.insts.len();
+        let mut marks = vec![0u32; n];
+        let mut gen = 1u32;
+        let mut cur: Vec<usize> = Vec::with_capacity(n);
+        let mut next: Vec<usize> = Vec::with_capacity(n);
+        let mut stack: Vec<usize> = Vec::new();
+        self.add(&mut cur, &mut marks, gen, &mut stack, 0);
+        for (i, c) in text.char_indices() {
+            if parents && c == '/' && i > 0 && self.has_match(&cur) {
+                return (true, true);
+            }
+            gen += 1;
+            for &pc in &cur {
+                let ok = match self.insts[pc] {
+                    Inst::Lit(l) => l == c,
+                    Inst::NotSlash => c != '/',
+                    Inst::NotNewline => c != '\n',
+                    Inst::Class(k) => self.classes[k].contains(c),
+                    Inst::Split(..) | Inst::Jmp(_) | Inst::Match => false,
+                };
+                if ok {
+                    self.add(&mut next, &mut marks, gen, &mut stack, pc + 1);
+                }
+            }
+            std::mem::swap(&mut cur, &mut next);
+            next.clear();
+            if cur.is_empty() {
+                // Dead: no extension can match (a matching parent returned above).
+                return (false, false);
+            }
+        }
+        (self.has_match(&cur), !cur.is_empty())
+    }
+
+    fn has_match(&self, list: &[usize]) -> bool {
+        list.iter().any(|&pc| matches!(self.insts[pc], Inst::Match))
+    }
+
+    fn add(
+        &self,
+        list: &mut Vec<usize>,
+        marks: &mut [u32],
+        gen: u32,
+        stack: &mut Vec<usize>,
+        pc: usize,
+    ) {
+        stack.push(pc);
+        while let Some(pc) = stack.pop() {
+            if marks[pc] == gen {
+                continue;
+            }
+            marks[pc] = gen;
+            match self.insts[pc] {
+                Inst::Split(a, b) => {
+                    stack.push(b);
+                    stack.push(a);
+                }
+                Inst::Jmp(a) => stack.push(a),
+                _ => list.push(pc),
+            }
+        }
+    }
+}
