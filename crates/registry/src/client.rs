@@ -33,6 +33,7 @@ pub struct Client {
     pub(crate) opts: Options,
     docker_config: DockerConfig,
     hosts: Mutex<HashMap<String, HostState>>,
+    token_fetch: tokio::sync::Mutex<()>,
     locations: KnownLocations,
 }
 
@@ -109,6 +110,7 @@ impl Client {
             docker_config: DockerConfig::locate(opts.docker_config_dir.clone()),
             opts,
             hosts: Mutex::new(HashMap::new()),
+            token_fetch: tokio::sync::Mutex::new(()),
             locations: KnownLocations::default(),
         })
     }
@@ -129,6 +131,14 @@ impl Client {
 
     /// Whether `registry` is spoken to over plain HTTP.
     pub fn is_plain_http(&self, registry: &str) -> bool {
+        if self
+            .opts
+            .force_https
+            .iter()
+            .any(|r| r.eq_ignore_ascii_case(registry))
+        {
+            return false;
+        }
         is_loopback_host(registry)
             || self
                 .opts
@@ -213,7 +223,7 @@ impl Client {
         &self,
         registry: &str,
         scopes: &[String],
-        refresh: bool,
+        stale: Option<&HeaderValue>,
     ) -> Result<Option<HeaderValue>> {
         match self.challenge(registry) {
             None => Ok(None),
@@ -232,13 +242,19 @@ impl Client {
                 scopes.sort();
                 scopes.dedup();
                 let key = scopes.join(" ");
-                if !refresh {
+                let cached = || -> Option<HeaderValue> {
                     let hosts = self.hosts.lock().expect("auth state lock");
-                    if let Some((tok, exp)) = hosts.get(registry).and_then(|h| h.tokens.get(&key)) {
-                        if *exp > Instant::now() {
-                            return Ok(bearer_header(tok));
-                        }
-                    }
+                    let (tok, exp) = hosts.get(registry)?.tokens.get(&key)?;
+                    let h = bearer_header(tok)?;
+                    (*exp > Instant::now() && Some(&h) != stale).then_some(h)
+                };
+                if let Some(h) = cached() {
+                    return Ok(Some(h));
+                }
+                // One token fetch at a time: requests racing on the same 401 share its result.
+                let _fetching = self.token_fetch.lock().await;
+                if let Some(h) = cached() {
+                    return Ok(Some(h));
                 }
                 let (tok, ttl) = self
                     .fetch_token(registry, &realm, service.as_deref(), &scopes)
@@ -346,7 +362,7 @@ impl Client {
     /// a final 401, which becomes [`Error::Unauthorized`].
     async fn execute(&self, registry: &str, req: &Request) -> Result<Response> {
         let base = self.base_url(registry)?;
-        let mut auth = self.authorization(registry, &req.scopes, false).await?;
+        let mut auth = self.authorization(registry, &req.scopes, None).await?;
         let mut answered_challenge = false;
         loop {
             let resp = self.follow_redirects(&base, req, auth.as_ref()).await?;
@@ -381,7 +397,9 @@ impl Client {
                 .entry(registry.to_string())
                 .or_default()
                 .challenge = Some(challenge);
-            auth = self.authorization(registry, &req.scopes, true).await?;
+            auth = self
+                .authorization(registry, &req.scopes, auth.as_ref())
+                .await?;
             answered_challenge = true;
         }
     }

@@ -9,6 +9,8 @@ pub struct Options {
     /// Registries (`host[:port]`) reached over plain HTTP. `localhost`, `127.0.0.0/8` and `::1` always
     /// are; everything else uses HTTPS.
     pub insecure_registries: Vec<String>,
+    /// Registries spoken to over HTTPS even though they are on loopback (a local registry with TLS).
+    pub force_https: Vec<String>,
     /// An extra PEM CA bundle trusted besides the system roots.
     pub ca_file: Option<PathBuf>,
     /// Directory holding `config.json`; `None` means `$DOCKER_CONFIG`, else `~/.docker`.
@@ -31,6 +33,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             insecure_registries: Vec::new(),
+            force_https: Vec::new(),
             ca_file: None,
             docker_config_dir: None,
             user_agent: concat!("rbuild/", env!("CARGO_PKG_VERSION")).to_string(),

@@ -201,6 +201,9 @@ async fn handle(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
     };
+    // Requests to the other "origin" redirects point to are served from upstream as they are.
+    let forward_target = target.strip_prefix("/__storage").unwrap_or(&target).to_string();
+    let is_storage = forward_target.len() != target.len();
     let (bearer, action) = {
         let mut s = st.lock().unwrap();
         s.seen.push(seen);
@@ -208,7 +211,8 @@ async fn handle(
             .rules
             .iter_mut()
             .find(|r| {
-                r.method.is_none_or(|m| m == method)
+                !is_storage
+                    && r.method.is_none_or(|m| m == method)
                     && target.contains(&r.path_contains)
                     && r.times != Some(0)
             })
@@ -221,9 +225,6 @@ async fn handle(
         (s.bearer.clone(), action)
     };
 
-    // The other "origin" redirects point to: serve from upstream, no auth checks.
-    let forward_target = target.strip_prefix("/__storage").unwrap_or(&target).to_string();
-    let is_storage = forward_target.len() != target.len();
 
     if let (Some((user, pass)), false) = (&bearer, is_storage) {
         if path == "/token" {
