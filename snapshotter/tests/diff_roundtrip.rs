@@ -27,9 +27,19 @@ fn build_tree(root: &Path) {
     fs::write(root.join("a/file"), b"hello\n").unwrap();
     fs::hard_link(root.join("a/file"), root.join("a/b/hard")).unwrap();
     fs::write(root.join("owned"), b"x").unwrap();
-    chown(&root.join("owned"), Some(Uid::from_raw(1000)), Some(Gid::from_raw(2000))).unwrap();
+    chown(
+        &root.join("owned"),
+        Some(Uid::from_raw(1000)),
+        Some(Gid::from_raw(2000)),
+    )
+    .unwrap();
     fs::write(root.join("big-uid"), b"y").unwrap();
-    chown(&root.join("big-uid"), Some(Uid::from_raw(3_000_000)), Some(Gid::from_raw(3_000_001))).unwrap();
+    chown(
+        &root.join("big-uid"),
+        Some(Uid::from_raw(3_000_000)),
+        Some(Gid::from_raw(3_000_001)),
+    )
+    .unwrap();
     fs::create_dir(root.join("bin")).unwrap();
     fs::write(root.join("bin/su"), b"#!/bin/false\n").unwrap();
     set_mode(&root.join("bin/su"), 0o4755);
@@ -39,10 +49,28 @@ fn build_tree(root: &Path) {
     xattr::set(root.join("a/file"), "trusted.rbuild", b"root-only").unwrap();
     symlink("/etc/passwd", root.join("abs-link")).unwrap();
     symlink("../a/file", root.join("bin/rel-link")).unwrap();
-    mknod(&root.join("fifo"), SFlag::S_IFIFO, Mode::from_bits_truncate(0o640), 0).unwrap();
+    mknod(
+        &root.join("fifo"),
+        SFlag::S_IFIFO,
+        Mode::from_bits_truncate(0o640),
+        0,
+    )
+    .unwrap();
     fs::create_dir(root.join("dev")).unwrap();
-    mknod(&root.join("dev/null"), SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), makedev(1, 3)).unwrap();
-    mknod(&root.join("dev/sda"), SFlag::S_IFBLK, Mode::from_bits_truncate(0o660), makedev(8, 0)).unwrap();
+    mknod(
+        &root.join("dev/null"),
+        SFlag::S_IFCHR,
+        Mode::from_bits_truncate(0o666),
+        makedev(1, 3),
+    )
+    .unwrap();
+    mknod(
+        &root.join("dev/sda"),
+        SFlag::S_IFBLK,
+        Mode::from_bits_truncate(0o660),
+        makedev(8, 0),
+    )
+    .unwrap();
     fs::create_dir(root.join("tmp")).unwrap();
     set_mode(&root.join("tmp"), 0o1777);
     let long = format!("{}/{}", "d".repeat(90), "f".repeat(120));
@@ -75,7 +103,12 @@ fn round_trip_preserves_everything() {
     assert_eq!(stats.entries as usize, names.len());
     assert!(!names.iter().any(|n| n.contains("sock")), "{names:?}");
     // Parents come before children.
-    let pos = |n: &str| names.iter().position(|x| x == n).unwrap_or_else(|| panic!("{n} in {names:?}"));
+    let pos = |n: &str| {
+        names
+            .iter()
+            .position(|x| x == n)
+            .unwrap_or_else(|| panic!("{n} in {names:?}"))
+    };
     assert!(pos("a/") < pos("a/b/") && pos("a/b/") < pos("a/b/hard"));
 
     let applied = apply_layer(&tar[..], &dst, &ApplyOptions::default()).unwrap();
@@ -89,7 +122,10 @@ fn round_trip_preserves_everything() {
         assert_eq!(got.get(path), Some(node), "{path}");
     }
     assert_eq!(got.len(), want.len());
-    assert_eq!(want_links, vec![vec!["a/b/hard".to_string(), "a/file".to_string()]]);
+    assert_eq!(
+        want_links,
+        vec![vec!["a/b/hard".to_string(), "a/file".to_string()]]
+    );
     let sorted = |mut v: Vec<Vec<String>>| {
         v.iter_mut().for_each(|g| g.sort());
         v
@@ -139,8 +175,20 @@ fn whiteouts_both_directions() {
     let upper = t.path().join("upper");
     fs::create_dir_all(upper.join("opq")).unwrap();
     fs::create_dir_all(upper.join("sub")).unwrap();
-    mknod(&upper.join("gone"), SFlag::S_IFCHR, Mode::empty(), makedev(0, 0)).unwrap();
-    mknod(&upper.join("sub/gone2"), SFlag::S_IFCHR, Mode::empty(), makedev(0, 0)).unwrap();
+    mknod(
+        &upper.join("gone"),
+        SFlag::S_IFCHR,
+        Mode::empty(),
+        makedev(0, 0),
+    )
+    .unwrap();
+    mknod(
+        &upper.join("sub/gone2"),
+        SFlag::S_IFCHR,
+        Mode::empty(),
+        makedev(0, 0),
+    )
+    .unwrap();
     xattr::set(upper.join("opq"), "trusted.overlay.opaque", b"y").unwrap();
     xattr::set(upper.join("sub"), "trusted.overlay.origin", b"junk").unwrap();
     fs::write(upper.join("opq/new"), b"new").unwrap();
@@ -150,7 +198,14 @@ fn whiteouts_both_directions() {
     let names = tar_names(&tar);
     assert_eq!(
         names,
-        vec![".wh.gone", "opq/", "opq/.wh..wh..opq", "opq/new", "sub/", "sub/.wh.gone2"]
+        vec![
+            ".wh.gone",
+            "opq/",
+            "opq/.wh..wh..opq",
+            "opq/new",
+            "sub/",
+            "sub/.wh.gone2"
+        ]
     );
     // Overlay bookkeeping never leaks into the layer.
     let mut a = tar::Archive::new(&tar[..]);
@@ -171,7 +226,10 @@ fn whiteouts_both_directions() {
     assert_eq!(got["gone"].kind, "char");
     assert_eq!(got["gone"].rdev, 0);
     assert_eq!(got["sub/gone2"].kind, "char");
-    assert_eq!(got["opq"].xattrs.get("trusted.overlay.opaque"), Some(&b"y".to_vec()));
+    assert_eq!(
+        got["opq"].xattrs.get("trusted.overlay.opaque"),
+        Some(&b"y".to_vec())
+    );
     assert!(!got["sub"].xattrs.contains_key("trusted.overlay.opaque"));
     assert_eq!(got["opq/new"].content, b"new");
     // And back again: the same layer.
@@ -182,7 +240,9 @@ fn whiteouts_both_directions() {
 
 #[test]
 fn compress_and_decompress_every_format() {
-    let data: Vec<u8> = (0..300_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+    let data: Vec<u8> = (0..300_000u32)
+        .flat_map(|i| (i % 251).to_le_bytes())
+        .collect();
     for c in [Compression::None, Compression::Gzip, Compression::Zstd] {
         let mut blob = Vec::new();
         let s = compress(&data[..], &mut blob, c, None).unwrap();
@@ -195,8 +255,16 @@ fn compress_and_decompress_every_format() {
         assert_eq!(out, data, "{c:?}");
     }
     let xz = [0xfd, b'7', b'z', b'X', b'Z', 0, 1, 2];
-    assert!(decompress(&xz[..]).err().unwrap().to_string().contains("xz"));
-    assert!(decompress(&b"BZh91AY"[..]).err().unwrap().to_string().contains("bzip2"));
+    assert!(decompress(&xz[..])
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("xz"));
+    assert!(decompress(&b"BZh91AY"[..])
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("bzip2"));
     let mut out = Vec::new();
     std::io::copy(&mut decompress(&b""[..]).unwrap(), &mut out).unwrap();
     assert!(out.is_empty());

@@ -41,7 +41,12 @@ fn overlay_end_to_end() {
     }
     let t = tempfile::tempdir().unwrap();
     let s = Snapshotter::open(&t.path().join("snapshots")).unwrap();
-    layer(&s, "base", None, &[("file", "lower file"), ("dir/old1", "1"), ("dir/old2", "2")]);
+    layer(
+        &s,
+        "base",
+        None,
+        &[("file", "lower file"), ("dir/old1", "1"), ("dir/old2", "2")],
+    );
     layer(&s, "l2", Some("base"), &[("l2.txt", "second")]);
     assert_eq!(s.layer_chain("l2").unwrap().len(), 2);
 
@@ -58,7 +63,12 @@ fn overlay_end_to_end() {
         fs::write(mnt.join("dir/new"), "new").unwrap();
     });
     let mut tar = Vec::new();
-    let w = write_layer(&s.upper_dir("step").unwrap(), &mut tar, &LayerOptions::default()).unwrap();
+    let w = write_layer(
+        &s.upper_dir("step").unwrap(),
+        &mut tar,
+        &LayerOptions::default(),
+    )
+    .unwrap();
     let names = tar_names(&tar);
     assert!(names.contains(&".wh.file".to_string()), "{names:?}");
     assert!(names.contains(&"dir/.wh..wh..opq".to_string()), "{names:?}");
@@ -68,7 +78,12 @@ fn overlay_end_to_end() {
 
     // Apply the layer onto another stack with the same lowers, and look through an overlay view.
     s.prepare("other", Some("l2")).unwrap();
-    let a = apply_layer(&tar[..], &s.upper_dir("other").unwrap(), &ApplyOptions::default()).unwrap();
+    let a = apply_layer(
+        &tar[..],
+        &s.upper_dir("other").unwrap(),
+        &ApplyOptions::default(),
+    )
+    .unwrap();
     assert_eq!(a.diff_id, w.diff_id);
     s.commit("other-done", "other").unwrap();
     let view = s.view("look", "other-done").unwrap();
@@ -83,7 +98,10 @@ fn overlay_end_to_end() {
         entries.sort();
         assert_eq!(entries, vec!["new"]);
         assert_eq!(fs::read_to_string(mnt2.join("l2.txt")).unwrap(), "second");
-        assert!(fs::write(mnt2.join("x"), "x").is_err(), "a view is read-only");
+        assert!(
+            fs::write(mnt2.join("x"), "x").is_err(),
+            "a view is read-only"
+        );
     });
     // A view of a single layer is a read-only bind.
     let single = s.view("look-base", "base").unwrap();
@@ -97,7 +115,10 @@ fn overlay_end_to_end() {
     let fresh = s.prepare("fresh", None).unwrap();
     let mnt4 = t.path().join("mnt4");
     with_mount(&fresh, &mnt4, || fs::write(mnt4.join("hi"), "hi").unwrap());
-    assert_eq!(fs::read_to_string(s.upper_dir("fresh").unwrap().join("hi")).unwrap(), "hi");
+    assert_eq!(
+        fs::read_to_string(s.upper_dir("fresh").unwrap().join("hi")).unwrap(),
+        "hi"
+    );
 }
 
 #[test]
@@ -108,21 +129,45 @@ fn lifecycle_rules() {
     let t = tempfile::tempdir().unwrap();
     let s = Snapshotter::open(&t.path().join("snapshots")).unwrap();
     layer(&s, "base", None, &[("a", "a")]);
-    assert!(matches!(s.prepare("base", None), Err(SnapshotError::AlreadyExists { .. })));
-    assert!(matches!(s.prepare("k", Some("nope")), Err(SnapshotError::NotFound { .. })));
+    assert!(matches!(
+        s.prepare("base", None),
+        Err(SnapshotError::AlreadyExists { .. })
+    ));
+    assert!(matches!(
+        s.prepare("k", Some("nope")),
+        Err(SnapshotError::NotFound { .. })
+    ));
     s.prepare("k", Some("base")).unwrap();
     // Only committed snapshots can be parents; only active ones can be committed.
-    assert!(matches!(s.prepare("k2", Some("k")), Err(SnapshotError::WrongKind { .. })));
-    assert!(matches!(s.commit("x", "base"), Err(SnapshotError::WrongKind { .. })));
-    assert!(matches!(s.upper_dir("base"), Err(SnapshotError::WrongKind { .. })));
-    assert!(matches!(s.remove("base"), Err(SnapshotError::HasChildren { children: 1, .. })));
+    assert!(matches!(
+        s.prepare("k2", Some("k")),
+        Err(SnapshotError::WrongKind { .. })
+    ));
+    assert!(matches!(
+        s.commit("x", "base"),
+        Err(SnapshotError::WrongKind { .. })
+    ));
+    assert!(matches!(
+        s.upper_dir("base"),
+        Err(SnapshotError::WrongKind { .. })
+    ));
+    assert!(matches!(
+        s.remove("base"),
+        Err(SnapshotError::HasChildren { children: 1, .. })
+    ));
     let info = s.stat("k").unwrap().unwrap();
-    assert_eq!((info.kind, info.parent.as_deref()), (Kind::Active, Some("base")));
+    assert_eq!(
+        (info.kind, info.parent.as_deref()),
+        (Kind::Active, Some("base"))
+    );
     assert!(s.stat("missing").unwrap().is_none());
     s.remove("k").unwrap();
     s.remove("base").unwrap();
     assert!(s.list().unwrap().is_empty());
-    assert!(matches!(s.prepare("", None), Err(SnapshotError::InvalidKey { .. })));
+    assert!(matches!(
+        s.prepare("", None),
+        Err(SnapshotError::InvalidKey { .. })
+    ));
     assert!(Snapshotter::open(Path::new("relative")).is_err());
     assert!(Snapshotter::open(&t.path().join("a:b")).is_err());
     // Only the metadata db and the trash are left.

@@ -243,6 +243,7 @@ enum Found {
     Missing,
     Dir,
     Whiteout,
+    Symlink,
     Other,
 }
 
@@ -254,6 +255,8 @@ fn found_at<Fd: AsFd>(dir: Fd, name: &OsStr) -> nix::Result<Found> {
                 Found::Dir
             } else if fmt == SFlag::S_IFCHR && st.st_rdev == 0 {
                 Found::Whiteout
+            } else if fmt == SFlag::S_IFLNK {
+                Found::Symlink
             } else {
                 Found::Other
             })
@@ -400,6 +403,11 @@ impl<R: Read> Applier<'_, R> {
                         let fd = open_dir_at(&cur, comp).map_err(self.nix("open parent dir"))?;
                         self.set_opaque(&fd)?;
                         fd
+                    } else if found == Found::Symlink {
+                        return Err(ApplyError::SymlinkParent {
+                            entry: self.entry_name(),
+                            component: comp.to_string_lossy().into_owned(),
+                        });
                     } else {
                         return Err(ApplyError::NotADirectory {
                             entry: self.entry_name(),
@@ -522,7 +530,7 @@ impl<R: Read> Applier<'_, R> {
                 let fd = open_dir_at(&dir, name).map_err(self.nix("open dir"))?;
                 self.set_opaque(&fd)
             }
-            Found::Whiteout | Found::Other => Ok(()),
+            Found::Whiteout | Found::Symlink | Found::Other => Ok(()),
         }
     }
 
@@ -604,7 +612,10 @@ impl<R: Read> Applier<'_, R> {
         }
         let (tbase, tparent) = target.split_last().ok_or_else(bad)?;
         let tdir = self.resolve_dir(tparent, false)?;
-        if found_at(&tdir, tbase).map_err(self.nix("stat hardlink target"))? != Found::Other {
+        if !matches!(
+            found_at(&tdir, tbase).map_err(self.nix("stat hardlink target"))?,
+            Found::Other | Found::Symlink
+        ) {
             return Err(bad());
         }
         // The cache may now hold the target's parent; `dir` is still ours.

@@ -229,11 +229,13 @@ impl<R: Read> TarReader<R> {
                     .take()
                     .or_else(|| header.link_name_bytes().map(|l| l.into_owned())),
                 size: header_size,
-                mode: header.mode().map_err(|e| bad(format!("mode field: {e}")))?,
-                uid: header.uid().map_err(|e| bad(format!("uid field: {e}")))?,
-                gid: header.gid().map_err(|e| bad(format!("gid field: {e}")))?,
-                mtime: header
-                    .mtime()
+                mode: lenient(header.mode(), &header.as_old().mode)
+                    .map_err(|e| bad(format!("mode field: {e}")))?,
+                uid: lenient(header.uid(), &header.as_old().uid)
+                    .map_err(|e| bad(format!("uid field: {e}")))?,
+                gid: lenient(header.gid(), &header.as_old().gid)
+                    .map_err(|e| bad(format!("gid field: {e}")))?,
+                mtime: lenient(header.mtime(), &header.as_old().mtime)
                     .map_err(|e| bad(format!("mtime field: {e}")))?
                     .min(i64::MAX as u64) as i64,
                 dev_major: 0,
@@ -319,6 +321,14 @@ impl<R: Read> Read for TarReader<R> {
         self.remaining -= n as u64;
         self.offset += n as u64;
         Ok(n)
+    }
+}
+
+/// A numeric field left empty (all NULs or spaces) reads as 0, as Go's archive/tar reads it.
+fn lenient<T: Default>(parsed: io::Result<T>, raw: &[u8]) -> io::Result<T> {
+    match parsed {
+        Err(_) if raw.iter().all(|b| *b == 0 || *b == b' ') => Ok(T::default()),
+        other => other,
     }
 }
 

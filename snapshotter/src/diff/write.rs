@@ -104,6 +104,9 @@ pub fn write_layer<W: Write>(
     })
 }
 
+/// PAX records for one member: key, value.
+type PaxRecords = Vec<(String, Vec<u8>)>;
+
 struct Walker<'a, W: Write> {
     root: &'a Path,
     builder: tar::Builder<Sha256Writer<W>>,
@@ -306,7 +309,7 @@ impl<W: Write> Walker<'_, W> {
         st: &FileStat,
         size: u64,
         link: Option<&[u8]>,
-    ) -> Result<(Header, Vec<(String, Vec<u8>)>), WriteError> {
+    ) -> Result<(Header, PaxRecords), WriteError> {
         const USTAR_ID_MAX: u64 = 0o7777777;
         const USTAR_SIZE_MAX: u64 = 0o77777777777;
         let mut h = Header::new_ustar();
@@ -347,7 +350,7 @@ impl<W: Write> Walker<'_, W> {
 
     fn append<R: Read>(
         &mut self,
-        (header, mut pax): (Header, Vec<(String, Vec<u8>)>),
+        (header, mut pax): (Header, PaxRecords),
         xattrs: &[(String, Vec<u8>)],
         data: R,
         path: &[u8],
@@ -376,7 +379,7 @@ impl<W: Write> Walker<'_, W> {
 }
 
 /// Put `path` into the ustar name field, or into a PAX `path` record when it does not fit.
-fn set_name(h: &mut Header, path: &[u8]) -> Vec<(String, Vec<u8>)> {
+fn set_name(h: &mut Header, path: &[u8]) -> PaxRecords {
     let ustar = h.as_ustar_mut().expect("new_ustar header is ustar");
     let n = ustar.name.len();
     if path.len() <= n {

@@ -59,7 +59,10 @@ fn walk(
     out: &mut BTreeMap<String, Node>,
     inodes: &mut BTreeMap<u64, Vec<String>>,
 ) {
-    let mut names: Vec<_> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut names: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     names.sort();
     for p in names {
         let md = fs::symlink_metadata(&p).unwrap();
@@ -90,11 +93,19 @@ fn walk(
         }
         let node = Node {
             kind,
-            mode: if ft.is_symlink() { 0 } else { md.mode() & 0o7777 },
+            mode: if ft.is_symlink() {
+                0
+            } else {
+                md.mode() & 0o7777
+            },
             uid: md.uid(),
             gid: md.gid(),
             mtime: if ft.is_symlink() { 0 } else { md.mtime() },
-            content: if ft.is_file() { fs::read(&p).unwrap() } else { Vec::new() },
+            content: if ft.is_file() {
+                fs::read(&p).unwrap()
+            } else {
+                Vec::new()
+            },
             link: if ft.is_symlink() {
                 Some(fs::read_link(&p).unwrap().as_os_str().as_bytes().to_vec())
             } else {
@@ -165,7 +176,12 @@ impl RawTar {
     }
 
     pub fn file_mode(&mut self, path: &str, data: &[u8], mode: u32) -> &mut Self {
-        let mut h = Self::header(tar::EntryType::Regular, path.as_bytes(), mode, data.len() as u64);
+        let mut h = Self::header(
+            tar::EntryType::Regular,
+            path.as_bytes(),
+            mode,
+            data.len() as u64,
+        );
         h.set_cksum();
         self.b.append(&h, data).unwrap();
         self
@@ -199,7 +215,13 @@ impl RawTar {
         self.link_entry(tar::EntryType::Link, path, target)
     }
 
-    pub fn device(&mut self, kind: tar::EntryType, path: &str, major: u32, minor: u32) -> &mut Self {
+    pub fn device(
+        &mut self,
+        kind: tar::EntryType,
+        path: &str,
+        major: u32,
+        minor: u32,
+    ) -> &mut Self {
         let mut h = Self::header(kind, path.as_bytes(), 0o666, 0);
         h.set_device_major(major).unwrap();
         h.set_device_minor(minor).unwrap();
