@@ -105,7 +105,7 @@ pub enum ImageError {
         src: PathBuf,
         name: String,
         #[source]
-        source: StoreError,
+        source: Box<StoreError>,
     },
 
     #[error("index {index} has no manifest for {platform}")]

@@ -219,8 +219,11 @@ fn write_layout_dir(
                 .collect();
             manifests.extend(old.manifests.into_iter().filter(|m| {
                 let name = m.annotations.get(ANNOTATION_CONTAINERD_NAME);
-                let unnamed_same = name.is_none() && m.digest == ex.manifest;
-                !(ours.contains(&name) && name.is_some()) && !unnamed_same
+                let replaced = match name {
+                    Some(_) => ours.contains(&name),
+                    None => m.digest == ex.manifest,
+                };
+                !replaced
             }));
         }
     }

@@ -205,7 +205,7 @@ fn ingest_entry(
         .map_err(|source| ImageError::ArchiveBlob {
             src: src.to_path_buf(),
             name: name.to_string(),
-            source,
+            source: Box::new(source),
         })
 }
 
