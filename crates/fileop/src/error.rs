@@ -95,13 +95,6 @@ pub enum FileOpError {
         path: String,
         kind: &'static str,
     },
-
-    /// Copying several sources (or a wildcard matching several) onto a destination that is not a
-    /// directory.
-    #[error(
-        "copying several sources to {dest:?}: the destination must be a directory and end with a /"
-    )]
-    DestNotDir { dest: String },
 }
 
 impl FileOpError {
