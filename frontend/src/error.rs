@@ -129,7 +129,7 @@ pub(crate) fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str>
     if word.chars().count() > 64 {
         return None;
     }
-    let limit = (word.chars().count() / 3).clamp(1, 3);
+    let limit = (word.chars().count() / 3).clamp(2, 3);
     candidates
         .iter()
         .map(|c| (edit_distance(word, c), *c))

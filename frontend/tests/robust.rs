@@ -1,0 +1,119 @@
+//! Never panics, never hangs: random and mutated Dockerfiles through parse + plan.
+
+mod common;
+
+use proptest::prelude::*;
+use rbuild_frontend::{plan, PlanOptions};
+use std::time::{Duration, Instant};
+
+fn corpus() -> Vec<String> {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/dockerfiles");
+    let mut out: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.push("FROM busybox AS a\nARG X=1\nRUN --mount=type=cache,target=/c echo $X\nCOPY --from=a <<EOF /x\nhi\nEOF\nONBUILD RUN x\nHEALTHCHECK --interval=1s CMD true\n".into());
+    out
+}
+
+fn run_one(text: &str) {
+    let start = Instant::now();
+    let _ = rbuild_frontend::parse("Dockerfile", text).map(|df| rbuild_frontend::to_json(&df));
+    let resolver = common::FakeResolver::new();
+    if let Err(e) = plan(&PlanOptions::new("Dockerfile", text), &resolver) {
+        let _ = e.render();
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "took {:?} on {text:?}",
+        start.elapsed()
+    );
+}
+
+const TOKENS: &[&str] = &[
+    "FROM ",
+    "RUN ",
+    "COPY ",
+    "ADD ",
+    "ENV ",
+    "ARG ",
+    "LABEL ",
+    "ONBUILD ",
+    "HEALTHCHECK ",
+    "WORKDIR ",
+    "EXPOSE ",
+    "SHELL ",
+    "CMD ",
+    "USER ",
+    "VOLUME ",
+    "STOPSIGNAL ",
+    "busybox",
+    " AS ",
+    "a",
+    "$A",
+    "${A:-b}",
+    "${",
+    "}",
+    "\"",
+    "'",
+    "\\",
+    "`",
+    "\n",
+    "\r\n",
+    " ",
+    "\t",
+    "<<EOF",
+    "<<-'E'",
+    "EOF",
+    "E",
+    "[",
+    "]",
+    "[\"x\"]",
+    ",",
+    "=",
+    "--from=",
+    "--mount=type=cache,target=/x",
+    "--chmod=",
+    "# escape=`\n",
+    "#",
+    "0",
+    "-1",
+    "--",
+    "\u{feff}",
+    "é",
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 600, .. ProptestConfig::default() })]
+
+    #[test]
+    fn random_tokens(idx in proptest::collection::vec(0..TOKENS.len(), 0..80)) {
+        let text: String = idx.into_iter().map(|i| TOKENS[i]).collect();
+        run_one(&text);
+    }
+
+    #[test]
+    fn random_bytes(s in "\\PC{0,300}") {
+        run_one(&s);
+    }
+
+    #[test]
+    fn mutated_corpus(file in any::<prop::sample::Index>(), edits in proptest::collection::vec((any::<prop::sample::Index>(), 0..TOKENS.len(), 0..3u8), 1..12)) {
+        let files = corpus();
+        let mut text: Vec<char> = file.get(&files).chars().collect();
+        for (at, tok, kind) in edits {
+            if text.is_empty() { break; }
+            let i = at.index(text.len());
+            match kind {
+                0 => { text.remove(i); }
+                1 => { for (k, c) in TOKENS[tok].chars().enumerate() { text.insert(i + k, c); } }
+                _ => { let end = (i + 5).min(text.len()); text.drain(i..end); }
+            }
+        }
+        run_one(&text.into_iter().collect::<String>());
+    }
+}
