@@ -43,6 +43,8 @@ impl Class {
 struct Nfa {
     insts: Vec<Inst>,
     classes: Vec<Class>,
+    /// The literal text every match ends with (may be empty): a cheap pre-filter.
+    tail: String,
 }
 
 #[derive(Debug, Clone)]
@@ -123,8 +125,10 @@ impl Pattern {
         };
         let peek = |pos: usize| cleaned[pos..].chars().next();
         let mut first = true;
+        let mut tail = String::new();
         while let Some(ch) = peek(pos) {
             pos += ch.len_utf8();
+            let before = insts.len();
             match ch {
                 '*' if peek(pos) == Some('*') => {
                     pos += 1;
@@ -191,6 +195,10 @@ impl Pattern {
                 }
                 c => insts.push(Inst::Lit(c)),
             }
+            match insts[before..] {
+                [Inst::Lit(c)] => tail.push(c),
+                _ => tail.clear(),
+            }
             first = false;
         }
         insts.push(Inst::Match);
@@ -198,7 +206,11 @@ impl Pattern {
             Detected::Exact => Kind::Exact,
             Detected::Prefix => Kind::Prefix(cleaned[..cleaned.len() - 2].to_string()),
             Detected::Suffix => Kind::Suffix(cleaned[2..].to_string()),
-            Detected::Regexp => Kind::Regexp(Nfa { insts, classes }),
+            Detected::Regexp => Kind::Regexp(Nfa {
+                insts,
+                classes,
+                tail,
+            }),
         };
         Ok(Pattern {
             cleaned: cleaned.to_string(),
@@ -210,7 +222,13 @@ impl Pattern {
     /// (patternmatcher's `MatchesOrParentMatches` for one pattern).
     pub(crate) fn matches_or_parent(&self, path: &str) -> bool {
         match &self.kind {
-            Kind::Regexp(nfa) => nfa.run(path, true).0,
+            Kind::Regexp(nfa) => {
+                let t = nfa.tail.as_str();
+                let may = t.is_empty()
+                    || path.ends_with(t)
+                    || path.match_indices('/').any(|(i, _)| path[..i].ends_with(t));
+                may && nfa.run(path, true).0
+            }
             _ => {
                 let simple = |p: &str| self.simple_match(p);
                 simple(path)
@@ -257,23 +275,68 @@ impl Pattern {
     }
 }
 
+/// Reusable buffers of [`Nfa::run`], one set per thread, so a match allocates nothing.
+#[derive(Default)]
+struct Scratch {
+    marks: Vec<u32>,
+    gen: u32,
+    cur: Vec<usize>,
+    next: Vec<usize>,
+    stack: Vec<usize>,
+}
+
+impl Scratch {
+    /// Starts a new generation of marks (a fresh "visited" set) for `n` instructions.
+    fn bump(&mut self, n: usize) -> u32 {
+        if self.marks.len() < n {
+            self.marks.resize(n, 0);
+        }
+        self.gen = self.gen.wrapping_add(1);
+        if self.gen == 0 {
+            self.marks.iter_mut().for_each(|m| *m = 0);
+            self.gen = 1;
+        }
+        self.gen
+    }
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
 impl Nfa {
     /// Runs over `text`. Returns (matched, alive): `matched` is a full match of `text` — or, with
     /// `parents`, of any prefix ending just before a `/` (a parent directory); `alive` is whether
     /// any state survives the whole text (some extension of `text` could still match).
     fn run(&self, text: &str, parents: bool) -> (bool, bool) {
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut scratch) => self.run_with(&mut scratch, text, parents),
+            // Re-entered on this thread (cannot happen today): use fresh buffers.
+            Err(_) => self.run_with(&mut Scratch::default(), text, parents),
+        })
+    }
+
+    fn run_with(&self, sc: &mut Scratch, text: &str, parents: bool) -> (bool, bool) {
         let n = self.insts.len();
-        let mut marks = vec![0u32; n];
-        let mut gen = 1u32;
-        let mut cur: Vec<usize> = Vec::with_capacity(n);
-        let mut next: Vec<usize> = Vec::with_capacity(n);
-        let mut stack: Vec<usize> = Vec::new();
-        self.add(&mut cur, &mut marks, gen, &mut stack, 0);
+        let Scratch {
+            cur, next, stack, ..
+        } = sc;
+        let (mut cur, mut next, mut stack) = (
+            std::mem::take(cur),
+            std::mem::take(next),
+            std::mem::take(stack),
+        );
+        cur.clear();
+        next.clear();
+        let gen = sc.bump(n);
+        self.add(&mut cur, &mut sc.marks, gen, &mut stack, 0);
+        let mut result = None;
         for (i, c) in text.char_indices() {
             if parents && c == '/' && i > 0 && self.has_match(&cur) {
-                return (true, true);
+                result = Some((true, true));
+                break;
             }
-            gen += 1;
+            let gen = sc.bump(n);
             for &pc in &cur {
                 let ok = match self.insts[pc] {
                     Inst::Lit(l) => l == c,
@@ -283,17 +346,20 @@ impl Nfa {
                     Inst::Split(..) | Inst::Jmp(_) | Inst::Match => false,
                 };
                 if ok {
-                    self.add(&mut next, &mut marks, gen, &mut stack, pc + 1);
+                    self.add(&mut next, &mut sc.marks, gen, &mut stack, pc + 1);
                 }
             }
             std::mem::swap(&mut cur, &mut next);
             next.clear();
             if cur.is_empty() {
                 // Dead: no extension can match (a matching parent returned above).
-                return (false, false);
+                result = Some((false, false));
+                break;
             }
         }
-        (self.has_match(&cur), !cur.is_empty())
+        let result = result.unwrap_or_else(|| (self.has_match(&cur), !cur.is_empty()));
+        (sc.cur, sc.next, sc.stack) = (cur, next, stack);
+        result
     }
 
     fn has_match(&self, list: &[usize]) -> bool {
