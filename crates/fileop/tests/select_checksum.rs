@@ -95,6 +95,19 @@ fn selection_table() {
     // trailing slash, ./ and .. are cleaned (.. stops at the root)
     let s = sel(&root, &["./src/../../a.txt"], &none).unwrap();
     assert_eq!(rels(&s), ["a.txt:"]);
+    // wildcards in directory segments; escapes
+    // (like Go's Glob, a symlinked directory matches too)
+    let s = sel(&root, &["s*/main.rs"], &none).unwrap();
+    let srcs: Vec<_> = s.items.iter().map(|i| i.source.as_str()).collect();
+    assert_eq!(srcs, ["src/main.rs", "srclink/main.rs"]);
+    assert!(s.items.iter().all(|i| i.path == "src/main.rs"));
+    assert!(
+        sel(&root, &["[a"], &none).is_err(),
+        "malformed wildcard is an error"
+    );
+    // climbing out of the context is impossible: `..` stops at the root
+    let e = sel(&root, &["../../../../etc/passwd"], &none).unwrap_err();
+    assert!(matches!(e, FileOpError::NotFound { .. }), "{e}");
     // a wildcard matching nothing selects nothing (BuildKit)
     assert!(sel(&root, &["*.nothing"], &none).unwrap().is_empty());
     // symlink sources are followed inside the root, named as written
