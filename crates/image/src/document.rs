@@ -135,10 +135,7 @@ pub fn write_image(
     layers: &[Descriptor],
 ) -> Result<(Digest, Digest)> {
     let config_bytes = canonical_json(config);
-    let config_d = store.put_blob(&config_bytes)?;
-    for l in layers {
-        check_present(store, l, "layer")?;
-    }
+    let config_d = rbuild_oci::Digest::sha256_of(&config_bytes);
     let manifest = Manifest {
         schema_version: 2,
         media_type: Some(MEDIA_TYPE_OCI_MANIFEST.to_string()),
@@ -159,6 +156,10 @@ pub fn write_image(
             diff_ids: config.rootfs.diff_ids.len(),
         });
     }
+    for l in layers {
+        check_present(store, l, "layer")?;
+    }
+    store.put_blob(&config_bytes)?;
     let manifest_d = store.put_blob(&canonical_json(&manifest))?;
     Ok((manifest_d, config_d))
 }

@@ -450,3 +450,29 @@ fn docker_archive_with_wrong_diff_id_is_refused() {
     assert!(store.get_image("x:1").unwrap().is_none());
     let _ = Path::new("");
 }
+
+#[test]
+fn write_image_checks_its_inputs() {
+    let t = tempfile::tempdir().unwrap();
+    let store = Store::open(t.path()).unwrap();
+    let layer = layer_tar(&[("a", b"a")]);
+    let d = store.put_blob(&layer).unwrap();
+    let desc = Descriptor::new(MEDIA_TYPE_OCI_LAYER, d.clone(), layer.len() as u64);
+    let cfg = ImageConfig::default();
+    assert!(matches!(
+        write_image(&store, &cfg, std::slice::from_ref(&desc)),
+        Err(ImageError::LayerCountMismatch { .. })
+    ));
+    let mut cfg = ImageConfig::default();
+    cfg.rootfs.diff_ids.push(Digest::sha256_of(b"absent"));
+    let absent = Descriptor::new(MEDIA_TYPE_OCI_LAYER, Digest::sha256_of(b"absent"), 6);
+    assert!(matches!(
+        write_image(&store, &cfg, &[absent]),
+        Err(ImageError::MissingBlob { .. })
+    ));
+    // Same inputs, same digests.
+    cfg.rootfs.diff_ids = vec![d];
+    let a = write_image(&store, &cfg, std::slice::from_ref(&desc)).unwrap();
+    let b = write_image(&store, &cfg, &[desc]).unwrap();
+    assert_eq!(a, b);
+}
