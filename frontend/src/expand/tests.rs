@@ -270,3 +270,42 @@ fn random_words_never_panic() {
         }
     }
 }
+
+mod props {
+    use super::super::*;
+    use proptest::prelude::*;
+
+    fn atom() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "$", "${", "}", ":", "-", "+", "?", "#", "%", "/", "*", "\\", "`", "'", "\"", " ",
+                "${A", "${A//", "${A%%", "${A:?", "$A", "\n", "[",
+            ])
+            .prop_map(str::to_string),
+            "\\PC{0,3}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+        /// Any word, either escape char: no panic, output within the bound, offsets in range,
+        /// and process_word agrees with process_word_with_matches.
+        #[test]
+        fn never_panics(parts in prop::collection::vec(atom(), 0..16), backtick in any::<bool>(), a in "\\PC{0,8}") {
+            let word = parts.concat();
+            let env = move |k: &str| (k == "A").then(|| a.clone());
+            let lex = Lexer::new(if backtick { '`' } else { '\\' });
+            match lex.process_word_with_matches(&word, &env) {
+                Ok(e) => {
+                    prop_assert!(e.result.len() <= MAX_OUTPUT);
+                    prop_assert_eq!(lex.process_word(&word, &env).ok(), Some(e.result));
+                }
+                Err(e) => {
+                    prop_assert!(e.offset <= word.len());
+                    prop_assert!(lex.process_words(&word, &env).is_err());
+                }
+            }
+        }
+    }
+}
