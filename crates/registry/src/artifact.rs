@@ -8,7 +8,9 @@ use crate::error::{Error, Result};
 use crate::progress::ProgressFn;
 use crate::push::PushReport;
 use crate::{Client, Reference};
-use rbuild_oci::{canonical_json, Descriptor, Digest, Manifest, MAX_CONFIG_SIZE, MEDIA_TYPE_OCI_MANIFEST};
+use rbuild_oci::{
+    canonical_json, Descriptor, Digest, Manifest, MAX_CONFIG_SIZE, MEDIA_TYPE_OCI_MANIFEST,
+};
 use rbuild_store::Store;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -48,6 +50,15 @@ impl CacheConfig {
     }
 }
 
+/// An artifact to push: its type, its config blob and the layers it references.
+#[derive(Clone, Copy, Debug)]
+pub struct Artifact<'a> {
+    pub artifact_type: &'a str,
+    pub config_media_type: &'a str,
+    pub config: &'a [u8],
+    pub layers: &'a [Descriptor],
+}
+
 /// An artifact read back: its manifest and its config bytes (already in the store too).
 #[derive(Clone, Debug)]
 pub struct PulledArtifact {
@@ -70,24 +81,27 @@ impl PulledArtifact {
 }
 
 impl Client {
-    /// Push an artifact to `target`: `config` (bytes, stored and uploaded with `config_media_type`)
-    /// and `layers`, which must be in the store or already in a repository of the target registry
-    /// (known location, e.g. from [`Client::pull_artifact`]). Returns the push report; the manifest
-    /// digest is in it.
+    /// Push an artifact to `target`: its config (bytes, stored and uploaded with the artifact's
+    /// `config_media_type`) and `layers`, which must be in the store or already in a repository of
+    /// the target registry (known location, e.g. from [`Client::pull_artifact`]). Returns the push
+    /// report; the manifest digest is in it.
     pub async fn push_artifact(
         &self,
         store: &Store,
         target: &Reference,
-        artifact_type: &str,
-        config_media_type: &str,
-        config: &[u8],
-        layers: &[Descriptor],
+        artifact: &Artifact<'_>,
         progress: ProgressFn<'_>,
     ) -> Result<PushReport> {
+        let Artifact {
+            artifact_type,
+            config_media_type,
+            config,
+            layers,
+        } = *artifact;
         let config_digest = store.put_blob(config).map_err(|source| Error::Store {
             operation: "put artifact config",
             digest: Digest::sha256_of(config).to_string(),
-            source,
+            source: Box::new(source),
         })?;
         let manifest = Manifest {
             schema_version: 2,
@@ -102,7 +116,7 @@ impl Client {
         let digest = store.put_blob(&bytes).map_err(|source| Error::Store {
             operation: "put artifact manifest",
             digest: Digest::sha256_of(&bytes).to_string(),
-            source,
+            source: Box::new(source),
         })?;
         self.push(store, &digest, target, progress).await
     }
@@ -116,16 +130,14 @@ impl Client {
         progress: ProgressFn<'_>,
     ) -> Result<PushReport> {
         let config = canonical_json(cache);
-        self.push_artifact(
-            store,
-            target,
-            CACHE_ARTIFACT_TYPE,
-            CACHE_CONFIG_MEDIA_TYPE,
-            &config,
-            &cache.layers(),
-            progress,
-        )
-        .await
+        let layers = cache.layers();
+        let artifact = Artifact {
+            artifact_type: CACHE_ARTIFACT_TYPE,
+            config_media_type: CACHE_CONFIG_MEDIA_TYPE,
+            config: &config,
+            layers: &layers,
+        };
+        self.push_artifact(store, target, &artifact, progress).await
     }
 
     /// Read an artifact's manifest and config (into `store` too), not its layers. Its layers are
@@ -159,13 +171,15 @@ impl Client {
             .map_err(|source| Error::Store {
                 operation: "read artifact config",
                 digest: manifest.config.digest.to_string(),
-                source,
+                source: Box::new(source),
             })?;
-        store.put_blob(&resolved.bytes).map_err(|source| Error::Store {
-            operation: "put artifact manifest",
-            digest: resolved.digest.to_string(),
-            source,
-        })?;
+        store
+            .put_blob(&resolved.bytes)
+            .map_err(|source| Error::Store {
+                operation: "put artifact manifest",
+                digest: resolved.digest.to_string(),
+                source: Box::new(source),
+            })?;
         for l in &manifest.layers {
             self.known_locations().add(&l.digest, r);
         }
@@ -184,8 +198,16 @@ mod tests {
 
     #[test]
     fn cache_config_layers_are_distinct_and_json_is_stable() {
-        let a = Descriptor::new(rbuild_oci::MEDIA_TYPE_OCI_LAYER_GZIP, Digest::sha256_of(b"a"), 1);
-        let b = Descriptor::new(rbuild_oci::MEDIA_TYPE_OCI_LAYER_GZIP, Digest::sha256_of(b"b"), 1);
+        let a = Descriptor::new(
+            rbuild_oci::MEDIA_TYPE_OCI_LAYER_GZIP,
+            Digest::sha256_of(b"a"),
+            1,
+        );
+        let b = Descriptor::new(
+            rbuild_oci::MEDIA_TYPE_OCI_LAYER_GZIP,
+            Digest::sha256_of(b"b"),
+            1,
+        );
         let mut c = CacheConfig::new();
         c.records.insert("k2".into(), vec![a.clone(), b.clone()]);
         c.records.insert("k1".into(), vec![a.clone()]);

@@ -171,7 +171,14 @@ mod tests {
                 scope: Some("repository:a:pull,push".into())
             })
         );
-        for junk in ["\"", "=", "Bearer realm=\"", "Bearer realm=\"é", ",,,", "Bearer =x"] {
+        for junk in [
+            "\"",
+            "=",
+            "Bearer realm=\"",
+            "Bearer realm=\"é",
+            ",,,",
+            "Bearer =x",
+        ] {
             let _ = parse_challenge(junk); // must not panic
         }
     }

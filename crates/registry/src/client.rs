@@ -14,7 +14,9 @@ use crate::options::{is_loopback_host, parse_retry_after, Options};
 use base64::Engine as _;
 use bytes::Bytes;
 use rbuild_oci::Digest;
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE};
+use reqwest::header::{
+    HeaderMap, HeaderValue, AUTHORIZATION, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use reqwest::{Method, Response, StatusCode};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -89,11 +91,10 @@ impl Client {
                 path: path.clone(),
                 source,
             })?;
-            let certs =
-                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| Error::Config {
-                    path: path.clone(),
-                    reason: format!("not a PEM certificate bundle: {e}"),
-                })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| Error::Config {
+                path: path.clone(),
+                reason: format!("not a PEM certificate bundle: {e}"),
+            })?;
             if certs.is_empty() {
                 return Err(Error::Config {
                     path: path.clone(),
@@ -227,7 +228,9 @@ impl Client {
     ) -> Result<Option<HeaderValue>> {
         match self.challenge(registry) {
             None => Ok(None),
-            Some(Challenge::Basic) => Ok(self.credential(registry).await?.map(|c| basic_header(&c))),
+            Some(Challenge::Basic) => {
+                Ok(self.credential(registry).await?.map(|c| basic_header(&c)))
+            }
             Some(Challenge::Bearer {
                 realm,
                 service,
@@ -325,7 +328,11 @@ impl Client {
                 registry: registry.to_string(),
                 url: url.to_string(),
                 had_credentials: cred.is_some(),
-                reason: format!("token server answered {}{}", status.as_u16(), paren(&detail)),
+                reason: format!(
+                    "token server answered {}{}",
+                    status.as_u16(),
+                    paren(&detail)
+                ),
             });
         }
         if !status.is_success() {
@@ -389,7 +396,10 @@ impl Client {
             };
             if answered_challenge || (challenge == Challenge::Basic && !had_credentials) {
                 let detail = error_detail(self, &req.url, resp).await;
-                return Err(unauthorized(format!("registry answered 401{}", paren(&detail))));
+                return Err(unauthorized(format!(
+                    "registry answered 401{}",
+                    paren(&detail)
+                )));
             }
             self.hosts
                 .lock()
@@ -477,7 +487,10 @@ impl Client {
         let mut retry = Retrier::new(&self.opts);
         loop {
             let (err, retry_after) = match self.execute(registry, req).await {
-                Ok(resp) if resp.status() == StatusCode::TOO_MANY_REQUESTS || resp.status().is_server_error() => {
+                Ok(resp)
+                    if resp.status() == StatusCode::TOO_MANY_REQUESTS
+                        || resp.status().is_server_error() =>
+                {
                     let ra = resp
                         .headers()
                         .get(RETRY_AFTER)
@@ -539,7 +552,8 @@ impl Retrier {
 }
 
 fn basic_header(c: &Credential) -> HeaderValue {
-    let enc = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", c.username, c.secret));
+    let enc =
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", c.username, c.secret));
     let mut v = HeaderValue::from_str(&format!("Basic {enc}")).expect("base64 is a valid header");
     v.set_sensitive(true);
     v
@@ -601,7 +615,12 @@ pub(crate) async fn error_detail(client: &Client, url: &Url, resp: Response) -> 
 }
 
 /// Turn a non-success response into an error: 404 → `NotFound`, 401/403 → `Unauthorized`, else `Status`.
-pub(crate) async fn status_error(client: &Client, method: &Method, url: &Url, resp: Response) -> Error {
+pub(crate) async fn status_error(
+    client: &Client,
+    method: &Method,
+    url: &Url,
+    resp: Response,
+) -> Error {
     let status = resp.status().as_u16();
     let detail = error_detail(client, url, resp).await;
     Error::Status {

@@ -147,9 +147,7 @@ impl DockerConfig {
         let auth = base64::engine::general_purpose::STANDARD
             .encode(format!("{}:{}", cred.username, cred.secret));
         let obj = cfg.as_object_mut().expect("load returns an object");
-        let auths = obj
-            .entry("auths")
-            .or_insert_with(|| serde_json::json!({}));
+        let auths = obj.entry("auths").or_insert_with(|| serde_json::json!({}));
         if !auths.is_object() {
             *auths = serde_json::json!({});
         }
@@ -355,7 +353,11 @@ mod tests {
         .unwrap();
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let path = format!("{}:{}", bin.path().display(), std::env::var("PATH").unwrap_or_default());
+        let path = format!(
+            "{}:{}",
+            bin.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
         // Only this test touches PATH in this process's test binary for helpers; others do not run helpers.
         std::env::set_var("PATH", path);
         let (_d, c) = cfg_with(r#"{"credHelpers":{"reg.example":"rbtest"},"credsStore":"rbtest"}"#);
@@ -371,7 +373,9 @@ mod tests {
 
     #[test]
     fn login_logout_roundtrip_keeps_other_settings() {
-        let (d, c) = cfg_with(r#"{"auths":{"http://localhost:5000/":{"auth":"eDp5"}},"detachKeys":"ctrl-x"}"#);
+        let (d, c) = cfg_with(
+            r#"{"auths":{"http://localhost:5000/":{"auth":"eDp5"}},"detachKeys":"ctrl-x"}"#,
+        );
         let cred = Credential {
             username: "me".into(),
             secret: "s3cret".into(),
@@ -383,14 +387,18 @@ mod tests {
         assert_eq!(v["auths"].as_object().unwrap().len(), 1);
         assert_eq!(v["auths"]["localhost:5000"]["auth"], "bWU6czNjcmV0");
         use std::os::unix::fs::PermissionsExt as _;
-        let mode = std::fs::metadata(d.path().join("config.json")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(d.path().join("config.json"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(c.remove_login("localhost:5000").unwrap());
         assert!(!c.remove_login("localhost:5000").unwrap());
         let fresh = tempfile::tempdir().unwrap();
         let c2 = DockerConfig::locate(Some(fresh.path().join("sub")));
         c2.store_login("docker.io", &cred).unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(c2.path()).unwrap()).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(c2.path()).unwrap()).unwrap();
         assert!(v["auths"][DOCKER_HUB_AUTH_KEY]["auth"].is_string());
     }
 }

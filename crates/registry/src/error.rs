@@ -122,7 +122,7 @@ pub enum Error {
         operation: &'static str,
         digest: String,
         #[source]
-        source: rbuild_store::StoreError,
+        source: Box<rbuild_store::StoreError>,
     },
 
     #[error("blob {digest} is neither in the local store nor in {repository}; cannot push it")]
@@ -177,7 +177,9 @@ impl Error {
             }
             Error::Status { status, .. } => *status == 429 || *status >= 500,
             Error::Stalled { .. } => true,
-            Error::SizeMismatch { expected, actual, .. } => actual < expected,
+            Error::SizeMismatch {
+                expected, actual, ..
+            } => actual < expected,
             _ => false,
         }
     }

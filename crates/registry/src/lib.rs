@@ -43,7 +43,9 @@ mod pull;
 mod push;
 mod reference;
 
-pub use artifact::{CacheConfig, PulledArtifact, CACHE_ARTIFACT_TYPE, CACHE_CONFIG_MEDIA_TYPE};
+pub use artifact::{
+    Artifact, CacheConfig, PulledArtifact, CACHE_ARTIFACT_TYPE, CACHE_CONFIG_MEDIA_TYPE,
+};
 pub use challenge::{parse_challenge, pull_scope, push_scope, Challenge};
 pub use client::Client;
 pub use credentials::{auth_key, Credential, DockerConfig, DOCKER_HUB_AUTH_KEY};

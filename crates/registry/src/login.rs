@@ -36,11 +36,14 @@ impl Client {
 
     /// `GET /v2/`: whether the registry answers and accepts our credentials (if it asks for any).
     pub async fn ping(&self, registry: &str) -> Result<()> {
-        let url = self.base_url(registry)?.join("v2/").map_err(|e| Error::InvalidResponse {
-            url: registry.to_string(),
-            what: "URL",
-            reason: e.to_string(),
-        })?;
+        let url = self
+            .base_url(registry)?
+            .join("v2/")
+            .map_err(|e| Error::InvalidResponse {
+                url: registry.to_string(),
+                what: "URL",
+                reason: e.to_string(),
+            })?;
         let req = Request::new(Method::GET, url.clone(), Vec::new());
         let resp = self.send(registry, &req, None).await?;
         if !resp.status().is_success() {

@@ -110,10 +110,21 @@ mod tests {
 
     #[test]
     fn loopback() {
-        for h in ["localhost", "localhost:5000", "127.0.0.1:80", "127.9.9.9", "[::1]:5000"] {
+        for h in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1:80",
+            "127.9.9.9",
+            "[::1]:5000",
+        ] {
             assert!(is_loopback_host(h), "{h}");
         }
-        for h in ["example.com", "10.0.0.1:5000", "localhost.evil.com", "[::2]:1"] {
+        for h in [
+            "example.com",
+            "10.0.0.1:5000",
+            "localhost.evil.com",
+            "[::2]:1",
+        ] {
             assert!(!is_loopback_host(h), "{h}");
         }
     }

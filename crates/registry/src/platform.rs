@@ -63,7 +63,11 @@ mod tests {
     use rbuild_oci::Digest;
 
     fn desc(os: &str, arch: &str, variant: Option<&str>, n: u8) -> Descriptor {
-        let mut d = Descriptor::new(rbuild_oci::MEDIA_TYPE_OCI_MANIFEST, Digest::sha256_of(&[n]), 1);
+        let mut d = Descriptor::new(
+            rbuild_oci::MEDIA_TYPE_OCI_MANIFEST,
+            Digest::sha256_of(&[n]),
+            1,
+        );
         d.platform = Some(Platform {
             architecture: arch.into(),
             os: os.into(),
@@ -104,6 +108,9 @@ mod tests {
         assert_eq!(pick(plat("arm", Some("v6"))), Some(Digest::sha256_of(&[1])));
         assert_eq!(pick(plat("arm", Some("v8"))), Some(Digest::sha256_of(&[2])));
         assert_eq!(pick(plat("s390x", None)), None);
-        assert_eq!(pick(plat("amd64", Some("v3"))), Some(Digest::sha256_of(&[4])));
+        assert_eq!(
+            pick(plat("amd64", Some("v3"))),
+            Some(Digest::sha256_of(&[4]))
+        );
     }
 }

@@ -34,7 +34,8 @@ pub struct Resolved {
 impl Resolved {
     /// Whether this is an image index / manifest list rather than an image manifest.
     pub fn is_index(&self) -> bool {
-        self.media_type == MEDIA_TYPE_OCI_INDEX || self.media_type == MEDIA_TYPE_DOCKER_MANIFEST_LIST
+        self.media_type == MEDIA_TYPE_OCI_INDEX
+            || self.media_type == MEDIA_TYPE_DOCKER_MANIFEST_LIST
     }
 }
 
@@ -61,11 +62,22 @@ impl Client {
     /// `Docker-Content-Digest`.
     pub async fn resolve(&self, r: &Reference) -> Result<Resolved> {
         let url = self.repo_url(r, &format!("manifests/{}", r.tag_or_digest()))?;
-        let req = Request::new(Method::GET, url.clone(), vec![crate::challenge::pull_scope(r.repository())])
-            .header(ACCEPT, MANIFEST_ACCEPT);
+        let req = Request::new(
+            Method::GET,
+            url.clone(),
+            vec![crate::challenge::pull_scope(r.repository())],
+        )
+        .header(ACCEPT, MANIFEST_ACCEPT);
         let resp = self.send(r.registry(), &req, r.digest()).await?;
         if !resp.status().is_success() {
-            return Err(error_for(self, &Method::GET, &url, resp, format!("manifest {}", r.familiar())).await);
+            return Err(error_for(
+                self,
+                &Method::GET,
+                &url,
+                resp,
+                format!("manifest {}", r.familiar()),
+            )
+            .await);
         }
         let header_digest = resp
             .headers()
@@ -77,7 +89,8 @@ impl Client {
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(|s| s.split(';').next().unwrap_or("").trim().to_string());
-        let bytes = read_capped(self, resp, MAX_MANIFEST_SIZE, &url, "manifest", r.digest()).await?;
+        let bytes =
+            read_capped(self, resp, MAX_MANIFEST_SIZE, &url, "manifest", r.digest()).await?;
         let digest = Digest::sha256_of(&bytes);
         if let Some(expected) = r.digest() {
             if *expected != digest {
@@ -100,11 +113,13 @@ impl Client {
                 }
             }
         }
-        let media_type = manifest_media_type(&bytes, content_type.as_deref())
-            .map_err(|media_type| Error::UnsupportedMediaType {
-                url: url.to_string(),
-                what: "manifest",
-                media_type,
+        let media_type =
+            manifest_media_type(&bytes, content_type.as_deref()).map_err(|media_type| {
+                Error::UnsupportedMediaType {
+                    url: url.to_string(),
+                    what: "manifest",
+                    media_type,
+                }
             })?;
         Ok(Resolved {
             digest,
@@ -149,7 +164,9 @@ impl Client {
             let m = self.resolve(&r.with_digest(desc.digest.clone())).await?;
             if m.bytes.len() as u64 != desc.size {
                 return Err(Error::SizeMismatch {
-                    url: self.repo_url(r, &format!("manifests/{}", desc.digest))?.to_string(),
+                    url: self
+                        .repo_url(r, &format!("manifests/{}", desc.digest))?
+                        .to_string(),
                     digest: desc.digest.clone(),
                     expected: desc.size,
                     actual: m.bytes.len() as u64,
@@ -157,7 +174,9 @@ impl Client {
             }
             if m.is_index() {
                 return Err(Error::UnsupportedMediaType {
-                    url: self.repo_url(r, &format!("manifests/{}", desc.digest))?.to_string(),
+                    url: self
+                        .repo_url(r, &format!("manifests/{}", desc.digest))?
+                        .to_string(),
                     what: "manifest inside an index (nested index)",
                     media_type: m.media_type,
                 });
@@ -170,7 +189,9 @@ impl Client {
         let parsed: Manifest = parse_json(&manifest.bytes, r, "image manifest")?;
         if parsed.config.size > MAX_CONFIG_SIZE {
             return Err(Error::TooLarge {
-                url: self.repo_url(r, &format!("blobs/{}", parsed.config.digest))?.to_string(),
+                url: self
+                    .repo_url(r, &format!("blobs/{}", parsed.config.digest))?
+                    .to_string(),
                 what: "image config".into(),
                 limit: MAX_CONFIG_SIZE,
             });
@@ -237,7 +258,7 @@ impl Client {
         let store_err = |operation, source| Error::Store {
             operation,
             digest: digest.to_string(),
-            source,
+            source: Box::new(source),
         };
         let mut writer = store.ingest().map_err(|e| store_err("ingest", e))?;
         let mut retry = Retrier::new(&self.opts);
@@ -276,7 +297,14 @@ impl Client {
                     }
                 }
                 StatusCode::NOT_FOUND => {
-                    return Err(error_for(self, &Method::GET, &url, resp, format!("blob {digest} in {}", repo.name())).await)
+                    return Err(error_for(
+                        self,
+                        &Method::GET,
+                        &url,
+                        resp,
+                        format!("blob {digest} in {}", repo.name()),
+                    )
+                    .await)
                 }
                 _ => return Err(status_error(self, &Method::GET, &url, resp).await),
             }
@@ -319,16 +347,18 @@ impl Client {
                 Some(e) => retry.wait(e, None, &url, Some(digest)).await?,
             }
         }
-        writer.commit(Some((digest, desc.size))).map_err(|e| match e {
-            rbuild_store::StoreError::DigestMismatch {
-                expected, actual, ..
-            } => Error::DigestMismatch {
-                url: url.to_string(),
-                expected,
-                actual,
-            },
-            other => store_err("commit", other),
-        })?;
+        writer
+            .commit(Some((digest, desc.size)))
+            .map_err(|e| match e {
+                rbuild_store::StoreError::DigestMismatch {
+                    expected, actual, ..
+                } => Error::DigestMismatch {
+                    url: url.to_string(),
+                    expected,
+                    actual,
+                },
+                other => store_err("commit", other),
+            })?;
         self.known_locations().add(digest, repo);
         progress(Progress::Done {
             digest: digest.clone(),
@@ -344,7 +374,11 @@ fn content_range_start(v: &str) -> Option<u64> {
     rest.split('-').next()?.trim().parse().ok()
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8], r: &Reference, what: &'static str) -> Result<T> {
+fn parse_json<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    r: &Reference,
+    what: &'static str,
+) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|e| Error::InvalidResponse {
         url: r.to_string(),
         what,
@@ -357,7 +391,7 @@ fn put_document(store: &Store, doc: &Resolved) -> Result<()> {
     let d = store.put_blob(&doc.bytes).map_err(|source| Error::Store {
         operation: "put manifest",
         digest: doc.digest.to_string(),
-        source,
+        source: Box::new(source),
     })?;
     debug_assert_eq!(d, doc.digest);
     Ok(())
@@ -365,7 +399,10 @@ fn put_document(store: &Store, doc: &Resolved) -> Result<()> {
 
 /// The media type of a manifest document: its `mediaType` field, else the Content-Type, else
 /// guessed from its shape. `Err(type)` for anything that is not an image manifest or index.
-pub(crate) fn manifest_media_type(bytes: &[u8], content_type: Option<&str>) -> Result<String, String> {
+pub(crate) fn manifest_media_type(
+    bytes: &[u8],
+    content_type: Option<&str>,
+) -> Result<String, String> {
     #[derive(serde::Deserialize)]
     struct Probe {
         #[serde(rename = "mediaType")]
@@ -384,7 +421,11 @@ pub(crate) fn manifest_media_type(bytes: &[u8], content_type: Option<&str>) -> R
     }
     let mt = p
         .media_type
-        .or_else(|| content_type.map(str::to_string).filter(|c| c.contains("manifest") || c.contains("index")))
+        .or_else(|| {
+            content_type
+                .map(str::to_string)
+                .filter(|c| c.contains("manifest") || c.contains("index"))
+        })
         .unwrap_or_else(|| {
             if p.manifests.is_some() {
                 MEDIA_TYPE_OCI_INDEX.to_string()
@@ -395,7 +436,9 @@ pub(crate) fn manifest_media_type(bytes: &[u8], content_type: Option<&str>) -> R
             }
         });
     match mt.as_str() {
-        MEDIA_TYPE_OCI_MANIFEST | MEDIA_TYPE_DOCKER_MANIFEST | MEDIA_TYPE_OCI_INDEX
+        MEDIA_TYPE_OCI_MANIFEST
+        | MEDIA_TYPE_DOCKER_MANIFEST
+        | MEDIA_TYPE_OCI_INDEX
         | MEDIA_TYPE_DOCKER_MANIFEST_LIST => Ok(mt),
         _ => Err(mt),
     }
@@ -415,13 +458,19 @@ mod tests {
     #[test]
     fn media_types() {
         let m = br#"{"schemaVersion":2,"config":{},"layers":[]}"#;
-        assert_eq!(manifest_media_type(m, None).unwrap(), MEDIA_TYPE_OCI_MANIFEST);
+        assert_eq!(
+            manifest_media_type(m, None).unwrap(),
+            MEDIA_TYPE_OCI_MANIFEST
+        );
         assert_eq!(
             manifest_media_type(m, Some(MEDIA_TYPE_DOCKER_MANIFEST)).unwrap(),
             MEDIA_TYPE_DOCKER_MANIFEST
         );
         let i = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
-        assert_eq!(manifest_media_type(i, Some("text/plain")).unwrap(), MEDIA_TYPE_OCI_INDEX);
+        assert_eq!(
+            manifest_media_type(i, Some("text/plain")).unwrap(),
+            MEDIA_TYPE_OCI_INDEX
+        );
         assert!(manifest_media_type(br#"{"schemaVersion":1}"#, None).is_err());
         assert!(manifest_media_type(b"nope", None).is_err());
         assert!(manifest_media_type(br#"{"schemaVersion":2,"mediaType":"x/y"}"#, None).is_err());

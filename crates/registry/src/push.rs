@@ -75,23 +75,38 @@ impl Client {
             let index: Index = parse_doc(&bytes, manifest)?;
             for child in &index.manifests {
                 let child_bytes = read_document(store, &child.digest)?;
-                let child_mt = crate::pull::manifest_media_type(&child_bytes, Some(&child.media_type))
-                    .map_err(|media_type| Error::UnsupportedMediaType {
-                        url: format!("store blob {}", child.digest),
-                        what: "manifest inside an index",
-                        media_type,
-                    })?;
+                let child_mt =
+                    crate::pull::manifest_media_type(&child_bytes, Some(&child.media_type))
+                        .map_err(|media_type| Error::UnsupportedMediaType {
+                            url: format!("store blob {}", child.digest),
+                            what: "manifest inside an index",
+                            media_type,
+                        })?;
                 let m: Manifest = parse_doc(&child_bytes, &child.digest)?;
-                self.push_blobs(store, &m, target, progress, &mut report).await?;
-                self.put_manifest(target, &child.digest.to_string(), &child_mt, child_bytes, &child.digest)
+                self.push_blobs(store, &m, target, progress, &mut report)
                     .await?;
+                self.put_manifest(
+                    target,
+                    &child.digest.to_string(),
+                    &child_mt,
+                    child_bytes,
+                    &child.digest,
+                )
+                .await?;
             }
         } else {
             let m: Manifest = parse_doc(&bytes, manifest)?;
-            self.push_blobs(store, &m, target, progress, &mut report).await?;
+            self.push_blobs(store, &m, target, progress, &mut report)
+                .await?;
         }
-        self.put_manifest(target, &target.tag_or_digest(), &media_type, bytes, manifest)
-            .await?;
+        self.put_manifest(
+            target,
+            &target.tag_or_digest(),
+            &media_type,
+            bytes,
+            manifest,
+        )
+        .await?;
         Ok(report)
     }
 
@@ -125,7 +140,11 @@ impl Client {
     /// Whether `repo` has blob `digest` (HEAD).
     pub async fn has_blob(&self, repo: &Reference, digest: &Digest) -> Result<bool> {
         let url = self.repo_url(repo, &format!("blobs/{digest}"))?;
-        let req = Request::new(Method::HEAD, url.clone(), vec![crate::challenge::pull_scope(repo.repository())]);
+        let req = Request::new(
+            Method::HEAD,
+            url.clone(),
+            vec![crate::challenge::pull_scope(repo.repository())],
+        );
         let resp = self.send(repo.registry(), &req, Some(digest)).await?;
         match resp.status() {
             s if s.is_success() => Ok(true),
@@ -196,7 +215,7 @@ impl Client {
             .map_err(|source| Error::Store {
                 operation: "stat",
                 digest: digest.to_string(),
-                source,
+                source: Box::new(source),
             })?
             .unwrap_or(0);
         if size != desc.size {
@@ -240,13 +259,26 @@ impl Client {
         .header(CONTENT_LENGTH, "0");
         let resp = self.send(target.registry(), &req, None).await?;
         if resp.status() != StatusCode::ACCEPTED {
-            return Err(error_for(self, &Method::POST, uploads, resp, format!("repository {}", target.name())).await);
+            return Err(error_for(
+                self,
+                &Method::POST,
+                uploads,
+                resp,
+                format!("repository {}", target.name()),
+            )
+            .await);
         }
         upload_location(uploads, &resp)
     }
 
     /// `PUT <location>&digest=<d>` with the last (or only) bytes.
-    async fn finish_upload(&self, target: &Reference, mut location: Url, digest: &Digest, data: Bytes) -> Result<()> {
+    async fn finish_upload(
+        &self,
+        target: &Reference,
+        mut location: Url,
+        digest: &Digest,
+        data: Bytes,
+    ) -> Result<()> {
         location
             .query_pairs_mut()
             .append_pair("digest", &digest.to_string());
@@ -313,7 +345,8 @@ impl Client {
                 total: size,
             });
         }
-        self.finish_upload(target, location, digest, Bytes::new()).await
+        self.finish_upload(target, location, digest, Bytes::new())
+            .await
     }
 
     /// `GET <location>`: the upload session's current location and the next byte it expects.
@@ -403,7 +436,7 @@ fn read_document(store: &Store, d: &Digest) -> Result<Vec<u8>> {
         .map_err(|source| Error::Store {
             operation: "read manifest",
             digest: d.to_string(),
-            source,
+            source: Box::new(source),
         })
 }
 
@@ -420,23 +453,21 @@ async fn read_range(store: &Store, digest: &Digest, offset: u64, len: u64) -> Re
     let file = store.open_blob(digest).map_err(|source| Error::Store {
         operation: "open",
         digest: digest.to_string(),
-        source,
+        source: Box::new(source),
     })?;
     let path = store.blob_path(digest);
     tokio::task::spawn_blocking(move || {
         use std::os::unix::fs::FileExt as _;
         let mut buf = vec![0u8; len as usize];
-        file.read_exact_at(&mut buf, offset).map(|_| Bytes::from(buf))
+        file.read_exact_at(&mut buf, offset)
+            .map(|_| Bytes::from(buf))
     })
     .await
     .map_err(|e| Error::Io {
         path: path.clone(),
         source: std::io::Error::other(e.to_string()),
     })?
-    .map_err(|source| Error::Io {
-        path,
-        source,
-    })
+    .map_err(|source| Error::Io { path, source })
 }
 
 #[cfg(test)]

@@ -273,8 +273,7 @@ fn valid_tag(t: &str) -> bool {
     !b.is_empty()
         && b.len() <= MAX_TAG_LEN
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b
-            .iter()
+        && b.iter()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
@@ -356,17 +355,49 @@ mod tests {
     #[test]
     fn normalizes_like_docker() {
         let cases = [
-            ("busybox", "docker.io/library/busybox:latest", "busybox:latest"),
-            ("busybox:1.36", "docker.io/library/busybox:1.36", "busybox:1.36"),
+            (
+                "busybox",
+                "docker.io/library/busybox:latest",
+                "busybox:latest",
+            ),
+            (
+                "busybox:1.36",
+                "docker.io/library/busybox:1.36",
+                "busybox:1.36",
+            ),
             ("user/app", "docker.io/user/app:latest", "user/app:latest"),
-            ("index.docker.io/library/x", "docker.io/library/x:latest", "x:latest"),
-            ("docker.io/library/a/b", "docker.io/library/a/b:latest", "library/a/b:latest"),
+            (
+                "index.docker.io/library/x",
+                "docker.io/library/x:latest",
+                "x:latest",
+            ),
+            (
+                "docker.io/library/a/b",
+                "docker.io/library/a/b:latest",
+                "library/a/b:latest",
+            ),
             ("localhost/x", "localhost/x:latest", "localhost/x:latest"),
-            ("localhost:5000/a/b:t", "localhost:5000/a/b:t", "localhost:5000/a/b:t"),
-            ("127.0.0.1:5000/a", "127.0.0.1:5000/a:latest", "127.0.0.1:5000/a:latest"),
+            (
+                "localhost:5000/a/b:t",
+                "localhost:5000/a/b:t",
+                "localhost:5000/a/b:t",
+            ),
+            (
+                "127.0.0.1:5000/a",
+                "127.0.0.1:5000/a:latest",
+                "127.0.0.1:5000/a:latest",
+            ),
             ("[::1]:5000/a:v1", "[::1]:5000/a:v1", "[::1]:5000/a:v1"),
-            ("Example.com/a", "Example.com/a:latest", "Example.com/a:latest"),
-            ("a__b-c---e/f_g.h", "docker.io/a__b-c---e/f_g.h:latest", "a__b-c---e/f_g.h:latest"),
+            (
+                "Example.com/a",
+                "Example.com/a:latest",
+                "Example.com/a:latest",
+            ),
+            (
+                "a__b-c---e/f_g.h",
+                "docker.io/a__b-c---e/f_g.h:latest",
+                "a__b-c---e/f_g.h:latest",
+            ),
         ];
         for (input, full, familiar) in cases {
             let r = Reference::parse(input).unwrap_or_else(|e| panic!("{input}: {e}"));
@@ -445,7 +476,10 @@ mod tests {
     fn with_tag_and_digest() {
         let r = Reference::parse("localhost:5000/a:t").unwrap();
         let dg: Digest = d().parse().unwrap();
-        assert_eq!(r.with_digest(dg.clone()).to_string(), format!("localhost:5000/a@{dg}"));
+        assert_eq!(
+            r.with_digest(dg.clone()).to_string(),
+            format!("localhost:5000/a@{dg}")
+        );
         assert_eq!(r.with_tag("v2").unwrap().to_string(), "localhost:5000/a:v2");
         assert!(r.with_tag("bad tag").is_err());
     }

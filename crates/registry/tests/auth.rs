@@ -31,29 +31,68 @@ async fn basic_auth_without_wrong_and_right_credentials() {
     let target = Reference::parse(&format!("{}/private/app:v1", reg.host)).unwrap();
 
     // No credentials at all.
-    let e = client.push(&store, &img.manifest, &target, no_progress()).await.unwrap_err();
+    let e = client
+        .push(&store, &img.manifest, &target, no_progress())
+        .await
+        .unwrap_err();
     let msg = e.to_string();
-    assert!(matches!(e, Error::Unauthorized { had_credentials: false, .. }), "{msg}");
-    assert!(msg.contains("rbuild login") && msg.contains(&reg.host), "{msg}");
+    assert!(
+        matches!(
+            e,
+            Error::Unauthorized {
+                had_credentials: false,
+                ..
+            }
+        ),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("rbuild login") && msg.contains(&reg.host),
+        "{msg}"
+    );
 
     // Wrong password: a clear error, nothing written.
     let e = client.login(&reg.host, "alice", "wrong").await.unwrap_err();
     let msg = e.to_string();
-    assert!(matches!(e, Error::Unauthorized { had_credentials: true, .. }), "{msg}");
-    assert!(!msg.contains("wrong"), "the password leaked into the error: {msg}");
+    assert!(
+        matches!(
+            e,
+            Error::Unauthorized {
+                had_credentials: true,
+                ..
+            }
+        ),
+        "{msg}"
+    );
+    assert!(
+        !msg.contains("wrong"),
+        "the password leaked into the error: {msg}"
+    );
     assert!(!cfg.path().join("config.json").exists());
 
     // Right password: config.json (0600) and then push and pull work with it.
-    client.login(&reg.host, "alice", "correct horse").await.unwrap();
+    client
+        .login(&reg.host, "alice", "correct horse")
+        .await
+        .unwrap();
     let text = std::fs::read_to_string(cfg.path().join("config.json")).unwrap();
     assert!(text.contains(&reg.host), "{text}");
     use std::os::unix::fs::PermissionsExt as _;
-    let mode = std::fs::metadata(cfg.path().join("config.json")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(cfg.path().join("config.json"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
     let client = Client::new(common::test_options(cfg.path())).unwrap();
-    client.push(&store, &img.manifest, &target, no_progress()).await.unwrap();
+    client
+        .push(&store, &img.manifest, &target, no_progress())
+        .await
+        .unwrap();
     let (_e, store_b) = common::temp_store();
-    let pulled = client.pull(&store_b, &target, &Platform::host(), no_progress()).await.unwrap();
+    let pulled = client
+        .pull(&store_b, &target, &Platform::host(), no_progress())
+        .await
+        .unwrap();
     assert_eq!(pulled.manifest, img.manifest);
 
     // Logout forgets them.
@@ -81,13 +120,26 @@ async fn bearer_token_flow_caches_tokens() {
     let img = make_image(&store, 21, &[4_000, 5_000, 6_000]);
     let target = Reference::parse(&format!("{}/tok/app:v1", proxy.host)).unwrap();
     let before = proxy.token_requests();
-    client.push(&store, &img.manifest, &target, no_progress()).await.unwrap();
+    client
+        .push(&store, &img.manifest, &target, no_progress())
+        .await
+        .unwrap();
     let (_e, store_b) = common::temp_store();
-    client.pull(&store_b, &target, &Platform::host(), no_progress()).await.unwrap();
+    client
+        .pull(&store_b, &target, &Platform::host(), no_progress())
+        .await
+        .unwrap();
     let used = proxy.token_requests() - before;
     // One token per scope set (push; pull), not one per request.
     assert!((1..=3).contains(&used), "{used} token requests");
-    assert!(proxy.seen().iter().filter(|s| s.target.starts_with("/v2/tok/")).count() > 8);
+    assert!(
+        proxy
+            .seen()
+            .iter()
+            .filter(|s| s.target.starts_with("/v2/tok/"))
+            .count()
+            > 8
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,15 +154,33 @@ async fn redirects_to_another_origin_carry_no_credentials() {
     let (_d, store) = common::temp_store();
     let img = make_image(&store, 22, &[8_000]);
     let target = Reference::parse(&format!("{}/redir/app:v1", proxy.host)).unwrap();
-    client.push(&store, &img.manifest, &target, no_progress()).await.unwrap();
+    client
+        .push(&store, &img.manifest, &target, no_progress())
+        .await
+        .unwrap();
     // Blob GETs are redirected to http://localhost:<port>/__storage/... (another origin).
-    proxy.add_rule(Rule::new(Some("GET"), "/v2/redir/app/blobs/", Action::Redirect, None));
+    proxy.add_rule(Rule::new(
+        Some("GET"),
+        "/v2/redir/app/blobs/",
+        Action::Redirect,
+        None,
+    ));
     let (_e, store_b) = common::temp_store();
-    let pulled = client.pull(&store_b, &target, &Platform::host(), no_progress()).await.unwrap();
+    let pulled = client
+        .pull(&store_b, &target, &Platform::host(), no_progress())
+        .await
+        .unwrap();
     assert_eq!(pulled.manifest, img.manifest);
-    let storage: Vec<_> = proxy.seen().into_iter().filter(|s| s.target.starts_with("/__storage/")).collect();
+    let storage: Vec<_> = proxy
+        .seen()
+        .into_iter()
+        .filter(|s| s.target.starts_with("/__storage/"))
+        .collect();
     assert_eq!(storage.len(), 2, "config and layer fetched from storage");
-    assert!(storage.iter().all(|s| s.auth_scheme.is_none()), "credentials sent to another origin");
+    assert!(
+        storage.iter().all(|s| s.auth_scheme.is_none()),
+        "credentials sent to another origin"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,7 +190,10 @@ async fn tls_with_a_private_ca() {
         eprintln!("SKIP: openssl not installed");
         return;
     }
-    let reg = TestRegistry::start(RegistryConfig { htpasswd: None, tls: true });
+    let reg = TestRegistry::start(RegistryConfig {
+        htpasswd: None,
+        tls: true,
+    });
     // 127.0.0.1 is loopback, which is plain HTTP unless HTTPS is asked for.
     let cfg = tempfile::tempdir().unwrap();
     let mut opts = common::test_options(cfg.path());
@@ -130,9 +203,15 @@ async fn tls_with_a_private_ca() {
     let (_d, store) = common::temp_store();
     let img = make_image(&store, 23, &[4_000]);
     let target = Reference::parse(&format!("{}/tls/app:v1", reg.host)).unwrap();
-    client.push(&store, &img.manifest, &target, no_progress()).await.unwrap();
+    client
+        .push(&store, &img.manifest, &target, no_progress())
+        .await
+        .unwrap();
     let (_e, store_b) = common::temp_store();
-    let pulled = client.pull(&store_b, &target, &Platform::host(), no_progress()).await.unwrap();
+    let pulled = client
+        .pull(&store_b, &target, &Platform::host(), no_progress())
+        .await
+        .unwrap();
     assert_eq!(pulled.manifest, img.manifest);
 
     // Without the CA the certificate is not trusted: a clear error, after no retries.
@@ -141,7 +220,10 @@ async fn tls_with_a_private_ca() {
     let client = Client::new(opts).unwrap();
     let e = client.resolve(&target).await.unwrap_err();
     let chain = error_chain(&e);
-    assert!(chain.contains("https://") && chain.to_lowercase().contains("certificate"), "{chain}");
+    assert!(
+        chain.contains("https://") && chain.to_lowercase().contains("certificate"),
+        "{chain}"
+    );
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -45,7 +45,8 @@ pub fn make_layer(seed: u64, size: usize) -> (Vec<u8>, Digest) {
     h.set_mode(0o644);
     h.set_mtime(0);
     h.set_entry_type(tar::EntryType::Regular);
-    tar.append_data(&mut h, format!("file-{seed}"), &data[..]).unwrap();
+    tar.append_data(&mut h, format!("file-{seed}"), &data[..])
+        .unwrap();
     let tar = tar.into_inner().unwrap();
     let diff_id = Digest::sha256_of(&tar);
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -60,7 +61,11 @@ pub fn make_image(store: &Store, seed: u64, layer_sizes: &[usize]) -> TestImage 
     for (i, size) in layer_sizes.iter().enumerate() {
         let (blob, diff_id) = make_layer(seed * 1000 + i as u64, *size);
         let d = store.put_blob(&blob).unwrap();
-        layers.push(Descriptor::new(MEDIA_TYPE_OCI_LAYER_GZIP, d, blob.len() as u64));
+        layers.push(Descriptor::new(
+            MEDIA_TYPE_OCI_LAYER_GZIP,
+            d,
+            blob.len() as u64,
+        ));
         diff_ids.push(diff_id);
     }
     let config = ImageConfig {
@@ -82,7 +87,11 @@ pub fn make_image(store: &Store, seed: u64, layer_sizes: &[usize]) -> TestImage 
         schema_version: 2,
         media_type: Some(MEDIA_TYPE_OCI_MANIFEST.into()),
         artifact_type: None,
-        config: Descriptor::new(MEDIA_TYPE_OCI_CONFIG, config_digest, config_bytes.len() as u64),
+        config: Descriptor::new(
+            MEDIA_TYPE_OCI_CONFIG,
+            config_digest,
+            config_bytes.len() as u64,
+        ),
         layers,
         subject: None,
         annotations: Default::default(),

@@ -41,7 +41,12 @@ pub struct Rule {
 }
 
 impl Rule {
-    pub fn new(method: Option<&'static str>, path_contains: &str, action: Action, times: Option<u32>) -> Rule {
+    pub fn new(
+        method: Option<&'static str>,
+        path_contains: &str,
+        action: Action,
+        times: Option<u32>,
+    ) -> Rule {
         Rule {
             method,
             path_contains: path_contains.to_string(),
@@ -94,7 +99,9 @@ impl Proxy {
         let st = state.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let (st, upstream, http) = (st.clone(), upstream.clone(), http.clone());
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
@@ -149,7 +156,9 @@ impl Drop for Proxy {
 }
 
 fn full(b: impl Into<Bytes>) -> Body {
-    Full::new(b.into()).map_err(|never: Infallible| match never {}).boxed()
+    Full::new(b.into())
+        .map_err(|never: Infallible| match never {})
+        .boxed()
 }
 
 fn simple(status: u16, headers: &[(&str, String)], body: &str) -> Response<Body> {
@@ -194,7 +203,10 @@ async fn handle(
     let seen = Seen {
         method: method.clone(),
         target: target.clone(),
-        auth_scheme: auth.as_ref().and_then(|a| a.split(' ').next()).map(str::to_string),
+        auth_scheme: auth
+            .as_ref()
+            .and_then(|a| a.split(' ').next())
+            .map(str::to_string),
         range: req
             .headers()
             .get("range")
@@ -202,7 +214,10 @@ async fn handle(
             .map(str::to_string),
     };
     // Requests to the other "origin" redirects point to are served from upstream as they are.
-    let forward_target = target.strip_prefix("/__storage").unwrap_or(&target).to_string();
+    let forward_target = target
+        .strip_prefix("/__storage")
+        .unwrap_or(&target)
+        .to_string();
     let is_storage = forward_target.len() != target.len();
     let (bearer, action) = {
         let mut s = st.lock().unwrap();
@@ -225,7 +240,6 @@ async fn handle(
         (s.bearer.clone(), action)
     };
 
-
     if let (Some((user, pass)), false) = (&bearer, is_storage) {
         if path == "/token" {
             st.lock().unwrap().token_requests += 1;
@@ -237,12 +251,15 @@ async fn handle(
             if auth.as_deref() != Some(want.as_str()) {
                 return Ok(simple(401, &[], r#"{"details":"bad credentials"}"#));
             }
-            return Ok(simple(200, &[], &format!(r#"{{"token":"{TOKEN}","expires_in":300}}"#)));
+            return Ok(simple(
+                200,
+                &[],
+                &format!(r#"{{"token":"{TOKEN}","expires_in":300}}"#),
+            ));
         }
         if auth.as_deref() != Some(format!("Bearer {TOKEN}").as_str()) {
-            let mut challenge = format!(
-                r#"Bearer realm="http://127.0.0.1:{port}/token",service="rbuild-test""#
-            );
+            let mut challenge =
+                format!(r#"Bearer realm="http://127.0.0.1:{port}/token",service="rbuild-test""#);
             if let Some(repo) = repo_of(&path) {
                 challenge.push_str(&format!(r#",scope="repository:{repo}:pull""#));
             }
@@ -269,7 +286,10 @@ async fn handle(
         Some(Action::Redirect) => {
             return Ok(simple(
                 307,
-                &[("location", format!("http://localhost:{port}/__storage{target}"))],
+                &[(
+                    "location",
+                    format!("http://localhost:{port}/__storage{target}"),
+                )],
                 "",
             ));
         }
@@ -278,12 +298,18 @@ async fn handle(
 
     // Forward to the registry.
     let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
     let mut fwd = http.request(parts.method.clone(), format!("{upstream}{forward_target}"));
     for (k, v) in parts.headers.iter() {
         let name = k.as_str();
-        if matches!(name, "host" | "connection" | "transfer-encoding" | "content-length")
-            || (name == "authorization" && bearer.is_some())
+        if matches!(
+            name,
+            "host" | "connection" | "transfer-encoding" | "content-length"
+        ) || (name == "authorization" && bearer.is_some())
         {
             continue;
         }

@@ -105,7 +105,11 @@ impl TestRegistry {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("docker-registry did not listen on {} in 15s: {}", self.host, self.log());
+        panic!(
+            "docker-registry did not listen on {} in 15s: {}",
+            self.host,
+            self.log()
+        );
     }
 
     pub fn log(&self) -> String {
