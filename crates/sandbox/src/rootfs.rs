@@ -12,7 +12,10 @@ use std::path::Path;
 
 use nix::errno::Errno;
 use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
-use nix::sys::stat::{fchmodat, fstatat, mkdirat, FchmodatFlags, Mode, SFlag};
+use nix::sys::stat::{
+    fchmodat, fstatat, mkdirat, utimensat, FchmodatFlags, Mode, SFlag, UtimensatFlags,
+};
+use nix::sys::time::TimeSpec;
 use nix::unistd::{fchownat, unlinkat, Gid, Uid, UnlinkatFlags};
 
 use crate::error::SandboxError;
@@ -77,6 +80,24 @@ pub(crate) fn open_in_root(root: BorrowedFd<'_>, rel: &str, follow: bool) -> nix
     }
 }
 
+/// An entry [`ensure_path`] created, with the access and modification times its parent
+/// directory had before, so that removing it can leave the parent as it was (a directory
+/// whose times changed would show up in the step's layer).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Created {
+    /// In-rootfs path, relative.
+    pub path: String,
+    parent_times: Option<(TimeSpec, TimeSpec)>,
+}
+
+fn times_of(fd: BorrowedFd<'_>) -> Option<(TimeSpec, TimeSpec)> {
+    let st = nix::sys::stat::fstat(fd).ok()?;
+    Some((
+        TimeSpec::new(st.st_atime, st.st_atime_nsec),
+        TimeSpec::new(st.st_mtime, st.st_mtime_nsec),
+    ))
+}
+
 /// Make sure the path `comps` exists beneath `root`, creating missing directories (mode 0755)
 /// and, for [`Kind::File`], an empty final file (0644). New entries get `owner` if given.
 /// Returns the in-rootfs paths it created, parents first.
@@ -85,7 +106,7 @@ pub(crate) fn ensure_path(
     comps: &[String],
     kind: Kind,
     owner: Option<(u32, u32)>,
-) -> nix::Result<Vec<String>> {
+) -> nix::Result<Vec<Created>> {
     let mut created = Vec::new();
     let mut dir = open_in_root(root, "", true)?;
     for (i, name) in comps.iter().enumerate() {
@@ -93,6 +114,7 @@ pub(crate) fn ensure_path(
         match open_in_root(root, &prefix, true) {
             Ok(fd) => dir = fd,
             Err(Errno::ENOENT) => {
+                let parent_times = times_of(dir.as_fd());
                 let last = i + 1 == comps.len();
                 if last && kind == Kind::File {
                     let fd = nix::fcntl::openat(
@@ -130,7 +152,10 @@ pub(crate) fn ensure_path(
                         nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
                     )?;
                 }
-                created.push(prefix.clone());
+                created.push(Created {
+                    path: prefix.clone(),
+                    parent_times,
+                });
                 dir = open_in_root(root, &prefix, true)?;
             }
             Err(e) => return Err(e),
@@ -143,9 +168,10 @@ pub(crate) fn ensure_path(
 /// when still empty regular files. Paths that became symlinks (or moved) are left alone.
 pub(crate) fn remove_created(
     root: BorrowedFd<'_>,
-    created: &[String],
+    created: &[Created],
 ) -> Result<(), (String, io::Error)> {
-    for path in created.iter().rev() {
+    for entry in created.iter().rev() {
+        let path = &entry.path;
         let (parent, name) = match path.rsplit_once('/') {
             Some((p, n)) => (p, n),
             None => ("", path.as_str()),
@@ -169,7 +195,20 @@ pub(crate) fn remove_created(
             continue;
         };
         match res {
-            Ok(()) | Err(Errno::ENOENT) | Err(Errno::ENOTEMPTY) | Err(Errno::EEXIST) => {}
+            Ok(()) => {
+                if let Some((atime, mtime)) = entry.parent_times {
+                    // Through /proc/self/fd: utimensat cannot take an O_PATH fd directly.
+                    let here = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&pfd));
+                    let _ = utimensat(
+                        nix::fcntl::AT_FDCWD,
+                        here.as_str(),
+                        &atime,
+                        &mtime,
+                        UtimensatFlags::FollowSymlink,
+                    );
+                }
+            }
+            Err(Errno::ENOENT) | Err(Errno::ENOTEMPTY) | Err(Errno::EEXIST) => {}
             Err(e) => return Err((path.clone(), e.into())),
         }
     }
@@ -180,6 +219,35 @@ pub(crate) fn remove_created(
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+
+    fn paths(c: &[Created]) -> Vec<String> {
+        c.iter().map(|c| c.path.clone()).collect()
+    }
+
+    #[test]
+    fn removal_restores_the_parent_times() {
+        use std::os::unix::fs::MetadataExt;
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("etc")).unwrap();
+        let old = std::fs::metadata(root.path().join("etc"))
+            .unwrap()
+            .mtime_nsec();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let rfd = open_root(root.path()).unwrap();
+        let mut all = Vec::new();
+        for p in ["/etc/hosts", "/etc/resolv.conf"] {
+            all.extend(
+                ensure_path(rfd.as_fd(), &components(p).unwrap(), Kind::File, None).unwrap(),
+            );
+        }
+        remove_created(rfd.as_fd(), &all).unwrap();
+        assert_eq!(
+            std::fs::metadata(root.path().join("etc"))
+                .unwrap()
+                .mtime_nsec(),
+            old
+        );
+    }
 
     #[test]
     fn components_are_cleaned() {
@@ -215,7 +283,7 @@ mod tests {
             None,
         )
         .unwrap();
-        assert_eq!(created, vec!["etc/hosts".to_owned()]);
+        assert_eq!(paths(&created), vec!["etc/hosts".to_owned()]);
         let created2 = ensure_path(
             rfd.as_fd(),
             &components("/proc/a/b").unwrap(),
@@ -224,7 +292,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            created2,
+            paths(&created2),
             vec!["proc".to_owned(), "proc/a".into(), "proc/a/b".into()]
         );
         std::fs::write(root.path().join("proc/a/keep"), b"x").unwrap();
@@ -249,7 +317,7 @@ mod tests {
             None,
         )
         .unwrap();
-        assert_eq!(created, vec!["link/dir".to_owned()]);
+        assert_eq!(paths(&created), vec!["link/dir".to_owned()]);
         assert!(root.path().join("real/dir").is_dir());
         assert!(open_in_root(rfd.as_fd(), "link/dir", false).is_err());
         assert!(open_in_root(rfd.as_fd(), "link/dir", true).is_ok());

@@ -154,7 +154,7 @@ fn validate(spec: &RunSpec) -> Result<(), SandboxError> {
 fn run_in(
     spec: &RunSpec,
     root: BorrowedFd<'_>,
-    created: &mut Vec<String>,
+    created: &mut Vec<rootfs::Created>,
     cgroup: &mut Option<Cgroup>,
     on_output: &mut dyn FnMut(OutputStream, &[u8]),
     cancel: &Cancel,

@@ -138,6 +138,34 @@ impl Env {
         )
     }
 
+    /// Like `run_with`, checking host mounts against `baseline` instead of the state at setup.
+    fn run_with_baseline(
+        &self,
+        spec: &RunSpec,
+        baseline: &BTreeSet<String>,
+    ) -> (Result<RunOutcome, SandboxError>, String, String) {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let res = run(
+            spec,
+            &mut |s, b| match s {
+                OutputStream::Stdout => out.extend_from_slice(b),
+                OutputStream::Stderr => err.extend_from_slice(b),
+            },
+            &Cancel::new(),
+        );
+        assert_eq!(&mountinfo(), baseline, "host mounts changed");
+        assert_eq!(
+            cgroup_leftovers(),
+            Vec::<PathBuf>::new(),
+            "cgroups left behind"
+        );
+        (
+            res,
+            String::from_utf8_lossy(&out).into_owned(),
+            String::from_utf8_lossy(&err).into_owned(),
+        )
+    }
+
     /// Run and expect exit 0; return stdout.
     fn ok(&self, spec: &RunSpec) -> String {
         let (res, out, err) = self.run(spec);
@@ -620,4 +648,74 @@ fn missing_controller_or_bad_limit_is_an_error() {
         env.run(&s).0,
         Err(SandboxError::InvalidSpec { .. })
     ));
+}
+
+#[test]
+fn overlay_rootfs_upper_dir_gets_only_the_commands_changes() {
+    let Some(env) = setup() else { return };
+    let dirs = tempfile::tempdir().unwrap();
+    let (upper, work, merged) = (
+        dirs.path().join("upper"),
+        dirs.path().join("work"),
+        dirs.path().join("merged"),
+    );
+    for d in [&upper, &work, &merged] {
+        std::fs::create_dir(d).unwrap();
+    }
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        env.root.path().display(),
+        upper.display(),
+        work.display()
+    );
+    if let Err(e) = nix::mount::mount(
+        Some("overlay"),
+        &merged,
+        Some("overlay"),
+        nix::mount::MsFlags::empty(),
+        Some(data.as_str()),
+    ) {
+        eprintln!("SKIP: cannot mount overlay: {e}");
+        return;
+    }
+    let before = mountinfo();
+    let mut s = env.spec("echo hi > /tmp/new; cat /etc/hosts > /dev/null");
+    s.rootfs = merged.clone();
+    s.cwd = "/app".into();
+    let (res, out, err) = env.run_with_baseline(&s, &before);
+    let _ = nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH);
+    assert_eq!(res.unwrap().status, ExitKind::Exited(0), "{out} {err}");
+    let mut entries: Vec<String> = Vec::new();
+    for e in walk(&upper) {
+        entries.push(
+            e.strip_prefix(&upper)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned(),
+        );
+    }
+    entries.sort();
+    // Creating /etc/hosts copied /etc up; overlay cannot undo a copy-up, but the directory is
+    // left empty and with the lower directory's times, so a metadata-comparing diff skips it.
+    assert_eq!(entries, ["app", "etc", "tmp", "tmp/new"]);
+    use std::os::unix::fs::MetadataExt;
+    let (lo, up) = (
+        std::fs::metadata(env.root.path().join("etc")).unwrap(),
+        std::fs::metadata(upper.join("etc")).unwrap(),
+    );
+    assert_eq!(
+        (lo.mtime(), lo.mtime_nsec(), lo.mode()),
+        (up.mtime(), up.mtime_nsec(), up.mode())
+    );
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        out.push(e.path());
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk(&e.path()));
+        }
+    }
+    out
 }
