@@ -169,11 +169,12 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Http { source, .. } => {
-                source.is_connect()
-                    || source.is_timeout()
-                    || source.is_request()
-                    || source.is_body()
-                    || source.is_decode()
+                !is_tls_failure(source)
+                    && (source.is_connect()
+                        || source.is_timeout()
+                        || source.is_request()
+                        || source.is_body()
+                        || source.is_decode())
             }
             Error::Status { status, .. } => *status == 429 || *status >= 500,
             Error::Stalled { .. } => true,
@@ -183,4 +184,16 @@ impl Error {
             _ => false,
         }
     }
+}
+
+/// A TLS verification failure (untrusted or wrong certificate) will not go away by retrying.
+fn is_tls_failure(e: &reqwest::Error) -> bool {
+    let mut cur: Option<&dyn std::error::Error> = Some(e);
+    while let Some(c) = cur {
+        if c.to_string().contains("certificate") {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
 }

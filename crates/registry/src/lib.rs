@@ -7,7 +7,7 @@
 //! - [`Reference`]: an image reference parsed exactly as docker does (`busybox` →
 //!   `docker.io/library/busybox:latest`), shown normalized or in docker's familiar form.
 //! - [`Client`] with [`Options`]: HTTPS with the system roots plus an optional CA file, plain HTTP only
-//!   for loopback and `insecure_registries`; anonymous, Basic and Bearer-token auth with credentials
+//!   for loopback and `insecure_registries` (loopback HTTPS via `force_https`); anonymous, Basic and Bearer-token auth with credentials
 //!   from docker's `config.json` ([`DockerConfig`]: `auths`, `credsStore`, `credHelpers`); retries with
 //!   backoff on connection errors, 5xx and 429 (`Retry-After`) within a deadline; stall detection.
 //! - [`Client::pull`] / [`Client::resolve`] / [`Client::fetch_blob`]: manifest or index (platform

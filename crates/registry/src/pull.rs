@@ -181,8 +181,7 @@ impl Client {
                     media_type: m.media_type,
                 });
             }
-            put_document(store, &top)?;
-            (Some(top.digest.clone()), m)
+            (Some(top), m)
         } else {
             (None, top)
         };
@@ -198,8 +197,15 @@ impl Client {
         }
         let mut downloaded = self.fetch_blob(store, r, &parsed.config, progress).await?;
         downloaded += self.fetch_blobs(store, r, &parsed.layers, progress).await?;
-        // The manifest goes in last: its presence in the store means its blobs are there.
+        // The manifest (and index) go in last: their presence means their blobs are there.
         put_document(store, &manifest)?;
+        let index = match index {
+            Some(top) => {
+                put_document(store, &top)?;
+                Some(top.digest)
+            }
+            None => None,
+        };
         let pinned = r.with_digest(index.clone().unwrap_or_else(|| manifest.digest.clone()));
         Ok(PulledImage {
             resolved: pinned,
