@@ -26,6 +26,9 @@ pub(crate) struct Realized {
     pub layer: Option<LayerInfo>,
     /// For a local context source: its directory.
     pub context: Option<PathBuf>,
+    /// When the layer was made (unix seconds): cached steps keep their original time, so a fully
+    /// cached rebuild produces the same image id.
+    pub created: Option<i64>,
 }
 
 pub(crate) fn now_unix() -> i64 {
@@ -90,7 +93,22 @@ fn step_err(run: &Run, id: VertexId, message: String) -> SolveError {
     }
 }
 
-/// Checksum of a copy's selection out of a local context directory.
+/// `.dockerignore` rules as fileop's excluder.
+pub(crate) struct IgnoreRules(pub rbuild_ignore::Matcher);
+
+impl rbuild_fileop::Excluder for IgnoreRules {
+    fn excluded_by(&self, rel: &str) -> Option<String> {
+        self.0
+            .excluded(rel)
+            .map(|r| format!(".dockerignore line {} ({:?})", r.line, r.pattern))
+    }
+    fn may_include_below(&self, rel: &str) -> bool {
+        self.0.may_match_beneath(rel)
+    }
+}
+
+/// Checksum of a copy's selection out of a local context directory, and the per-file listing that
+/// explains later misses.
 pub(crate) fn checksum_selection(
     store: &Arc<Store>,
     dir: &Path,
@@ -100,27 +118,127 @@ pub(crate) fn checksum_selection(
     parents: bool,
 ) -> Result<ContentInfo, String> {
     let root = rbuild_fileop::Root::open(dir).map_err(|e| e.to_string())?;
-    let mut patterns = excludes.to_vec();
-    patterns.extend(extra_excludes.iter().cloned());
-    let matcher = rbuild_ignore::Matcher::from_patterns(&patterns).map_err(|e| e.to_string())?;
-    let sel = rbuild_fileop::select(&root, sources, &matcher, parents).map_err(|e| e.to_string())?;
-    let cache = crate::exec::StoreChecksums(store.clone());
-    let (checksum, files) = rbuild_fileop::checksum(&root, &sel, &cache).map_err(|e| e.to_string())?;
-    // The per-file listing explains later misses; it is small next to the files themselves.
+    let ignore =
+        IgnoreRules(rbuild_ignore::Matcher::from_patterns(excludes).map_err(|e| e.to_string())?);
+    let exclude = rbuild_fileop::Patterns::new(extra_excludes).map_err(|e| e.to_string())?;
+    let opts = rbuild_fileop::SelectOptions {
+        ignore: &ignore,
+        exclude: &exclude,
+        parents,
+        keep_owner: false,
+        allow_empty_wildcard: true,
+    };
+    let sel = rbuild_fileop::select(&root, sources, &opts).map_err(|e| e.to_string())?;
+    let cache = StoreChecksums::load(store.clone(), dir);
+    let checksum = rbuild_fileop::checksum(&root, &sel, &cache).map_err(|e| e.to_string())?;
+    cache.flush();
+    // The per-file listing: path -> "metadata-digest:content-digest".
+    let seen = cache.seen.into_inner().unwrap_or_default();
+    let mut files: Vec<(String, String)> = Vec::with_capacity(sel.len());
+    for item in &sel.items {
+        for e in &item.entries {
+            let rel = if e.rel.is_empty() {
+                item.path.clone()
+            } else if item.path.is_empty() || item.path == "." {
+                e.rel.clone()
+            } else {
+                format!("{}/{}", item.path, e.rel)
+            };
+            let meta = format!(
+                "{}{:o}:{}:{}:{}",
+                e.kind.tag() as char,
+                e.mode,
+                e.uid,
+                e.gid,
+                e.link_target.as_deref().unwrap_or("")
+            );
+            let content = seen
+                .get(&dir.join(&rel))
+                .map(|d| d.hex()[..16].to_string())
+                .unwrap_or_default();
+            files.push((
+                rel,
+                format!(
+                    "{}:{content}",
+                    &rbuild_oci::sha256_hex(meta.as_bytes())[..16]
+                ),
+            ));
+        }
+    }
     let listing = serde_json::to_vec(&files).map_err(|e| e.to_string())?;
     let files = store.put_blob(&listing).ok();
     Ok(ContentInfo { checksum, files })
 }
 
-/// The store's checksum table as fileop's checksum cache.
-pub(crate) struct StoreChecksums(pub Arc<Store>);
+/// The store's checksum table as fileop's checksum cache: loaded in one query for the context,
+/// new entries written back in one transaction. It also remembers every digest it saw, for the
+/// per-file listing.
+pub(crate) struct StoreChecksums {
+    store: Arc<Store>,
+    known: std::collections::HashMap<PathBuf, rbuild_store::ChecksumEntry>,
+    fresh: std::sync::Mutex<Vec<(PathBuf, rbuild_store::ChecksumEntry)>>,
+    seen: std::sync::Mutex<std::collections::HashMap<PathBuf, Digest>>,
+}
+
+impl StoreChecksums {
+    fn load(store: Arc<Store>, dir: &Path) -> Self {
+        let mut prefix = dir.as_os_str().to_owned();
+        prefix.push("/");
+        let known = store
+            .checksums_under(Path::new(&prefix))
+            .unwrap_or_default();
+        StoreChecksums {
+            store,
+            known,
+            fresh: Default::default(),
+            seen: Default::default(),
+        }
+    }
+
+    fn flush(&self) {
+        let fresh = std::mem::take(&mut *self.fresh.lock().unwrap());
+        if !fresh.is_empty() {
+            let _ = self
+                .store
+                .put_checksums(fresh.iter().map(|(p, e)| (p.as_path(), e)));
+        }
+    }
+}
+
+fn file_stat(k: &rbuild_fileop::StatKey) -> rbuild_store::FileStat {
+    rbuild_store::FileStat {
+        dev: k.dev,
+        ino: k.ino,
+        size: k.size,
+        mtime_ns: k.mtime_ns,
+        ctime_ns: k.ctime_ns,
+    }
+}
 
 impl rbuild_fileop::ChecksumCache for StoreChecksums {
     fn get(&self, path: &Path, stat: &rbuild_fileop::StatKey) -> Option<Digest> {
-        self.0.get_checksum(path, stat).ok().flatten()
+        let e = self.known.get(path)?;
+        if e.stat != file_stat(stat) {
+            return None;
+        }
+        self.seen
+            .lock()
+            .unwrap()
+            .insert(path.to_path_buf(), e.digest.clone());
+        Some(e.digest.clone())
     }
     fn put(&self, path: &Path, stat: &rbuild_fileop::StatKey, digest: &Digest) {
-        let _ = self.0.put_checksum(path, stat, digest);
+        self.seen
+            .lock()
+            .unwrap()
+            .insert(path.to_path_buf(), digest.clone());
+        self.fresh.lock().unwrap().push((
+            path.to_path_buf(),
+            rbuild_store::ChecksumEntry {
+                stat: file_stat(stat),
+                digest: digest.clone(),
+            },
+        ));
     }
 }
 
@@ -135,6 +253,7 @@ pub(crate) async fn realize(run: Arc<Run>, id: VertexId) -> Result<Realized, Sol
             chain: vec![],
             layer: None,
             context: None,
+            created: None,
         }),
         Op::Source(Source::Context { name, .. }) => {
             let dir = run.solver.opts.contexts.get(name).cloned().ok_or_else(|| {
@@ -145,6 +264,7 @@ pub(crate) async fn realize(run: Arc<Run>, id: VertexId) -> Result<Realized, Sol
                 chain: vec![],
                 layer: None,
                 context: Some(dir),
+                created: None,
             })
         }
         Op::Source(Source::Image {
@@ -165,13 +285,21 @@ pub(crate) async fn realize(run: Arc<Run>, id: VertexId) -> Result<Realized, Sol
         Op::Exec(_) | Op::File(_) => {
             if let Some(rec) = node.record.clone() {
                 // Cached: the snapshot may still be there; else rebuild it from the layer blob.
-                if run.solver.snapshotter.stat(&rec.snapshot).ok().flatten().is_some() {
+                if run
+                    .solver
+                    .snapshotter
+                    .stat(&rec.snapshot)
+                    .ok()
+                    .flatten()
+                    .is_some()
+                {
                     run.report_cached(&node);
                     return Ok(Realized {
                         snapshot: Some(rec.snapshot.clone()),
                         chain: rec.chain.clone(),
                         layer: rec.layer.clone(),
                         context: None,
+                        created: Some(rec.created),
                     });
                 }
                 let inputs = run.inputs(id).await?;
@@ -231,6 +359,32 @@ pub(crate) async fn realize(run: Arc<Run>, id: VertexId) -> Result<Realized, Sol
     }
 }
 
+/// Whether every layer of the image `manifest` is already unpacked (its top chain-id snapshot exists).
+pub(crate) fn image_unpacked(
+    store: &Store,
+    snapshotter: &rbuild_snapshotter::Snapshotter,
+    manifest: &Digest,
+) -> bool {
+    let Ok(m) = rbuild_image::read_manifest(store, manifest) else {
+        return false;
+    };
+    let Ok(config) = rbuild_image::read_config(store, &m.config.digest) else {
+        return false;
+    };
+    let mut prev: Option<Digest> = None;
+    for d in &config.rootfs.diff_ids {
+        prev = Some(chain_id(prev.as_ref(), d));
+    }
+    match prev {
+        Some(c) => snapshotter
+            .stat(&format!("layer-{}", c.hex()))
+            .ok()
+            .flatten()
+            .is_some(),
+        None => true,
+    }
+}
+
 /// Unpack every layer of a base image into snapshots named by chain id (skipping those present).
 fn unpack_image(
     run: &Run,
@@ -247,8 +401,13 @@ fn unpack_image(
         .map_err(|e| step_err(run, node.id, e))?;
     let m = rbuild_image::read_manifest(&solver.store, manifest)
         .map_err(|e| step_err(run, node.id, format!("reading manifest {manifest}: {e}")))?;
-    let config = rbuild_image::read_config(&solver.store, &m.config.digest)
-        .map_err(|e| step_err(run, node.id, format!("reading config {}: {e}", m.config.digest)))?;
+    let config = rbuild_image::read_config(&solver.store, &m.config.digest).map_err(|e| {
+        step_err(
+            run,
+            node.id,
+            format!("reading config {}: {e}", m.config.digest),
+        )
+    })?;
     if config.rootfs.diff_ids.len() != m.layers.len() {
         return Err(step_err(
             run,
@@ -299,6 +458,7 @@ fn unpack_image(
         chain,
         layer: None,
         context: None,
+        created: None,
     })
 }
 
@@ -349,7 +509,7 @@ fn apply_blob(
     res
 }
 
-struct TeeReader<'a, R> {
+struct TeeReader<'a, R: std::io::Read> {
     inner: R,
     hash: &'a mut rbuild_oci::Sha256Writer<std::io::Sink>,
 }
@@ -393,6 +553,7 @@ fn rematerialize(
         chain: rec.chain.clone(),
         layer: rec.layer.clone(),
         context: None,
+        created: Some(rec.created),
     })
 }
 
@@ -420,7 +581,8 @@ impl<'a> Active<'a> {
             mounted: false,
             committed: false,
         };
-        std::fs::create_dir_all(&a.mnt).map_err(|e| format!("creating {}: {e}", a.mnt.display()))?;
+        std::fs::create_dir_all(&a.mnt)
+            .map_err(|e| format!("creating {}: {e}", a.mnt.display()))?;
         mount::mount_all(&specs, &a.mnt).map_err(|e| format!("mounting rootfs: {e}"))?;
         a.mounted = true;
         Ok(a)
@@ -457,7 +619,9 @@ impl View {
         let snaps = run.solver.snapshotter.clone();
         let key = unique("view");
         let specs = match snapshot {
-            Some(s) => snaps.view(&key, s).map_err(|e| format!("view of {s}: {e}"))?,
+            Some(s) => snaps
+                .view(&key, s)
+                .map_err(|e| format!("view of {s}: {e}"))?,
             // Scratch: an empty active snapshot mounted read-only is the empty filesystem.
             None => snaps
                 .prepare(&key, None)
@@ -485,8 +649,8 @@ fn execute(run: &Run, node: &Node, inputs: &[Arc<Realized>]) -> Result<Realized,
     let rootfs = inputs
         .first()
         .ok_or_else(|| SolveError::Internal("step without a rootfs input".into()))?;
-    let mut active = Active::prepare(run, rootfs.snapshot.as_deref())
-        .map_err(|e| step_err(run, node.id, e))?;
+    let mut active =
+        Active::prepare(run, rootfs.snapshot.as_deref()).map_err(|e| step_err(run, node.id, e))?;
     match &vertex.op {
         Op::Exec(e) => run_exec(run, node, e, &active.mnt, inputs)?,
         Op::File(f) => run_file(run, node, f, &active.mnt, inputs)?,
@@ -500,6 +664,14 @@ fn execute(run: &Run, node: &Node, inputs: &[Arc<Realized>]) -> Result<Realized,
     let upper = snaps
         .upper_dir(&active.key)
         .map_err(|e| SolveError::Internal(e.to_string()))?;
+    // Directories overlay copied up only because a mountpoint was created in them are not changes.
+    if let Some(parent) = rootfs.snapshot.as_deref() {
+        let lowers = snaps
+            .layer_chain(parent)
+            .map_err(|e| SolveError::Internal(e.to_string()))?;
+        diff::trim_unchanged_dirs(&upper, &lowers)
+            .map_err(|e| SolveError::Internal(format!("trimming {}: {e}", upper.display())))?;
+    }
     let store = &run.solver.store;
     let mut w = store
         .ingest()
@@ -533,13 +705,14 @@ fn execute(run: &Run, node: &Node, inputs: &[Arc<Realized>]) -> Result<Realized,
     active.committed = true;
     let mut chain = rootfs.chain.clone();
     chain.extend(layer.clone());
-    let rec = CacheRecord {
-        snapshot: name.clone(),
-        layer: layer.clone(),
-        chain: chain.clone(),
-        created: now_unix(),
-        explain: node.explain.clone(),
-    };
+    let created = now_unix();
+    let rec = CacheRecord::new(
+        name.clone(),
+        layer.clone(),
+        chain.clone(),
+        created,
+        node.explain.clone(),
+    );
     if let Ok(text) = serde_json::to_string(&rec) {
         store
             .put_cache_record(&node.key, &text)
@@ -550,6 +723,7 @@ fn execute(run: &Run, node: &Node, inputs: &[Arc<Realized>]) -> Result<Realized,
         chain,
         layer,
         context: None,
+        created: Some(created),
     })
 }
 
@@ -560,43 +734,62 @@ fn run_file(
     rootfs: &Path,
     inputs: &[Arc<Realized>],
 ) -> Result<(), SolveError> {
-    let dest = rbuild_fileop::Root::open(rootfs).map_err(|e| step_err(run, node.id, e.to_string()))?;
-    // Open every source input: contexts are directories; other vertices are mounted views.
+    let dest =
+        rbuild_fileop::Root::open(rootfs).map_err(|e| step_err(run, node.id, e.to_string()))?;
+    // Open every source input: contexts are directories (with their .dockerignore); other
+    // vertices are mounted read-only views.
     let mut views = Vec::new();
-    let mut roots: Vec<Option<rbuild_fileop::Root>> = Vec::new();
+    let mut roots: Vec<Option<(rbuild_fileop::Root, Option<IgnoreRules>)>> = Vec::new();
     for (i, r) in inputs.iter().enumerate() {
         if i == 0 {
             roots.push(None);
             continue;
         }
-        let dir = match &r.context {
-            Some(d) => d.clone(),
+        let (dir, ignore) = match &r.context {
+            Some(d) => {
+                let src = run.def.graph.inputs(node.id)[i];
+                let excludes = match &run.def.graph.vertex(src).op {
+                    Op::Source(Source::Context { excludes, .. }) => excludes.clone(),
+                    _ => vec![],
+                };
+                let m = rbuild_ignore::Matcher::from_patterns(&excludes)
+                    .map_err(|e| step_err(run, node.id, e.to_string()))?;
+                (d.clone(), Some(IgnoreRules(m)))
+            }
             None => {
-                let v = View::open(run, r.snapshot.as_deref()).map_err(|e| step_err(run, node.id, e))?;
+                let v = View::open(run, r.snapshot.as_deref())
+                    .map_err(|e| step_err(run, node.id, e))?;
                 let p = v.mnt.clone();
                 views.push(v);
-                p
+                (p, None)
             }
         };
-        roots.push(Some(
+        roots.push(Some((
             rbuild_fileop::Root::open(&dir).map_err(|e| step_err(run, node.id, e.to_string()))?,
-        ));
+            ignore,
+        )));
     }
+    let sources: Vec<Option<rbuild_fileop::CopySource<'_>>> = roots
+        .iter()
+        .map(|r| {
+            r.as_ref().map(|(root, ignore)| rbuild_fileop::CopySource {
+                root,
+                ignore: match ignore {
+                    Some(i) => i as &dyn rbuild_fileop::Excluder,
+                    None => &rbuild_fileop::NoExcludes,
+                },
+                keep_owner: ignore.is_none(),
+            })
+        })
+        .collect();
     let ctx = rbuild_fileop::ApplyContext {
         source_date_epoch: run.solver.opts.source_date_epoch,
         ..Default::default()
     };
-    let lookup = |i: usize| -> Result<&rbuild_fileop::Root, rbuild_fileop::FileOpError> {
-        if i == 0 {
-            return Ok(&dest);
-        }
-        roots
-            .get(i)
-            .and_then(|r| r.as_ref())
-            .ok_or_else(|| rbuild_fileop::FileOpError::msg(format!("no input {i}")))
-    };
-    rbuild_fileop::apply(&dest, &op.actions, &lookup, &ctx)
+    rbuild_fileop::apply(&dest, &op.actions, &sources, &ctx)
         .map_err(|e| step_err(run, node.id, e.to_string()))?;
+    drop(sources);
+    drop(roots);
     drop(views);
     Ok(())
 }
@@ -623,7 +816,8 @@ fn run_exec(
             "--security=insecure needs --allow security.insecure".into(),
         ));
     }
-    let root = rbuild_fileop::Root::open(rootfs).map_err(|e| step_err(run, node.id, e.to_string()))?;
+    let root =
+        rbuild_fileop::Root::open(rootfs).map_err(|e| step_err(run, node.id, e.to_string()))?;
     let user = rbuild_fileop::users::resolve_user(&root, &op.user)
         .map_err(|e| step_err(run, node.id, format!("USER {}: {e}", op.user)))?;
     drop(root);
@@ -660,9 +854,16 @@ fn run_exec(
                 };
                 let src_root = rbuild_fileop::Root::open(&base)
                     .map_err(|e| step_err(run, node.id, e.to_string()))?;
-                let host = src_root
-                    .resolve_path(source)
+                // Resolved beneath its root; the sandbox binds the fd's path, never a string
+                // that could be swapped for a symlink afterwards.
+                let fd = src_root
+                    .resolve(source, true)
                     .map_err(|e| step_err(run, node.id, format!("--mount source {source}: {e}")))?;
+                let host = std::fs::read_link(format!(
+                    "/proc/self/fd/{}",
+                    std::os::fd::AsRawFd::as_raw_fd(&fd)
+                ))
+                .map_err(|e| step_err(run, node.id, format!("--mount source {source}: {e}")))?;
                 mounts.push(rbuild_sandbox::SandboxMount::Bind {
                     source: host,
                     target: m.target.clone(),
@@ -670,7 +871,12 @@ fn run_exec(
                 });
             }
             MountKind::Cache {
-                id, readonly, mode, uid, gid, ..
+                id,
+                readonly,
+                mode,
+                uid,
+                gid,
+                ..
             } => {
                 let dir = solver
                     .store
@@ -704,14 +910,20 @@ fn run_exec(
             } => {
                 let value = match solver.opts.secrets.get(id) {
                     Some(crate::SecretSource::File(p)) => std::fs::read(p).map_err(|e| {
-                        step_err(run, node.id, format!("secret {id}: reading {}: {e}", p.display()))
+                        step_err(
+                            run,
+                            node.id,
+                            format!("secret {id}: reading {}: {e}", p.display()),
+                        )
                     })?,
                     Some(crate::SecretSource::Env(v)) => v.clone().into_bytes(),
                     None if *required => {
                         return Err(step_err(
                             run,
                             node.id,
-                            format!("secret {id} is required but was not given (--secret id={id},src=…)"),
+                            format!(
+                            "secret {id} is required but was not given (--secret id={id},src=…)"
+                        ),
                         ))
                     }
                     None => continue,
@@ -762,15 +974,17 @@ fn run_exec(
         gid: user.gid,
         additional_gids: user.additional_gids.clone(),
         hostname: "buildkitsandbox".to_string(),
+        etc_hostname: false,
         network: match op.network {
             NetworkMode::None => rbuild_sandbox::Network::None,
             _ => rbuild_sandbox::Network::Host,
         },
         mounts,
-        limits: solver.opts.limits.clone(),
+        limits: solver.opts.limits,
         insecure: op.security == SecurityMode::Insecure,
         stdio: rbuild_sandbox::Stdio::Piped,
         init_exe: solver.opts.init_exe.clone(),
+        timeout: None,
     };
     let cancel = rbuild_sandbox::Cancel::new();
     run.cancels.lock().unwrap().push(cancel.clone());
@@ -780,8 +994,10 @@ fn run_exec(
     let mut tail: VecDeque<String> = VecDeque::new();
     let mut partial = [Vec::new(), Vec::new()];
     let events = solver.events.clone();
-    let mut emit = |stream: Stream, line: &[u8], tail: &mut VecDeque<String>| {
-        let text = String::from_utf8_lossy(line).trim_end_matches('\r').to_string();
+    let emit = |stream: Stream, line: &[u8], tail: &mut VecDeque<String>| {
+        let text = String::from_utf8_lossy(line)
+            .trim_end_matches('\r')
+            .to_string();
         if tail.len() == 10 {
             tail.pop_front();
         }
@@ -827,7 +1043,10 @@ fn run_exec(
     use rbuild_sandbox::ExitKind;
     let (status, code) = match outcome.status {
         ExitKind::Exited(0) => return Ok(()),
-        ExitKind::Exited(c) => (format!("process did not complete successfully: exit code: {c}"), Some(c)),
+        ExitKind::Exited(c) => (
+            format!("process did not complete successfully: exit code: {c}"),
+            Some(c),
+        ),
         ExitKind::Signaled(s) => (format!("process was killed by signal {s}"), None),
         ExitKind::OomKilled => (
             "process was killed for exceeding its memory limit (out of memory)".to_string(),

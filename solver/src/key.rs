@@ -18,7 +18,7 @@ struct KeyMaterial<'a> {
     inputs: &'a [Digest],
     /// Content checksums of context selections, one per Copy action reading a local context, by
     /// action index.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
     content: &'a [(usize, Digest)],
 }
 
@@ -80,8 +80,8 @@ mod tests {
         let op = Op::Source(Source::Scratch);
         let d1 = Digest::sha256_of(b"1");
         let d2 = Digest::sha256_of(b"2");
-        let base = vertex_key(&op, &[d1.clone()], &[]);
-        assert_ne!(base, vertex_key(&op, &[d2.clone()], &[]));
+        let base = vertex_key(&op, std::slice::from_ref(&d1), &[]);
+        assert_ne!(base, vertex_key(&op, std::slice::from_ref(&d2), &[]));
         assert_ne!(base, vertex_key(&op, &[d1], &[(0, d2)]));
     }
 

@@ -21,6 +21,30 @@ pub struct CacheRecord {
     pub created: i64,
     /// What the vertex was made from, for explaining later misses.
     pub explain: Explain,
+    /// Every blob this record needs (the store's prune and fsck read this list).
+    #[serde(default)]
+    pub blobs: Vec<Digest>,
+}
+
+impl CacheRecord {
+    pub fn new(
+        snapshot: String,
+        layer: Option<LayerInfo>,
+        chain: Vec<LayerInfo>,
+        created: i64,
+        explain: Explain,
+    ) -> Self {
+        let mut blobs: Vec<Digest> = chain.iter().map(|l| l.blob.clone()).collect();
+        blobs.extend(explain.content.values().filter_map(|c| c.files.clone()));
+        CacheRecord {
+            snapshot,
+            layer,
+            chain,
+            created,
+            explain,
+            blobs,
+        }
+    }
 }
 
 /// One layer: its uncompressed digest (diff_id) and the blob that holds it in the store.
@@ -56,12 +80,11 @@ pub struct ContentInfo {
     pub files: Option<Digest>,
 }
 
+/// Reads a per-file listing blob: `[(path, metadata:content)]`.
+pub type FileListing<'a> = dyn Fn(&Digest) -> Option<Vec<(String, String)>> + 'a;
+
 /// The reason a vertex missed, comparing its current inputs with the closest earlier record.
-pub fn explain_miss(
-    now: &Explain,
-    earlier: Option<&Explain>,
-    files: &dyn Fn(&Digest) -> Option<Vec<(String, String)>>,
-) -> String {
+pub fn explain_miss(now: &Explain, earlier: Option<&Explain>, files: &FileListing<'_>) -> String {
     let Some(old) = earlier else {
         return "no earlier build of this step".to_string();
     };
@@ -194,8 +217,10 @@ mod tests {
             explain_miss(&ex("RUN a", &["V=2"]), Some(&ex("RUN a", &["V=1"])), &none),
             "build arg or env V changed"
         );
-        assert!(explain_miss(&ex("RUN b", &[]), Some(&ex("RUN a", &[])), &none)
-            .starts_with("instruction changed"));
+        assert!(
+            explain_miss(&ex("RUN b", &[]), Some(&ex("RUN a", &[])), &none)
+                .starts_with("instruction changed")
+        );
     }
 
     #[test]

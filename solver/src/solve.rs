@@ -57,8 +57,9 @@ pub struct LocalImages(pub Arc<Store>);
 
 impl BaseImages for LocalImages {
     fn ensure(&self, reference: &str, manifest: &Digest) -> Result<(), String> {
-        let m = rbuild_image::read_manifest(&self.0, manifest)
-            .map_err(|e| format!("image {reference} ({manifest}) is not in the local store: {e}"))?;
+        let m = rbuild_image::read_manifest(&self.0, manifest).map_err(|e| {
+            format!("image {reference} ({manifest}) is not in the local store: {e}")
+        })?;
         for d in std::iter::once(&m.config).chain(m.layers.iter()) {
             if !self.0.has_blob(&d.digest) {
                 return Err(format!(
@@ -113,7 +114,6 @@ pub(crate) struct Run {
     pub cancels: Mutex<Vec<rbuild_sandbox::Cancel>>,
     pub run_count: AtomicU32,
     pub cached_count: AtomicU32,
-    pub start: Instant,
 }
 
 impl Solver {
@@ -142,7 +142,9 @@ impl Solver {
         let run_numbers = AtomicU32::new(1);
 
         // Pass 1: keys (context checksums run on the blocking pool, in parallel per selection).
-        let content = self.context_checksums(&def, &order, &run_numbers, &ctx_number).await?;
+        let content = self
+            .context_checksums(&def, &order, &run_numbers, &ctx_number)
+            .await?;
         for &id in &order {
             let v = def.graph.vertex(id);
             let inputs = def.graph.inputs(id);
@@ -193,8 +195,22 @@ impl Solver {
             cancels: Mutex::new(Vec::new()),
             run_count: AtomicU32::new(0),
             cached_count: AtomicU32::new(0),
-            start: Instant::now(),
         });
+
+        // Everything with a usable record is cached; say so in build order, as BuildKit does.
+        for id in &order {
+            let node = &run.nodes[id];
+            let cached = match &def.graph.vertex(*id).op {
+                Op::Exec(_) | Op::File(_) => node.record.is_some(),
+                Op::Source(Source::Image { manifest, .. }) => {
+                    exec::image_unpacked(&self.store, &self.snapshotter, manifest)
+                }
+                _ => false,
+            };
+            if cached {
+                run.report_cached(node);
+            }
+        }
 
         // Pass 3: realize what the image needs.
         let root = def.target.root;
@@ -287,10 +303,19 @@ impl Solver {
             let Op::File(f) = &v.op else { continue };
             let inputs = def.graph.inputs(id);
             for (ai, a) in f.actions.iter().enumerate() {
-                let FileAction::Copy { input, sources, exclude, parents, .. } = a else {
+                let FileAction::Copy {
+                    input,
+                    sources,
+                    exclude,
+                    parents,
+                    ..
+                } = a
+                else {
                     continue;
                 };
-                let Some(src) = inputs.get(*input) else { continue };
+                let Some(src) = inputs.get(*input) else {
+                    continue;
+                };
                 let Op::Source(Source::Context { name, excludes }) = &def.graph.vertex(*src).op
                 else {
                     continue;
@@ -380,10 +405,24 @@ impl Solver {
     ) -> Result<(Digest, Digest, ImageConfig), SolveError> {
         let def = &run.def;
         let mut config = def.target.config.clone();
-        let created = match self.opts.source_date_epoch {
-            Some(t) => exec::rfc3339(t),
-            None => exec::rfc3339(exec::now_unix()),
+        // History times: a layer step keeps the time its layer was made (cached steps keep theirs,
+        // so a fully cached rebuild gives the same image id); a metadata step takes the time of the
+        // step before it. SOURCE_DATE_EPOCH clamps everything.
+        let step_time = |v: Option<VertexId>| -> Option<i64> {
+            let n = run.nodes.get(&v?)?;
+            n.realized
+                .get()
+                .and_then(|r| r.created)
+                .or_else(|| n.record.as_ref().map(|r| r.created))
         };
+        let layer_times: Vec<i64> = def
+            .target
+            .history
+            .iter()
+            .filter_map(|h| step_time(h.vertex))
+            .collect();
+        let mut last = layer_times.first().copied().unwrap_or(0);
+        let clamp = |t: i64| self.opts.source_date_epoch.unwrap_or(t);
         // Base layers are those of the chain below the first history step's vertex.
         let base_len = config.rootfs.diff_ids.len();
         let mut descriptors: Vec<rbuild_oci::Descriptor> = target
@@ -400,18 +439,21 @@ impl Solver {
             )));
         }
         for step in &def.target.history {
+            if let Some(t) = step_time(step.vertex) {
+                last = t;
+            }
             let mut h = History {
-                created: Some(created.clone()),
+                created: Some(exec::rfc3339(clamp(last))),
                 created_by: Some(step.created_by.clone()),
                 comment: step.comment.clone(),
                 ..Default::default()
             };
-            let layer = step
-                .vertex
-                .and_then(|v| run.nodes.get(&v))
-                .and_then(|n| n.realized.get().and_then(|r| r.layer.clone()).or_else(|| {
-                    n.record.as_ref().and_then(|r| r.layer.clone())
-                }));
+            let layer = step.vertex.and_then(|v| run.nodes.get(&v)).and_then(|n| {
+                n.realized
+                    .get()
+                    .and_then(|r| r.layer.clone())
+                    .or_else(|| n.record.as_ref().and_then(|r| r.layer.clone()))
+            });
             match layer {
                 Some(l) => {
                     config.rootfs.diff_ids.push(l.diff_id.clone());
@@ -421,6 +463,11 @@ impl Solver {
             }
             config.history.push(h);
         }
+        let created = match (self.opts.source_date_epoch, def.target.history.is_empty()) {
+            (Some(e), _) => exec::rfc3339(e),
+            (None, false) => exec::rfc3339(last),
+            (None, true) => config.created.clone().unwrap_or_else(|| exec::rfc3339(0)),
+        };
         // The chain of the target must be exactly base + the layers the history names.
         let chain_ids: Vec<&Digest> = target.chain.iter().map(|l| &l.diff_id).collect();
         let cfg_ids: Vec<&Digest> = config.rootfs.diff_ids.iter().collect();
@@ -503,7 +550,10 @@ impl Run {
     }
 
     /// The layers of `id`'s filesystem, without materializing it when a cache record has them.
-    pub(crate) fn layers(self: Arc<Self>, id: VertexId) -> BoxFuture<'static, Result<Arc<Realized>, SolveError>> {
+    pub(crate) fn layers(
+        self: Arc<Self>,
+        id: VertexId,
+    ) -> BoxFuture<'static, Result<Arc<Realized>, SolveError>> {
         async move {
             let node = self.nodes[&id].clone();
             if let Some(rec) = &node.record {
@@ -513,6 +563,7 @@ impl Run {
                     chain: rec.chain.clone(),
                     layer: rec.layer.clone(),
                     context: None,
+                    created: Some(rec.created),
                 }));
             }
             self.materialize(id).await
@@ -531,7 +582,10 @@ impl Run {
 
     /// Make `id`'s filesystem exist as a committed snapshot (executing it if needed). Runs once per
     /// vertex per build, whoever asks first; the others wait for that result.
-    pub(crate) fn materialize(self: Arc<Self>, id: VertexId) -> BoxFuture<'static, Result<Arc<Realized>, SolveError>> {
+    pub(crate) fn materialize(
+        self: Arc<Self>,
+        id: VertexId,
+    ) -> BoxFuture<'static, Result<Arc<Realized>, SolveError>> {
         async move {
             let node = self.nodes[&id].clone();
             let this = self.clone();
@@ -544,7 +598,10 @@ impl Run {
     }
 
     /// Materialize all inputs of `id` concurrently.
-    pub(crate) async fn inputs(self: &Arc<Self>, id: VertexId) -> Result<Vec<Arc<Realized>>, SolveError> {
+    pub(crate) async fn inputs(
+        self: &Arc<Self>,
+        id: VertexId,
+    ) -> Result<Vec<Arc<Realized>>, SolveError> {
         let node = self.nodes[&id].clone();
         let futs = node
             .inputs

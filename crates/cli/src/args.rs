@@ -25,7 +25,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Build an image from a Dockerfile.
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
     /// List images in the local store.
     Images(ImagesArgs),
     /// Remove images.

@@ -17,10 +17,7 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> 
     // nothing.
     let context = args.context.clone();
     if !context.is_dir() {
-        bail!(
-            "build context {} is not a directory",
-            context.display()
-        );
+        bail!("build context {} is not a directory", context.display());
     }
     let dockerfile_path = match &args.file {
         Some(f) if f.as_os_str() == "-" => PathBuf::from("-"),
@@ -33,9 +30,8 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> 
             .context("reading the Dockerfile from stdin")?;
         ("Dockerfile".to_string(), s)
     } else {
-        let text = std::fs::read_to_string(&dockerfile_path).with_context(|| {
-            format!("reading Dockerfile {}", dockerfile_path.display())
-        })?;
+        let text = std::fs::read_to_string(&dockerfile_path)
+            .with_context(|| format!("reading Dockerfile {}", dockerfile_path.display()))?;
         (display_name(&dockerfile_path), text)
     };
     let dockerignore = read_dockerignore(&context, &dockerfile_path)?;
@@ -44,7 +40,9 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> 
     if let Some(p) = &args.platform {
         let host = format!("linux/{}", rbuild_oci::host_arch());
         if p != &host && p != "local" {
-            bail!("--platform {p}: only the host platform ({host}) can be built here (no emulation)");
+            bail!(
+                "--platform {p}: only the host platform ({host}) can be built here (no emulation)"
+            );
         }
     }
     let outputs: Vec<OutputSpec> = args
@@ -58,7 +56,9 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> 
         match a.as_str() {
             "network.host" => allow_net_host = true,
             "security.insecure" => allow_insecure = true,
-            other => bail!("--allow {other}: unknown entitlement (network.host, security.insecure)"),
+            other => {
+                bail!("--allow {other}: unknown entitlement (network.host, security.insecure)")
+            }
         }
     }
     let secrets = parse_secrets(&args.secrets)?;
@@ -112,7 +112,9 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> 
             .context("opening the snapshotter")?,
     );
     let _ = snapshotter.cleanup_stale();
-    let _lease = store.lease("build").context("taking a lease on the store")?;
+    let _lease = store
+        .lease("build")
+        .context("taking a lease on the store")?;
 
     let resolver = StoreResolver::new(store.clone());
     let plan_opts = rbuild_frontend::PlanOptions {
@@ -244,9 +246,10 @@ fn read_dockerignore(context: &Path, dockerfile: &Path) -> anyhow::Result<Option
     if dockerfile.as_os_str() != "-" {
         let specific = PathBuf::from(format!("{}.dockerignore", dockerfile.display()));
         if specific.is_file() {
-            return Ok(Some(std::fs::read_to_string(&specific).with_context(|| {
-                format!("reading {}", specific.display())
-            })?));
+            return Ok(Some(
+                std::fs::read_to_string(&specific)
+                    .with_context(|| format!("reading {}", specific.display()))?,
+            ));
         }
     }
     let p = context.join(".dockerignore");
@@ -307,7 +310,8 @@ fn parse_secrets(list: &[String]) -> anyhow::Result<BTreeMap<String, SecretSourc
         let source = match (src, env) {
             (Some(p), _) => SecretSource::File(PathBuf::from(p)),
             (None, Some(e)) => SecretSource::Env(
-                std::env::var(&e).map_err(|_| anyhow!("--secret {s}: environment variable {e} is not set"))?,
+                std::env::var(&e)
+                    .map_err(|_| anyhow!("--secret {s}: environment variable {e} is not set"))?,
             ),
             (None, None) => match std::env::var(&id) {
                 Ok(v) => SecretSource::Env(v),
@@ -353,12 +357,7 @@ pub fn parse_bytes(s: &str) -> anyhow::Result<u64> {
 
 /// Print a failed build: what failed, where in the Dockerfile (file:line:col, the line, a caret),
 /// the exit code and the last lines of output.
-fn report_failure(
-    e: &SolveError,
-    source: Option<&rbuild_ops::SourceFile>,
-    name: &str,
-    text: &str,
-) {
+fn report_failure(e: &SolveError, source: Option<&rbuild_ops::SourceFile>, name: &str, text: &str) {
     let (name, text) = match source {
         Some(s) => (s.name.as_str(), &*s.text),
         None => (name, text),

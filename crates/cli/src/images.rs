@@ -207,23 +207,30 @@ pub fn load(store: &Store, path: &Path, tag: Option<&str>) -> anyhow::Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn save(store: &Store, image: &str, output: &Path, format: SaveFormat) -> anyhow::Result<ExitCode> {
+pub fn save(
+    store: &Store,
+    image: &str,
+    output: &Path,
+    format: SaveFormat,
+) -> anyhow::Result<ExitCode> {
     let (name, rec) = find(store, image)?;
     let names: Vec<String> = name.into_iter().collect();
-    let f = std::fs::File::create(output).with_context(|| format!("creating {}", output.display()))?;
+    let f =
+        std::fs::File::create(output).with_context(|| format!("creating {}", output.display()))?;
     let mut w = std::io::BufWriter::new(f);
     match format {
         SaveFormat::Docker => {
             rbuild_image::export_docker_archive(store, &rec.manifest, &names, &mut w)?
         }
-        SaveFormat::Oci => rbuild_image::export_oci(
-            store,
-            &rec.manifest,
-            &names,
-            rbuild_oci::Compression::Gzip,
-            None,
-            rbuild_image::OciDest::Tar(&mut w),
-        )?,
+        SaveFormat::Oci => {
+            rbuild_image::export_oci(
+                store,
+                &rec.manifest,
+                &names,
+                Some(rbuild_oci::Compression::Gzip),
+                rbuild_image::OciDest::Tar(&mut w),
+            )?;
+        }
     }
     std::io::Write::flush(&mut w)?;
     Ok(ExitCode::SUCCESS)

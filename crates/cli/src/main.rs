@@ -133,7 +133,7 @@ pub(crate) fn nix_is_root() -> bool {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Build(args) => build::run(&cli.root, args),
+        Command::Build(args) => build::run(&cli.root, *args),
         Command::Images(a) => images::images(&open_store(&cli.root)?, &a),
         Command::Rmi { images: names } => images::rmi(&open_store(&cli.root)?, &names),
         Command::Load { path, input, tag } => {
@@ -197,8 +197,14 @@ mod tests {
             implicit_build(v(&["rbuild", "--root", "/x", "."])),
             v(&["rbuild", "--root", "/x", "build", "."])
         );
-        assert_eq!(implicit_build(v(&["rbuild", "images"])), v(&["rbuild", "images"]));
-        assert_eq!(implicit_build(v(&["rbuild", "--help"])), v(&["rbuild", "--help"]));
+        assert_eq!(
+            implicit_build(v(&["rbuild", "images"])),
+            v(&["rbuild", "images"])
+        );
+        assert_eq!(
+            implicit_build(v(&["rbuild", "--help"])),
+            v(&["rbuild", "--help"])
+        );
     }
 
     #[test]

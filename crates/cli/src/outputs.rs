@@ -45,9 +45,9 @@ impl OutputSpec {
             Some("docker") => OutputKind::Docker,
             Some("local") => OutputKind::Local,
             Some("tar") => OutputKind::Tar,
-            Some(other) => bail!(
-                "--output {s}: unknown type {other:?} (image, oci, docker, local, tar)"
-            ),
+            Some(other) => {
+                bail!("--output {s}: unknown type {other:?} (image, oci, docker, local, tar)")
+            }
             None => bail!("--output {s}: missing type="),
         };
         let dest = kv.remove("dest").map(PathBuf::from);
@@ -125,19 +125,18 @@ pub fn export(
                     store,
                     &result.manifest,
                     &names,
-                    o.compression,
-                    o.level,
+                    Some(o.compression),
                     rbuild_image::OciDest::Tar(&mut w),
                 )
                 .with_context(|| format!("exporting OCI archive to {}", dest.display()))?;
+                let _ = o.level; // levels: see rbuild_image::ensure_compressed (memoized per compression)
                 w.flush().context("writing the OCI archive")?;
             } else {
                 rbuild_image::export_oci(
                     store,
                     &result.manifest,
                     &names,
-                    o.compression,
-                    o.level,
+                    Some(o.compression),
                     rbuild_image::OciDest::Dir(dest),
                 )
                 .with_context(|| format!("exporting OCI layout to {}", dest.display()))?;
@@ -165,7 +164,8 @@ pub fn export(
             let mnt = store.root().join("mnt").join(&key);
             std::fs::create_dir_all(&mnt)?;
             let res = (|| -> anyhow::Result<()> {
-                rbuild_snapshotter::mount::mount_all(&specs, &mnt).context("mounting the result")?;
+                rbuild_snapshotter::mount::mount_all(&specs, &mnt)
+                    .context("mounting the result")?;
                 let r = if o.kind == OutputKind::Tar {
                     let mut w = open_dest(dest)?;
                     rbuild_snapshotter::diff::write_layer(
@@ -218,7 +218,9 @@ fn copy_tree(src: &std::path::Path, dest: &std::path::Path) -> anyhow::Result<()
         dest,
         &rbuild_snapshotter::diff::ApplyOptions::default(),
     );
-    let wrote = writer.join().map_err(|_| anyhow!("rootfs reader panicked"))?;
+    let wrote = writer
+        .join()
+        .map_err(|_| anyhow!("rootfs reader panicked"))?;
     wrote?;
     applied.map_err(|e| anyhow!("writing {}: {e}", dest.display()))?;
     Ok(())

@@ -2,7 +2,7 @@
 //! per line) and `tty` (a live view). Everything goes to stderr; stdout carries only data.
 
 use rbuild_solver::{Event, EventSink};
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::io::Write;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -43,11 +43,6 @@ impl Progress {
         self.sink.clone()
     }
 
-    /// Send an event from the CLI itself (export steps).
-    pub fn send(&self, e: Event) {
-        self.sink.send(e);
-    }
-
     /// Wait until every event has been rendered.
     pub fn finish(mut self) {
         self.tx.take();
@@ -65,7 +60,7 @@ pub(crate) fn secs(d: Duration) -> String {
 fn plain(rx: mpsc::Receiver<(SystemTime, Event)>) {
     let stderr = std::io::stderr();
     let mut last: Option<u32> = None;
-    let mut announced: HashMap<u32, bool> = HashMap::new();
+    let mut announced: HashSet<u32> = HashSet::new();
     for (_, ev) in rx {
         let mut out = stderr.lock();
         let v = vertex_of(&ev);
@@ -74,8 +69,7 @@ fn plain(rx: mpsc::Receiver<(SystemTime, Event)>) {
             let _ = writeln!(out);
         }
         last = Some(n);
-        if !announced.contains_key(&n) {
-            announced.insert(n, true);
+        if announced.insert(n) {
             let _ = writeln!(out, "#{n} {}", v.name);
         }
         let _ = match &ev {

@@ -56,8 +56,11 @@ pub fn render(rx: mpsc::Receiver<(SystemTime, Event)>) {
                     cached += 1;
                     step.done = true;
                     step.bar.set_style(finished.clone());
-                    step.bar
-                        .finish_with_message(format!("{} {}", paint("34", "CACHED"), step.name));
+                    step.bar.finish_with_message(format!(
+                        "{} {}",
+                        paint("34", "CACHED"),
+                        step.name
+                    ));
                 }
                 Event::Log { line, .. } => {
                     if step.logs.len() == 6 {
@@ -79,7 +82,8 @@ pub fn render(rx: mpsc::Receiver<(SystemTime, Event)>) {
                 Event::Failed { error, .. } => {
                     step.done = true;
                     step.bar.set_style(finished.clone());
-                    let tail: Vec<String> = step.logs.iter().map(|l| format!("\n  > {l}")).collect();
+                    let tail: Vec<String> =
+                        step.logs.iter().map(|l| format!("\n  > {l}")).collect();
                     step.bar.finish_with_message(format!(
                         "{} {}: {error}{}",
                         paint("31", "ERROR"),
@@ -90,8 +94,11 @@ pub fn render(rx: mpsc::Receiver<(SystemTime, Event)>) {
                 Event::Cancelled { .. } => {
                     step.done = true;
                     step.bar.set_style(finished.clone());
-                    step.bar
-                        .finish_with_message(format!("{} {}", paint("33", "CANCELED"), step.name));
+                    step.bar.finish_with_message(format!(
+                        "{} {}",
+                        paint("33", "CANCELED"),
+                        step.name
+                    ));
                 }
                 Event::CacheMiss { .. } | Event::Progress { .. } => {}
             }

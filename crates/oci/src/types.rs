@@ -15,8 +15,7 @@ pub const MEDIA_TYPE_DOCKER_MANIFEST: &str = "application/vnd.docker.distributio
 pub const MEDIA_TYPE_DOCKER_MANIFEST_LIST: &str =
     "application/vnd.docker.distribution.manifest.list.v2+json";
 pub const MEDIA_TYPE_DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
-pub const MEDIA_TYPE_DOCKER_LAYER_GZIP: &str =
-    "application/vnd.docker.image.rootfs.diff.tar.gzip";
+pub const MEDIA_TYPE_DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 pub const MEDIA_TYPE_DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
 
 /// Annotation naming an image inside an OCI layout's index.json.
@@ -195,7 +194,11 @@ pub struct ContainerConfig {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub env: Vec<String>,
-    #[serde(rename = "Entrypoint", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "Entrypoint",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub entrypoint: Option<Vec<String>>,
     #[serde(rename = "Cmd", default, skip_serializing_if = "Option::is_none")]
     pub cmd: Option<Vec<String>>,
@@ -206,7 +209,11 @@ pub struct ContainerConfig {
         skip_serializing_if = "BTreeMap::is_empty"
     )]
     pub volumes: BTreeMap<String, EmptyObject>,
-    #[serde(rename = "WorkingDir", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "WorkingDir",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub working_dir: Option<String>,
     #[serde(
         rename = "Labels",
@@ -215,11 +222,19 @@ pub struct ContainerConfig {
         skip_serializing_if = "BTreeMap::is_empty"
     )]
     pub labels: BTreeMap<String, String>,
-    #[serde(rename = "StopSignal", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "StopSignal",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub stop_signal: Option<String>,
     #[serde(rename = "ArgsEscaped", default, skip_serializing_if = "is_false")]
     pub args_escaped: bool,
-    #[serde(rename = "Healthcheck", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "Healthcheck",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub healthcheck: Option<Healthcheck>,
     #[serde(
         rename = "OnBuild",

@@ -183,15 +183,18 @@ fn run_in(
             source,
         })?;
     let host_resolv = fs::read_to_string("/etc/resolv.conf").ok();
-    let files = [
+    let mut files = vec![
         ("/etc/hosts", "hosts", hosts_file(&spec.hostname)),
         (
             "/etc/resolv.conf",
             "resolv.conf",
             resolv_conf(host_resolv.as_deref(), spec.network),
         ),
-        ("/etc/hostname", "hostname", format!("{}\n", spec.hostname)),
     ];
+    // BuildKit leaves a RUN step's /etc/hostname alone (a step may replace it); containers get one.
+    if spec.etc_hostname {
+        files.push(("/etc/hostname", "hostname", format!("{}\n", spec.hostname)));
+    }
     let mut etc_files = Vec::new();
     for (target, name, content) in files {
         let path = etc_dir.path().join(name);

@@ -28,6 +28,9 @@ pub struct RunSpec {
     pub additional_gids: Vec<u32>,
     /// Hostname inside the sandbox (also written to `/etc/hostname` and `/etc/hosts`).
     pub hostname: String,
+    /// Also bind-mount a generated `/etc/hostname` (containers, as `docker run`); build steps leave
+    /// the image's file alone, as BuildKit does.
+    pub etc_hostname: bool,
     /// Network namespace choice.
     pub network: Network,
     /// Extra mounts, applied after the system mounts, parents before children.
@@ -58,6 +61,7 @@ impl RunSpec {
             gid: 0,
             additional_gids: Vec::new(),
             hostname: "rbuildsandbox".to_owned(),
+            etc_hostname: false,
             network: Network::Host,
             mounts: Vec::new(),
             limits: Limits::default(),

@@ -256,9 +256,11 @@ fn pid_namespace_has_the_init_as_pid_1_and_no_host_process() {
 #[test]
 fn hostname_and_etc_files() {
     let Some(env) = setup() else { return };
-    let out = env.ok(&env.spec(
+    let mut spec = env.spec(
         "hostname; cat /etc/hostname; cat /etc/hosts; test -s /etc/resolv.conf && echo resolv",
-    ));
+    );
+    spec.etc_hostname = true;
+    let out = env.ok(&spec);
     let host = nix::unistd::gethostname()
         .unwrap()
         .to_string_lossy()

@@ -7,11 +7,13 @@ mod apply;
 mod compress;
 mod fsutil;
 mod tar_read;
+mod trim;
 mod write;
 
 pub use apply::{apply_layer, ApplyError, ApplyOptions, ApplyStats};
 pub use compress::{compress, decompress, detect, CompressError, CompressStats, Level};
 pub use tar_read::TarError;
+pub use trim::trim_unchanged_dirs;
 pub use write::{write_layer, LayerOptions, LayerStats, WriteError};
 
 /// OCI whiteout prefix: `.wh.<name>` deletes `<name>` of the layers below.

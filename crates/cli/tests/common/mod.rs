@@ -150,7 +150,9 @@ pub fn stderr(o: &Output) -> String {
 
 /// Run a command, assert success, return stdout.
 pub fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}\n{}",
@@ -170,14 +172,24 @@ pub fn umoci_bundle(env: &Env, tar: &Path, tag: &str) -> PathBuf {
     let layout = env.path("layout");
     let _ = std::fs::remove_dir_all(&layout);
     std::fs::create_dir_all(&layout).unwrap();
-    run_ok(Command::new("tar").arg("-xf").arg(tar).arg("-C").arg(&layout));
+    run_ok(
+        Command::new("tar")
+            .arg("-xf")
+            .arg(tar)
+            .arg("-C")
+            .arg(&layout),
+    );
     let bundle = env.path("bundle");
     let _ = std::fs::remove_dir_all(&bundle);
     run_ok(
         Command::new("umoci")
             .arg("unpack")
             .arg("--image")
-            .arg(format!("{}:{tag}", layout.display()))
+            .arg(format!(
+                "{}:{}",
+                layout.display(),
+                tag.rsplit(':').next().unwrap()
+            ))
             .arg(&bundle),
     );
     bundle
