@@ -306,8 +306,9 @@ pub(crate) async fn realize(run: Arc<Run>, id: VertexId) -> Result<Realized, Sol
                 run.report_cached(&node);
                 let r2 = run.clone();
                 let parent = inputs[0].clone();
+                let key = node.key.clone();
                 return tokio::task::spawn_blocking(move || {
-                    rematerialize(&r2, &rec, parent.snapshot.as_deref())
+                    rematerialize(&r2, &key, &rec, parent.snapshot.as_deref())
                 })
                 .await
                 .map_err(|e| SolveError::Internal(format!("task failed: {e}")))?;
@@ -533,9 +534,17 @@ impl<R: std::io::Read> Drop for TeeReader<'_, R> {
 /// A cache hit whose snapshot is gone: re-apply its layer on its parent.
 fn rematerialize(
     run: &Run,
+    key: &Digest,
     rec: &CacheRecord,
     parent: Option<&str>,
 ) -> Result<Realized, SolveError> {
+    // A hit from an imported cache: its layer is fetched now, when its filesystem is needed.
+    let remote = &run.solver.opts.remote_cache;
+    if !remote.is_empty() {
+        remote
+            .ensure_blobs(&run.solver.store, rec.layer.iter())
+            .map_err(SolveError::Internal)?;
+    }
     if let Some(l) = &rec.layer {
         apply_blob(run, &l.blob, Some(&l.diff_id), parent, &rec.snapshot)
             .map_err(SolveError::Internal)?;
@@ -547,6 +556,16 @@ fn rematerialize(
             .prepare(&key, parent)
             .and_then(|_| run.solver.snapshotter.commit(&rec.snapshot, &key))
             .map_err(|e| SolveError::Internal(e.to_string()))?;
+    }
+    // Remember an imported hit locally once all its layers are here: the next build hits locally.
+    let store = &run.solver.store;
+    if !remote.is_empty()
+        && rec.chain.iter().all(|l| store.has_blob(&l.blob))
+        && store.get_cache_record(key).ok().flatten().is_none()
+    {
+        if let Ok(text) = serde_json::to_string(rec) {
+            let _ = store.put_cache_record(key, &text);
+        }
     }
     Ok(Realized {
         snapshot: Some(rec.snapshot.clone()),

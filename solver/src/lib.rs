@@ -18,15 +18,17 @@
 //! blob per step; the final image is assembled from the chain of layers of the target.
 //!
 //! What it is not: no parsing, no terminal output (it emits [`events::Event`]s), no registry
-//! protocol (base images come through [`BaseImages`]).
+//! protocol (base images come through [`BaseImages`], imported caches through [`RemoteCache`]).
 
 pub mod events;
 mod exec;
 pub mod key;
 pub mod record;
+pub mod remote;
 mod solve;
 
 pub use events::{Event, EventSink, Stream, VertexRef};
+pub use remote::{ExportRecord, RemoteCache, RemoteCaches, RemoteRecord};
 pub use solve::{BaseImages, LocalImages, SecretSource, SolveOptions, SolveResult, Solver};
 
 use rbuild_ops::Span;

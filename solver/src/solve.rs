@@ -44,6 +44,8 @@ pub struct SolveOptions {
     /// The sandbox init binary (default: /proc/self/exe).
     pub init_exe: Option<PathBuf>,
     pub limits: rbuild_sandbox::Limits,
+    /// Caches imported with `--cache-from`, consulted after the local records (see [`crate::remote`]).
+    pub remote_cache: crate::remote::RemoteCaches,
 }
 
 /// Makes a base image's blobs present in the store (pulling them when a registry is configured).
@@ -82,6 +84,8 @@ pub struct SolveResult {
     pub target_snapshot: Option<String>,
     pub steps_cached: usize,
     pub steps_run: usize,
+    /// Every step executed or cached in this build, for `--cache-to` (see [`crate::remote`]).
+    pub cache: Vec<crate::remote::ExportRecord>,
 }
 
 pub struct Solver {
@@ -226,7 +230,18 @@ impl Solver {
                 return Err(e);
             }
         };
+        // Layers named by remote cache hits are fetched now: the image needs them in the store.
+        if !self.opts.remote_cache.is_empty() {
+            let (solver, chain) = (self.clone(), realized.chain.clone());
+            tokio::task::spawn_blocking(move || {
+                solver.opts.remote_cache.ensure_blobs(&solver.store, &chain)
+            })
+            .await
+            .map_err(|e| SolveError::Internal(format!("cache fetch task failed: {e}")))?
+            .map_err(SolveError::Internal)?;
+        }
         let (manifest, config_digest, config) = self.assemble(&run, &realized)?;
+        let cache = export_records(&run);
         Ok(SolveResult {
             manifest,
             config_digest,
@@ -234,10 +249,21 @@ impl Solver {
             target_snapshot: realized.snapshot.clone(),
             steps_cached: run.cached_count.load(Ordering::SeqCst) as usize,
             steps_run: run.run_count.load(Ordering::SeqCst) as usize,
+            cache,
         })
     }
 
     fn lookup(&self, key: &Digest) -> Option<CacheRecord> {
+        self.lookup_local(key).or_else(|| {
+            // Then the imported caches: a hit names layers, it downloads nothing yet.
+            self.opts
+                .remote_cache
+                .lookup(key)
+                .map(|r| r.to_cache_record(key))
+        })
+    }
+
+    fn lookup_local(&self, key: &Digest) -> Option<CacheRecord> {
         let text = self.store.get_cache_record(key).ok()??;
         let rec: CacheRecord = serde_json::from_str(&text).ok()?;
         // A record is only as good as its layers: every blob of the chain must still be here.
@@ -484,6 +510,55 @@ impl Solver {
                 .map_err(|e| SolveError::Internal(format!("writing the image: {e}")))?;
         Ok((manifest, config_digest, config))
     }
+}
+
+/// The result of every executed or cached step of `run`, for cache export; steps of the target's
+/// own history are marked `in_image`.
+fn export_records(run: &Run) -> Vec<crate::remote::ExportRecord> {
+    let in_image: std::collections::HashSet<VertexId> = run
+        .def
+        .target
+        .history
+        .iter()
+        .filter_map(|h| h.vertex)
+        .collect();
+    let mut out = Vec::new();
+    for (id, node) in &run.nodes {
+        if !matches!(run.def.graph.vertex(*id).op, Op::Exec(_) | Op::File(_)) {
+            continue;
+        }
+        let mut explain = node.explain.clone();
+        // Per-file listings are blobs of this store only.
+        for c in explain.content.values_mut() {
+            c.files = None;
+        }
+        let record = match (node.realized.get(), &node.record) {
+            (Some(r), _) => CacheRecord::new(
+                r.snapshot
+                    .clone()
+                    .unwrap_or_else(|| crate::remote::step_snapshot_name(&node.key)),
+                r.layer.clone(),
+                r.chain.clone(),
+                r.created.unwrap_or_else(exec::now_unix),
+                explain,
+            ),
+            (None, Some(rec)) => CacheRecord::new(
+                rec.snapshot.clone(),
+                rec.layer.clone(),
+                rec.chain.clone(),
+                rec.created,
+                explain,
+            ),
+            (None, None) => continue,
+        };
+        out.push(crate::remote::ExportRecord {
+            key: node.key.clone(),
+            record,
+            in_image: in_image.contains(id),
+        });
+    }
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    out
 }
 
 pub(crate) fn layer_descriptor(l: &LayerInfo) -> rbuild_oci::Descriptor {

@@ -163,6 +163,7 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> 
         materialize_target: needs_rootfs,
         init_exe: None,
         limits,
+        remote_cache: Default::default(),
     };
     let solver = Arc::new(Solver::new(
         store.clone(),
