@@ -490,8 +490,9 @@ fn apply_blob(
             inner: reader,
             hash: &mut hashing,
         };
-        diff::apply_layer(tee, &upper, &diff::ApplyOptions::default())
-            .map_err(|e| format!("layer {blob}: {e}"))?;
+        let budgets = diff::ApplyOptions::from_env().map_err(|e| format!("layer {blob}: {e}"))?;
+        diff::apply_layer(tee, &upper, &budgets).map_err(|e| format!("layer {blob}: {e}"))?;
+        rbuild_store::crash_point("layer-apply");
         let (got, _, _) = hashing.finish();
         if let Some(want) = diff_id {
             if &got != want {
@@ -675,6 +676,11 @@ fn execute(run: &Run, node: &Node, inputs: &[Arc<Realized>]) -> Result<Realized,
         Op::File(f) => run_file(run, node, f, &active.mnt, inputs)?,
         Op::Source(_) => unreachable!("sources are realized elsewhere"),
     }
+    rbuild_store::crash_point(if matches!(vertex.op, Op::Exec(_)) {
+        "run"
+    } else {
+        "copy"
+    });
     active.unmount().map_err(|e| step_err(run, node.id, e))?;
     run.check_cancelled()?;
 
@@ -718,6 +724,7 @@ fn execute(run: &Run, node: &Node, inputs: &[Arc<Realized>]) -> Result<Realized,
         })
     };
     let name = format!("step-{}", node.key.hex());
+    rbuild_store::crash_point("snapshot-commit");
     snaps
         .commit(&name, &active.key)
         .map_err(|e| SolveError::Internal(format!("committing snapshot: {e}")))?;
@@ -732,6 +739,7 @@ fn execute(run: &Run, node: &Node, inputs: &[Arc<Realized>]) -> Result<Realized,
         created,
         node.explain.clone(),
     );
+    rbuild_store::crash_point("cache-record");
     if let Ok(text) = serde_json::to_string(&rec) {
         store
             .put_cache_record(&node.key, &text)

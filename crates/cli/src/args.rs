@@ -68,6 +68,29 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "json")]
         format: ParseFormat,
     },
+    /// Remove build cache: unused snapshots and blobs (--all: cache records too).
+    Prune {
+        /// Also remove build-cache records (not those a running build uses).
+        #[arg(short, long)]
+        all: bool,
+        /// until=DURATION: only what was last used longer ago (e.g. until=24h).
+        #[arg(long, value_name = "FILTER")]
+        filter: Vec<String>,
+        /// Do not ask for confirmation.
+        #[arg(short, long)]
+        force: bool,
+        /// Only report what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Show the space used by images, build cache, snapshots and cache mounts.
+    Df,
+    /// Check every blob, record and snapshot of the store (--repair: fix what is broken).
+    Fsck {
+        /// Remove what is broken and rebuild the indexes (a lost meta.db too).
+        #[arg(long)]
+        repair: bool,
+    },
     /// Generate shell completions.
     Completion { shell: clap_complete::Shell },
     /// Print the man page.

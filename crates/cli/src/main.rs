@@ -9,6 +9,7 @@
 mod args;
 mod build;
 mod images;
+mod maintenance;
 mod outputs;
 mod progress;
 mod resolver;
@@ -29,6 +30,9 @@ const SUBCOMMANDS: &[&str] = &[
     "history",
     "tag",
     "parse",
+    "prune",
+    "df",
+    "fsck",
     "completion",
     "man",
     "help",
@@ -168,6 +172,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        Command::Prune {
+            all,
+            filter,
+            force,
+            dry_run,
+        } => maintenance::prune(&open_store(&cli.root)?, all, &filter, dry_run, force),
+        Command::Df => maintenance::df(&open_store(&cli.root)?),
+        Command::Fsck { repair } => maintenance::fsck(
+            &cli.root
+                .clone()
+                .unwrap_or_else(rbuild_store::Store::default_root),
+            repair,
+        ),
         Command::Completion { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "rbuild", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

@@ -115,6 +115,7 @@ pub fn export(
     if let Some(n) = &o.name {
         names.extend(n.split(';').map(|s| s.to_string()));
     }
+    rbuild_store::crash_point("export");
     match o.kind {
         OutputKind::Image => Ok(()),
         OutputKind::Oci => {

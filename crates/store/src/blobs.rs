@@ -238,8 +238,10 @@ impl BlobWriter {
         file.sync_all()
             .map_err(|e| self.store.io_err("fsync blob", &self.path, e))?;
         drop(file);
+        crate::crash_point("blob-before-rename");
         std::fs::rename(&self.path, &target)
             .map_err(|e| self.store.io_err("rename blob into place", &target, e))?;
+        crate::crash_point("blob-after-rename");
         let dir = target.parent().unwrap_or(Path::new("."));
         fsync_dir(dir).map_err(|e| self.store.io_err("fsync directory", dir, e))?;
         // Renamed: nothing left for Drop to remove.

@@ -41,6 +41,8 @@ pub struct PruneOptions {
     pub all: bool,
     /// Report what would be removed without removing anything.
     pub dry_run: bool,
+    /// With `all`: only cache records last used longer ago than this (`--filter until=24h`).
+    pub until: Option<Duration>,
 }
 
 /// What a prune removed (or would remove, for a dry run).
@@ -238,9 +240,19 @@ impl Store {
 
         let mut cache_rows = self.cache_record_rows()?;
         if opts.all {
-            let (keep, remove): (Vec<_>, Vec<_>) = cache_rows
-                .into_iter()
-                .partition(|(k, _)| held.contains(KIND_CACHE, k));
+            // A record a running build looked up (or wrote) was used after its lease began: keep it.
+            let used = self.cache_record_last_used()?;
+            let cutoff = opts
+                .until
+                .and_then(|u| SystemTime::now().checked_sub(u))
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map(|d| d.as_nanos() as i64);
+            let (keep, remove): (Vec<_>, Vec<_>) = cache_rows.into_iter().partition(|(k, _)| {
+                let last = used.get(k).copied().unwrap_or(i64::MAX);
+                held.contains(KIND_CACHE, k)
+                    || held.oldest_ns.is_some_and(|o| last >= o)
+                    || cutoff.is_some_and(|c| last >= c)
+            });
             for (k, _) in &remove {
                 if !opts.dry_run {
                     self.remove_cache_record_row(k)?;

@@ -98,6 +98,7 @@ impl Store {
         let name = normalize_name(name)?;
         // The ref file first: if we crash between the two, fsck finds the name in refs/.
         self.write_ref(&name, rec)?;
+        crate::crash_point("tag");
         self.put_image_row(&name, rec)
     }
 

@@ -154,6 +154,15 @@ impl Store {
             .unwrap_or_default())
     }
 
+    /// When the oldest live lease began (`None`: no build or load is running). Anything a running
+    /// build made is younger than this; maintenance uses it to leave such things alone.
+    pub fn oldest_live_lease(&self) -> Result<Option<std::time::SystemTime>> {
+        Ok(self
+            .held_by_leases()?
+            .oldest_ns
+            .map(|ns| std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns.max(0) as u64)))
+    }
+
     fn lease_is_live(&self, id: &str) -> Result<bool> {
         let path = self.lock_path(&format!("lease-{id}"));
         let file = match OpenOptions::new().write(true).open(&path) {

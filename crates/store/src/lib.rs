@@ -28,6 +28,7 @@
 
 mod blobs;
 mod checksums;
+mod crash;
 mod db;
 mod error;
 mod fsck;
@@ -39,6 +40,7 @@ mod refs;
 
 pub use blobs::BlobWriter;
 pub use checksums::{ChecksumEntry, FileStat};
+pub use crash::crash_point;
 pub use error::{Result, StoreError};
 pub use fsck::FsckReport;
 pub use gc::{DiskUsage, PruneOptions, PruneReport};

@@ -173,6 +173,17 @@ impl Store {
         })
     }
 
+    /// key -> last_used_ns of every cache record.
+    pub(crate) fn cache_record_last_used(&self) -> Result<std::collections::HashMap<String, i64>> {
+        self.db(|c| {
+            let mut stmt = c.prepare("SELECT key, last_used_ns FROM cache_records")?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(rows)
+        })
+    }
+
     pub(crate) fn remove_cache_record_row(&self, key: &str) -> Result<()> {
         self.db(|c| c.execute("DELETE FROM cache_records WHERE key = ?1", [key]))?;
         Ok(())

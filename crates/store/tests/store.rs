@@ -221,6 +221,7 @@ fn prune_keeps_images_leases_and_cache() {
         .prune(PruneOptions {
             all: false,
             dry_run: true,
+            ..Default::default()
         })
         .unwrap();
     assert!(s.has_blob(&loose));
@@ -243,6 +244,7 @@ fn prune_keeps_images_leases_and_cache() {
         .prune(PruneOptions {
             all: true,
             dry_run: false,
+            ..Default::default()
         })
         .unwrap();
     assert_eq!(r.cache_records_removed, 1);
@@ -265,6 +267,7 @@ fn prune_keeps_blobs_written_during_a_live_lease() {
         .prune(PruneOptions {
             all: true,
             dry_run: false,
+            ..Default::default()
         })
         .unwrap();
     assert_eq!(r.blobs_removed, 0);

@@ -63,6 +63,34 @@ impl Default for ApplyOptions {
     }
 }
 
+impl ApplyOptions {
+    /// The defaults, overridden by `RBUILD_MAX_LAYER_BYTES` (uncompressed bytes of one layer),
+    /// `RBUILD_MAX_LAYER_ENTRIES` (tar members) and `RBUILD_MAX_LAYER_DEPTH` (path components).
+    /// A value that is not a positive integer is an error naming the variable.
+    pub fn from_env() -> Result<ApplyOptions, String> {
+        fn var(name: &str) -> Result<Option<u64>, String> {
+            match std::env::var(name) {
+                Err(_) => Ok(None),
+                Ok(v) => match v.trim().parse::<u64>() {
+                    Ok(n) if n > 0 => Ok(Some(n)),
+                    _ => Err(format!("{name}={v:?}: expected a positive integer")),
+                },
+            }
+        }
+        let mut o = ApplyOptions::default();
+        if let Some(n) = var("RBUILD_MAX_LAYER_BYTES")? {
+            o.max_bytes = n;
+        }
+        if let Some(n) = var("RBUILD_MAX_LAYER_ENTRIES")? {
+            o.max_entries = n;
+        }
+        if let Some(n) = var("RBUILD_MAX_LAYER_DEPTH")? {
+            o.max_depth = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        Ok(o)
+    }
+}
+
 /// What [`apply_layer`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApplyStats {

@@ -1,0 +1,638 @@
+//! `rbuild prune`, `rbuild df`, `rbuild fsck`: keeping a shared store tidy and whole.
+//!
+//! These commands run beside builds (no daemon serializes anything), so each one only removes
+//! what no running build can hold:
+//! - blobs: the store's own rules (reachable from images, cache records, leases; anything written
+//!   since the oldest live lease began is kept);
+//! - cache records (`--all`): never one a running build looked up or wrote (its last use is newer
+//!   than the oldest live lease), nor one used more recently than `--filter until=…`;
+//! - snapshots: a committed snapshot is kept if a kept cache record names it, if it unpacks a
+//!   layer of a named image (`layer-<chain id>`), if a lease holds it, if it was made after the
+//!   oldest live lease began, or if a kept snapshot stacks on it. Active and view snapshots go only
+//!   when their owner process is gone (the snapshotter's flocks). A snapshot directory that
+//!   anything is mounted under (in this process's view) is never removed: removal must not cross
+//!   into a host path.
+
+use anyhow::{anyhow, Context, Result};
+use rbuild_oci::Digest;
+use rbuild_snapshotter::{Kind, Snapshotter};
+use rbuild_store::{PruneOptions, Store, KIND_SNAPSHOT};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Parse `--filter until=24h` (units s, m, h, d; Go-style `1h30m` too).
+pub fn parse_filter(f: &str) -> Result<Duration> {
+    let v = f.strip_prefix("until=").ok_or_else(|| {
+        anyhow!("--filter {f:?}: only until=DURATION is supported (e.g. until=24h)")
+    })?;
+    parse_duration(v).ok_or_else(|| {
+        anyhow!("--filter {f:?}: {v:?} is not a duration (e.g. 90s, 30m, 24h, 7d, 1h30m)")
+    })
+}
+
+fn parse_duration(s: &str) -> Option<Duration> {
+    let mut total = 0u64;
+    let mut num = String::new();
+    if s.is_empty() {
+        return None;
+    }
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: u64 = num.parse().ok()?;
+        num.clear();
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86400,
+            _ => return None,
+        };
+        total = total.checked_add(n.checked_mul(unit)?)?;
+    }
+    if !num.is_empty() {
+        return None; // a number without a unit
+    }
+    Some(Duration::from_secs(total))
+}
+
+fn open_snapshotter(store: &Store) -> Result<Snapshotter> {
+    Snapshotter::open(&store.root().join("snapshots")).context("opening the snapshotter")
+}
+
+/// Every mountpoint this process sees (octal escapes of /proc/self/mountinfo decoded).
+fn mountpoints() -> Vec<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(unescape_mountinfo(m)))
+        .collect()
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Mountpoints at or under `dir`.
+fn mounts_under<'a>(mounts: &'a [PathBuf], dir: &Path) -> Vec<&'a PathBuf> {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    mounts.iter().filter(|m| m.starts_with(&dir)).collect()
+}
+
+/// Chain-id snapshot names (`layer-<hex>`) of every named image's layers.
+fn image_snapshot_names(store: &Store) -> Result<HashSet<String>> {
+    let mut out = HashSet::new();
+    for (_, rec) in store.list_images()? {
+        let Ok(m) = rbuild_image::read_manifest(store, &rec.manifest) else {
+            continue; // an index or a broken image: fsck's business
+        };
+        let Ok(config) = rbuild_image::read_config(store, &m.config.digest) else {
+            continue;
+        };
+        let mut prev: Option<Digest> = None;
+        for diff_id in &config.rootfs.diff_ids {
+            let cid = match &prev {
+                None => diff_id.clone(),
+                Some(p) => Digest::sha256_of(format!("{p} {diff_id}").as_bytes()),
+            };
+            out.insert(format!("layer-{}", cid.hex()));
+            prev = Some(cid);
+        }
+    }
+    Ok(out)
+}
+
+/// Snapshot names the cache records name.
+fn record_snapshot_names(store: &Store) -> Result<HashSet<String>> {
+    Ok(store
+        .cache_records()?
+        .into_iter()
+        .filter_map(|(_, v)| {
+            serde_json::from_str::<serde_json::Value>(&v)
+                .ok()?
+                .get("snapshot")?
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect())
+}
+
+/// Disk usage of a tree (allocated blocks, hardlinks counted once, one file system).
+fn du(dir: &Path) -> u64 {
+    let Ok(top) = std::fs::symlink_metadata(dir) else {
+        return 0;
+    };
+    let dev = top.dev();
+    let mut seen = HashSet::new();
+    let mut total = 0u64;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(m) = e.path().symlink_metadata() else {
+                continue;
+            };
+            if m.dev() != dev {
+                continue; // a mount: not ours to count
+            }
+            if m.nlink() > 1 && !m.is_dir() && !seen.insert(m.ino()) {
+                continue;
+            }
+            total += m.blocks() * 512;
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    total
+}
+
+fn human(n: u64) -> String {
+    const UNITS: &[&str] = &["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u + 1 < UNITS.len() {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        return format!("{n}B");
+    }
+    let s = format!("{v:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    format!("{s}{}", UNITS[u])
+}
+
+/// What snapshot pruning did.
+#[derive(Default)]
+struct SnapPrune {
+    removed: u64,
+    bytes: u64,
+    stale: u64,
+    skipped_mounted: Vec<(String, PathBuf)>,
+}
+
+fn prune_snapshots(
+    store: &Store,
+    snaps: &Snapshotter,
+    until: Option<Duration>,
+    dry_run: bool,
+) -> Result<SnapPrune> {
+    let mut out = SnapPrune::default();
+    let mounts = mountpoints();
+    let sroot = snaps.root().to_path_buf();
+    if mounts_under(&mounts, &sroot).is_empty() {
+        if !dry_run {
+            let r = snaps.cleanup_stale().context("removing stale snapshots")?;
+            out.stale = r.removed.len() as u64 + r.orphan_dirs;
+        }
+    } else {
+        eprintln!(
+            "warning: something is mounted under {}; stale snapshots are left alone",
+            sroot.display()
+        );
+    }
+    let list = snaps.list().context("listing snapshots")?;
+    let mut keep: HashSet<String> = record_snapshot_names(store)?;
+    keep.extend(image_snapshot_names(store)?);
+    keep.extend(store.leased_resources(KIND_SNAPSHOT)?);
+    let lease_start = store
+        .oldest_live_lease()?
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_secs() as i64 - 1);
+    let cutoff = until
+        .and_then(|u| SystemTime::now().checked_sub(u))
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_secs() as i64);
+    let by_name: HashMap<&str, &rbuild_snapshotter::Info> =
+        list.iter().map(|i| (i.name.as_str(), i)).collect();
+    for i in &list {
+        let young =
+            lease_start.is_some_and(|s| i.created >= s) || cutoff.is_some_and(|c| i.created >= c);
+        if i.kind != Kind::Committed || young {
+            keep.insert(i.name.clone());
+        }
+    }
+    // Whatever a kept snapshot stacks on is kept too.
+    let mut stack: Vec<String> = keep.iter().cloned().collect();
+    while let Some(n) = stack.pop() {
+        if let Some(p) = by_name.get(n.as_str()).and_then(|i| i.parent.clone()) {
+            if keep.insert(p.clone()) {
+                stack.push(p);
+            }
+        }
+    }
+    // Newest first: children before their parents.
+    let mut doomed: Vec<&rbuild_snapshotter::Info> =
+        list.iter().filter(|i| !keep.contains(&i.name)).collect();
+    doomed.sort_by_key(|i| std::cmp::Reverse((i.created, i.id)));
+    let mut blocked: BTreeSet<String> = BTreeSet::new();
+    for i in doomed {
+        let dir = sroot.join(i.id.to_string());
+        let under = mounts_under(&mounts, &dir);
+        if let Some(m) = under.first() {
+            out.skipped_mounted.push((i.name.clone(), (*m).clone()));
+            // Its parents must stay: a child is still there.
+            let mut p = i.parent.clone();
+            while let Some(n) = p {
+                blocked.insert(n.clone());
+                p = by_name.get(n.as_str()).and_then(|x| x.parent.clone());
+            }
+            continue;
+        }
+        if blocked.contains(&i.name) {
+            continue;
+        }
+        let size = du(&dir);
+        if !dry_run {
+            if let Err(e) = snaps.remove(&i.name) {
+                eprintln!("warning: snapshot {}: {e}", i.name);
+                continue;
+            }
+        }
+        out.removed += 1;
+        out.bytes += size;
+    }
+    Ok(out)
+}
+
+pub fn prune(
+    store: &Store,
+    all: bool,
+    filter: &[String],
+    dry_run: bool,
+    force: bool,
+) -> Result<ExitCode> {
+    let mut until = None;
+    for f in filter {
+        until = Some(parse_filter(f)?);
+    }
+    if !force && !dry_run {
+        use std::io::IsTerminal;
+        if std::io::stdin().is_terminal() {
+            eprint!(
+                "WARNING! This will remove {}build cache not used by images. Are you sure you want to continue? [y/N] ",
+                if all { "all " } else { "" }
+            );
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            if !matches!(line.trim(), "y" | "Y" | "yes") {
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+    }
+    let snaps = open_snapshotter(store)?;
+    // Records first (they decide which snapshots and blobs stay), then snapshots, then blobs.
+    let report = store
+        .prune(PruneOptions {
+            all,
+            dry_run,
+            until,
+        })
+        .with_context(|| format!("pruning the store at {}", store.root().display()))?;
+    let sp = prune_snapshots(store, &snaps, until, dry_run)?;
+    for (name, m) in &sp.skipped_mounted {
+        eprintln!(
+            "warning: snapshot {name} kept: {} is mounted inside it",
+            m.display()
+        );
+    }
+    let verb = if dry_run { "would remove" } else { "removed" };
+    println!(
+        "{verb}: {} cache records, {} snapshots ({} stale), {} blobs, {} layer variants, {} temp files",
+        report.cache_records_removed,
+        sp.removed,
+        sp.stale,
+        report.blobs_removed,
+        report.layer_variants_removed,
+        report.ingest_files_removed
+    );
+    println!(
+        "Total reclaimed space: {}",
+        human(report.bytes_freed + sp.bytes)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn df(store: &Store) -> Result<ExitCode> {
+    let u = store
+        .disk_usage()
+        .with_context(|| format!("measuring the store at {}", store.root().display()))?;
+    let snaps = open_snapshotter(store)?;
+    let list = snaps.list().context("listing snapshots")?;
+    let snap_bytes = du(snaps.root());
+    let cm = store.root().join("cache-mounts");
+    let cm_count = std::fs::read_dir(&cm).map(|d| d.count()).unwrap_or(0);
+    let cm_bytes = du(&cm);
+    println!(
+        "{:<16}{:>8}{:>14}{:>14}",
+        "TYPE", "TOTAL", "SIZE", "RECLAIMABLE"
+    );
+    println!(
+        "{:<16}{:>8}{:>14}{:>14}",
+        "Images",
+        u.images,
+        human(u.image_bytes),
+        "0B"
+    );
+    println!(
+        "{:<16}{:>8}{:>14}{:>14}",
+        "Build cache",
+        u.cache_records,
+        human(u.cache_bytes),
+        human(u.reclaimable_bytes)
+    );
+    println!(
+        "{:<16}{:>8}{:>14}{:>14}",
+        "Snapshots",
+        list.len(),
+        human(snap_bytes),
+        "-"
+    );
+    println!(
+        "{:<16}{:>8}{:>14}{:>14}",
+        "Cache mounts",
+        cm_count,
+        human(cm_bytes),
+        human(cm_bytes)
+    );
+    println!(
+        "{:<16}{:>8}{:>14}{:>14}",
+        "Blobs (all)",
+        u.blobs,
+        human(u.blob_bytes),
+        human(u.reclaimable_bytes)
+    );
+    if u.ingest_bytes > 0 {
+        println!(
+            "{:<16}{:>8}{:>14}{:>14}",
+            "Temp (ingest)",
+            "-",
+            human(u.ingest_bytes),
+            human(u.ingest_bytes)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Snapshot problems fsck looks for.
+#[derive(Default)]
+struct SnapFsck {
+    checked: usize,
+    /// Committed snapshots whose layer dir is gone.
+    missing_dirs: Vec<String>,
+    /// Active/view snapshots whose owner is gone, and dirs without metadata.
+    stale: Vec<String>,
+    /// Cache records naming a snapshot that is not there (not an error: rebuilt from the layer).
+    records_without_snapshot: usize,
+}
+
+fn fsck_snapshots(store: &Store, snaps: &Snapshotter) -> Result<SnapFsck> {
+    let mut out = SnapFsck::default();
+    let list = snaps.list().context("listing snapshots")?;
+    out.checked = list.len();
+    let ids: HashSet<i64> = list.iter().map(|i| i.id).collect();
+    let names: HashSet<&str> = list.iter().map(|i| i.name.as_str()).collect();
+    for i in &list {
+        let dir = snaps.root().join(i.id.to_string());
+        match i.kind {
+            Kind::Committed => {
+                if !dir.join("fs").is_dir() {
+                    out.missing_dirs.push(i.name.clone());
+                }
+            }
+            Kind::Active | Kind::View => {
+                let gone = match std::fs::File::open(dir.join("lock")) {
+                    Err(_) => true,
+                    // flock, as the snapshotter's owners hold it.
+                    Ok(f) => f.try_lock().is_ok(),
+                };
+                if gone {
+                    out.stale.push(i.name.clone());
+                }
+            }
+        }
+    }
+    if let Ok(rd) = std::fs::read_dir(snaps.root()) {
+        for e in rd.flatten() {
+            if let Some(id) = e.file_name().to_str().and_then(|n| n.parse::<i64>().ok()) {
+                if !ids.contains(&id) {
+                    out.stale.push(format!("directory {}", e.path().display()));
+                }
+            }
+        }
+    }
+    out.records_without_snapshot = record_snapshot_names(store)?
+        .iter()
+        .filter(|n| !names.contains(n.as_str()))
+        .count();
+    Ok(out)
+}
+
+pub fn fsck(root: &Path, repair: bool) -> Result<ExitCode> {
+    let (store, moved) = if repair {
+        Store::open_for_repair(root)
+            .with_context(|| format!("opening the store at {} for repair", root.display()))?
+    } else {
+        (
+            Store::open(root).with_context(|| {
+                format!(
+                    "opening the store at {} (run `rbuild fsck --repair` to rebuild a broken database)",
+                    root.display()
+                )
+            })?,
+            None,
+        )
+    };
+    if let Some(m) = &moved {
+        println!(
+            "meta.db could not be opened; moved aside to {}",
+            m.display()
+        );
+    }
+    let r = store
+        .fsck(repair)
+        .with_context(|| format!("checking the store at {}", root.display()))?;
+    let mut problems = 0usize;
+    let mut say = |what: String| {
+        problems += 1;
+        println!("{what}");
+    };
+    if let Some(p) = &r.db_problem {
+        say(format!("database: {p}"));
+    }
+    if let Some(p) = &r.db_moved_aside {
+        println!("database moved aside to {}", p.display());
+    }
+    for d in &r.corrupt_blobs {
+        say(format!("blob {d}: content does not match its digest"));
+    }
+    for p in &r.stray_files {
+        say(format!("stray file {}", p.display()));
+    }
+    for n in &r.names_restored {
+        say(format!(
+            "image {n}: known only from refs/ (re-registered by --repair)"
+        ));
+    }
+    for n in &r.refs_rewritten {
+        say(format!("image {n}: ref file missing or stale"));
+    }
+    for (p, why) in &r.bad_ref_files {
+        say(format!("ref file {}: {why}", p.display()));
+    }
+    for (n, why) in &r.broken_images {
+        say(format!("image {n}: {why}"));
+    }
+    for (k, why) in &r.broken_layer_variants {
+        say(format!("layer variant {k}: {why}"));
+    }
+    for (k, why) in &r.broken_cache_records {
+        say(format!("cache record {k}: {why}"));
+    }
+
+    // Snapshots: a broken snapshot db is moved aside with --repair (snapshots are a cache: every
+    // one can be made again from the blobs).
+    let sroot = store.root().join("snapshots");
+    let snaps = match Snapshotter::open(&sroot) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            say(format!("snapshots: {e}"));
+            if repair {
+                let aside = store.root().join(format!(
+                    "snapshots.corrupt-{}",
+                    SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map(|d| d.as_nanos())
+                        .unwrap_or(0)
+                ));
+                std::fs::rename(&sroot, &aside).with_context(|| {
+                    format!("moving {} aside to {}", sroot.display(), aside.display())
+                })?;
+                println!("snapshots moved aside to {}", aside.display());
+                Some(open_snapshotter(&store)?)
+            } else {
+                None
+            }
+        }
+    };
+    let mut snap_checked = 0;
+    if let Some(snaps) = snaps {
+        let sf = fsck_snapshots(&store, &snaps)?;
+        snap_checked = sf.checked;
+        for n in &sf.missing_dirs {
+            say(format!("snapshot {n}: its layer directory is missing"));
+        }
+        for n in &sf.stale {
+            say(format!("snapshot {n}: left by a process that is gone"));
+        }
+        if repair {
+            let mounts = mountpoints();
+            if !sf.stale.is_empty() {
+                if mounts_under(&mounts, snaps.root()).is_empty() {
+                    snaps.cleanup_stale().context("removing stale snapshots")?;
+                } else {
+                    eprintln!(
+                        "warning: something is mounted under {}; stale snapshots left",
+                        snaps.root().display()
+                    );
+                }
+            }
+            if !sf.missing_dirs.is_empty() {
+                // Remove the broken ones and everything stacked on them, newest first.
+                let list = snaps.list()?;
+                let mut bad: HashSet<String> = sf.missing_dirs.iter().cloned().collect();
+                let mut sorted: Vec<_> = list.iter().collect();
+                sorted.sort_by_key(|i| (i.created, i.id));
+                for i in &sorted {
+                    if i.parent.as_ref().is_some_and(|p| bad.contains(p)) {
+                        bad.insert(i.name.clone());
+                    }
+                }
+                for i in sorted.iter().rev().filter(|i| bad.contains(&i.name)) {
+                    snaps
+                        .remove(&i.name)
+                        .with_context(|| format!("removing broken snapshot {}", i.name))?;
+                }
+            }
+        }
+        if sf.records_without_snapshot > 0 {
+            println!(
+                "note: {} cache records name a snapshot that is gone (it is rebuilt from its layer when used)",
+                sf.records_without_snapshot
+            );
+        }
+    }
+    println!(
+        "checked {} blobs, {} images, {} snapshots: {}",
+        r.blobs_checked,
+        store.list_images().map(|l| l.len()).unwrap_or(0),
+        snap_checked,
+        match (problems, repair) {
+            (0, _) => "clean".to_string(),
+            (n, true) => format!("{n} problems, repaired"),
+            (n, false) => format!("{n} problems (run `rbuild fsck --repair` to fix)"),
+        }
+    );
+    Ok(if problems == 0 || repair {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("24h"), Some(Duration::from_secs(86400)));
+        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("7d"), Some(Duration::from_secs(7 * 86400)));
+        assert_eq!(parse_duration("10"), None);
+        assert_eq!(parse_duration("h"), None);
+        assert_eq!(parse_duration(""), None);
+        assert_eq!(parse_duration("5x"), None);
+        assert!(parse_filter("until=24h").is_ok());
+        assert!(parse_filter("label=x").is_err());
+    }
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape_mountinfo(r"/a\040b"), "/a b");
+        assert_eq!(unescape_mountinfo(r"/x\\"), r"/x\\");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+    }
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human(0), "0B");
+        assert_eq!(human(999), "999B");
+        assert_eq!(human(1500), "1.5kB");
+        assert_eq!(human(2_000_000), "2MB");
+    }
+}
