@@ -277,11 +277,21 @@ pub(crate) async fn realize(run: Arc<Run>, id: VertexId) -> Result<Realized, Sol
                 .await
                 .map_err(|e| SolveError::Internal(format!("unpack task failed: {e}")))?
         }
-        Op::Source(Source::Http { .. }) => Err(step_err(
-            &run,
-            id,
-            "ADD from a URL is not supported yet".to_string(),
-        )),
+        Op::Source(Source::Http {
+            url,
+            checksum,
+            filename,
+        }) => {
+            let (url, checksum, filename) = (url.clone(), checksum.clone(), filename.clone());
+            let r2 = run.clone();
+            let n2 = node.clone();
+            tokio::task::spawn_blocking(move || {
+                crate::http::realize(&r2, &n2, &url, checksum.as_ref(), &filename)
+                    .map_err(|e| step_err(&r2, n2.id, e))
+            })
+            .await
+            .map_err(|e| SolveError::Internal(format!("download task failed: {e}")))?
+        }
         Op::Exec(_) | Op::File(_) => {
             if let Some(rec) = node.record.clone() {
                 // Cached: the snapshot may still be there; else rebuild it from the layer blob.

@@ -22,6 +22,7 @@
 
 pub mod events;
 mod exec;
+mod http;
 pub mod key;
 pub mod record;
 pub mod remote;

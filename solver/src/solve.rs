@@ -146,9 +146,11 @@ impl Solver {
         let run_numbers = AtomicU32::new(1);
 
         // Pass 1: keys (context checksums run on the blocking pool, in parallel per selection).
-        let content = self
+        let mut content = self
             .context_checksums(&def, &order, &run_numbers, &ctx_number)
             .await?;
+        // ADD <url> without --checksum: downloaded now and keyed by its content.
+        crate::http::content_keys(&self, &def, &order, &mut content).await?;
         for &id in &order {
             let v = def.graph.vertex(id);
             let inputs = def.graph.inputs(id);

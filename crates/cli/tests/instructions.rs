@@ -1,0 +1,560 @@
+//! Issue 5: every instruction does what docker does. Each test builds a real image from the busybox
+//! base (as root) and checks the result from inside a later RUN (its output lines, `KEY=value`) or
+//! from the image unpacked by umoci.
+
+mod common;
+use common::*;
+use std::path::Path;
+use std::process::Command;
+
+/// Build `dockerfile` in a context with `files`; assert success; return the build's stderr (the
+/// plain progress, which carries every RUN's output lines).
+fn build_with(env: &Env, name: &str, dockerfile: &str, files: &[(&str, &str)]) -> String {
+    let mut all: Vec<(&str, &str)> = files.to_vec();
+    all.push(("Dockerfile", dockerfile));
+    let ctx = env.context(name, &all);
+    let (_, err) = env.build_ok(&["-t", &format!("{name}:t"), ctx.to_str().unwrap()]);
+    err
+}
+
+/// The value printed by a RUN as `KEY=value` (first occurrence), from plain progress output.
+fn val(log: &str, key: &str) -> String {
+    let pat = format!("{key}=");
+    for line in log.lines() {
+        // Plain progress: `#N 0.123 KEY=value`.
+        if let Some(pos) = line.find(&pat) {
+            let before = &line[..pos];
+            if before.ends_with(' ') || before.is_empty() {
+                return line[pos + pat.len()..].trim_end().to_string();
+            }
+        }
+    }
+    panic!("no {key}= line in the build output:\n{log}")
+}
+
+/// Build and expect failure; return stderr.
+fn build_fails(env: &Env, name: &str, dockerfile: &str, files: &[(&str, &str)]) -> String {
+    let mut all: Vec<(&str, &str)> = files.to_vec();
+    all.push(("Dockerfile", dockerfile));
+    let ctx = env.context(name, &all);
+    let out = env.rbuild(&["build", "--progress=plain", ctx.to_str().unwrap()]);
+    assert!(
+        !out.status.success(),
+        "build should have failed:\n{}",
+        stderr(&out)
+    );
+    stderr(&out)
+}
+
+#[test]
+fn copy_sources_and_destinations() {
+    if !require_root(&[]) {
+        return;
+    }
+    let env = Env::with_busybox();
+    let log = build_with(
+        &env,
+        "srcdst",
+        r#"FROM busybox
+WORKDIR /w
+COPY a.txt b.txt /multi/
+COPY dir /dircontents
+COPY dir/ /dircontents2
+COPY *.txt /glob/
+COPY d?r/sub/* /globdir/
+COPY a.txt rel
+COPY a.txt sub/
+COPY a.txt /slash/
+COPY a.txt /noslash
+COPY ["with space.txt", "/sp ace/"]
+RUN echo "MULTI=$(ls /multi | tr '\n' ,)"; \
+    echo "DIR=$(cd /dircontents && find . | sort | tr '\n' ,)"; \
+    echo "DIR2=$(cd /dircontents2 && find . | sort | tr '\n' ,)"; \
+    echo "GLOB=$(ls /glob | tr '\n' ,)"; \
+    echo "GLOBDIR=$(ls /globdir | tr '\n' ,)"; \
+    echo "REL=$(cat /w/rel)"; \
+    echo "RELDIR=$(cat /w/sub/a.txt)"; \
+    echo "SLASH=$(cat /slash/a.txt)"; \
+    echo "NOSLASH=$(test -f /noslash && cat /noslash)"; \
+    echo "SPACE=$(cat '/sp ace/with space.txt')"
+"#,
+        &[
+            ("a.txt", "A"),
+            ("b.txt", "B"),
+            ("c.md", "C"),
+            ("with space.txt", "S"),
+            ("dir/x", "X"),
+            ("dir/sub/y", "Y"),
+        ],
+    );
+    assert_eq!(val(&log, "MULTI"), "a.txt,b.txt,");
+    // A directory source copies its contents, not the directory itself.
+    assert_eq!(val(&log, "DIR"), ".,./sub,./sub/y,./x,");
+    assert_eq!(val(&log, "DIR2"), ".,./sub,./sub/y,./x,");
+    assert_eq!(val(&log, "GLOB"), "a.txt,b.txt,with space.txt,");
+    assert_eq!(val(&log, "GLOBDIR"), "y,");
+    assert_eq!(val(&log, "REL"), "A");
+    assert_eq!(val(&log, "RELDIR"), "A");
+    assert_eq!(val(&log, "SLASH"), "A");
+    assert_eq!(val(&log, "NOSLASH"), "A");
+    assert_eq!(val(&log, "SPACE"), "S");
+}
+
+#[test]
+fn copy_missing_source_names_the_path() {
+    if !require_root(&[]) {
+        return;
+    }
+    let env = Env::with_busybox();
+    let err = build_fails(
+        &env,
+        "missing",
+        "FROM busybox\nCOPY nope.txt /x\n",
+        &[("a.txt", "A")],
+    );
+    assert!(err.contains("nope.txt"), "{err}");
+    // Excluded by .dockerignore: the error names the rule.
+    let err = build_fails(
+        &env,
+        "ignored",
+        "FROM busybox\nCOPY secret.txt /x\n",
+        &[("secret.txt", "S"), (".dockerignore", "secret.txt\n")],
+    );
+    assert!(
+        err.contains("secret.txt") && err.contains(".dockerignore"),
+        "{err}"
+    );
+}
+
+#[test]
+fn copy_from_stage_image_and_index() {
+    if !require_root(&[]) {
+        return;
+    }
+    let env = Env::with_busybox();
+    let log = build_with(
+        &env,
+        "from",
+        r#"FROM busybox AS first
+RUN echo one > /one && mkdir -p /tree/d && echo t > /tree/d/f
+FROM busybox
+COPY --from=first /one /a
+COPY --from=0 /one /b
+COPY --from=first /tree /tree
+COPY --from=busybox /etc/group /c
+RUN echo "A=$(cat /a)"; echo "B=$(cat /b)"; echo "T=$(cat /tree/d/f)"; echo "C=$(grep -c wheel /c)"
+"#,
+        &[],
+    );
+    assert_eq!(val(&log, "A"), "one");
+    assert_eq!(val(&log, "B"), "one");
+    assert_eq!(val(&log, "T"), "t");
+    assert_eq!(val(&log, "C"), "1");
+}
+
+#[test]
+fn copy_chown_and_chmod() {
+    if !require_root(&[]) {
+        return;
+    }
+    let env = Env::with_busybox();
+    let log = build_with(
+        &env,
+        "chown",
+        r#"FROM busybox
+COPY --chown=app:wheel a.txt /o/byname
+COPY --chown=1000:10 a.txt /o/byid
+COPY --chown=app a.txt /o/useronly
+COPY --chown=4242:4343 a.txt /o/unknownids
+COPY --chown=app:app dir /o/dir
+COPY --chmod=0755 a.txt /o/oct
+COPY --chmod=u+x,g-r a.txt /o/sym
+COPY --chmod=600 dir /o/dirmode
+RUN for f in byname byid useronly unknownids dir dir/x oct sym dirmode/x; do \
+      echo "$(echo $f | tr / _)=$(stat -c %u:%g:%a /o/$f)"; done
+"#,
+        &[("a.txt", "A"), ("dir/x", "X")],
+    );
+    assert_eq!(val(&log, "byname"), "1000:10:644");
+    assert_eq!(val(&log, "byid"), "1000:10:644");
+    // A user without a group takes the user's primary group from the image's /etc/passwd.
+    assert_eq!(val(&log, "useronly"), "1000:1000:644");
+    assert_eq!(val(&log, "unknownids"), "4242:4343:644");
+    assert_eq!(val(&log, "dir_x"), "1000:1000:644");
+    assert_eq!(val(&log, "oct"), "0:0:755");
+    assert_eq!(val(&log, "sym"), "0:0:704");
+    assert_eq!(val(&log, "dirmode_x"), "0:0:600");
+}
+
+#[test]
+fn copy_chown_unknown_name_is_an_error() {
+    if !require_root(&[]) {
+        return;
+    }
+    let env = Env::with_busybox();
+    let err = build_fails(
+        &env,
+        "chownbad",
+        "FROM busybox\nCOPY --chown=nosuchuser a.txt /x\n",
+        &[("a.txt", "A")],
+    );
+    assert!(err.contains("nosuchuser"), "{err}");
+}
+
+#[test]
+fn copy_parents_exclude_link() {
+    if !require_root(&[]) {
+        return;
+    }
+    let env = Env::with_busybox();
+    let log = build_with(
+        &env,
+        "pel",
+        r#"FROM busybox
+COPY --parents a/x/f1 b/y/f2 /par/
+COPY --exclude=*.md --exclude=b . /ex/
+COPY --link a.txt /lnk/a.txt
+RUN echo "PAR=$(cd /par && find . -type f | sort | tr '\n' ,)"; \
+    echo "EX=$(cd /ex && find . | sort | tr '\n' ,)"; \
+    echo "LINK=$(cat /lnk/a.txt)"
+"#,
+        &[
+            ("a/x/f1", "1"),
+            ("b/y/f2", "2"),
+            ("a.txt", "A"),
+            ("c.md", "C"),
+        ],
+    );
+    assert_eq!(val(&log, "PAR"), "./a/x/f1,./b/y/f2,");
+    assert_eq!(
+        val(&log, "EX"),
+        ".,./Dockerfile,./a,./a.txt,./a/x,./a/x/f1,"
+    );
+    // --link gives the right files (whether the layer is independent of its parent is not
+    // checked here).
+    assert_eq!(val(&log, "LINK"), "A");
+}
+
+fn tar_ctx(env: &Env, ctx: &Path, name: &str, flag: &str) -> bool {
+    let src = env.path("tarsrc");
+    std::fs::create_dir_all(src.join("top/sub")).unwrap();
+    std::fs::write(src.join("top/sub/file"), "in-tar").unwrap();
+    Command::new("tar")
+        .arg(flag)
+        .arg("-cf")
+        .arg(ctx.join(name))
+        .arg("-C")
+        .arg(&src)
+        .arg("top")
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+#[test]
+fn add_extracts_local_archives() {
+    if !require_root(&["tar"]) {
+        return;
+    }
+    let env = Env::with_busybox();
+    let ctx = env.context("addtar", &[("plain.txt", "P")]);
+    let mut kinds = vec![];
+    for (name, flag, tool) in [
+        ("t.tar", "--no-auto-compress", "tar"),
+        ("t.tar.gz", "--gzip", "gzip"),
+        ("t.tar.zst", "--zstd", "zstd"),
+        ("t.tar.xz", "--xz", "xz"),
+        ("t.tar.bz2", "--bzip2", "bzip2"),
+    ] {
+        if which(tool).is_none() {
+            eprintln!("note: {tool} missing, {name} not tested");
+            continue;
+        }
+        assert!(tar_ctx(&env, &ctx, name, flag), "making {name}");
+        kinds.push(name);
+    }
+    // A misleading name: the content decides.
+    std::fs::copy(ctx.join("t.tar.gz"), ctx.join("gz-without-suffix")).unwrap();
+    let mut df = String::from("FROM busybox\n");
+    for (i, k) in kinds.iter().enumerate() {
+        df.push_str(&format!("ADD {k} /x{i}/\n"));
+    }
+    df.push_str("ADD gz-without-suffix /nosuffix/\nADD plain.txt /plain/\n");
+    df.push_str("COPY t.tar.gz /copied/\nRUN ");
+    for i in 0..kinds.len() {
+        df.push_str(&format!("echo \"X{i}=$(cat /x{i}/top/sub/file)\"; "));
+    }
+    df.push_str("echo \"NOSUF=$(cat /nosuffix/top/sub/file)\"; echo \"PLAIN=$(cat /plain/plain.txt)\"; echo \"COPIED=$(ls /copied)\"\n");
+    std::fs::write(ctx.join("Dockerfile"), df).unwrap();
+    let (_, log) = env.build_ok(&[ctx.to_str().unwrap()]);
+    for i in 0..kinds.len() {
+        assert_eq!(val(&log, &format!("X{i}")), "in-tar", "{}", kinds[i]);
+    }
+    assert_eq!(val(&log, "NOSUF"), "in-tar");
+    assert_eq!(val(&log, "PLAIN"), "P");
+    // COPY never extracts.
+    assert_eq!(val(&log, "COPIED"), "t.tar.gz");
+}
+
+#[test]
+fn symlink_rules() {
+    if !require_root(&[]) {
+        return;
+    }
+    let env = Env::with_busybox();
+    let sentinel_dir = env.path("host-sentinel");
+    std::fs::create_dir_all(&sentinel_dir).unwrap();
+    std::fs::write(sentinel_dir.join("keep"), "host").unwrap();
+    let ctx = env.context("links", &[("a.txt", "A"), ("dir/x", "X")]);
+    std::os::unix::fs::symlink("a.txt", ctx.join("rel-link")).unwrap();
+    std::os::unix::fs::symlink("x", ctx.join("dir/lx")).unwrap();
+    std::os::unix::fs::symlink(sentinel_dir.join("keep"), ctx.join("host-link")).unwrap();
+    let df = format!(
+        r#"FROM busybox
+RUN mkdir /real && ln -s /real /via && ln -s {host} /esc
+COPY rel-link /followed
+COPY dir /d
+COPY a.txt /via/through.txt
+COPY a.txt /esc/escaped.txt
+RUN echo "FOLLOWED=$(test -L /followed && echo link || cat /followed)"; \
+    echo "KEPT=$(readlink /d/lx)"; \
+    echo "THROUGH=$(cat /real/through.txt)"; \
+    echo "ESC=$(cat {host}/escaped.txt)"
+"#,
+        host = sentinel_dir.display()
+    );
+    std::fs::write(ctx.join("Dockerfile"), df).unwrap();
+    let (_, log) = env.build_ok(&[ctx.to_str().unwrap()]);
+    // A source symlink is followed (inside the context) and its target's content copied.
+    assert_eq!(val(&log, "FOLLOWED"), "A");
+    // Symlinks inside a copied directory stay symlinks.
+    assert_eq!(val(&log, "KEPT"), "x");
+    // A destination through an absolute symlink in the image resolves inside the rootfs.
+    assert_eq!(val(&log, "THROUGH"), "A");
+    assert_eq!(val(&log, "ESC"), "A");
+    let names: Vec<_> = std::fs::read_dir(&sentinel_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        names,
+        vec![std::ffi::OsString::from("keep")],
+        "host dir changed"
+    );
+    assert_eq!(
+        std::fs::read_to_string(sentinel_dir.join("keep")).unwrap(),
+        "host"
+    );
+
+    // A symlink to a host path is not found in the context.
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nCOPY host-link /x\n").unwrap();
+    let out = env.rbuild(&["build", "--progress=plain", ctx.to_str().unwrap()]);
+    assert!(
+        !out.status.success(),
+        "copying a link to a host path must fail"
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("host-link") || err.contains("not found"),
+        "{err}"
+    );
+}
+
+#[test]
+fn copied_files_in_the_unpacked_image() {
+    if !require_root(&["umoci"]) {
+        return;
+    }
+    let env = Env::with_busybox();
+    let ctx = env.context("umoci", &[("a.txt", "A"), ("dir/x", "X")]);
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nCOPY --chown=1000:10 --chmod=750 a.txt /app/a\nCOPY dir /app/dir\n",
+    )
+    .unwrap();
+    let tar = env.path("img.tar");
+    env.build_ok(&[
+        "-t",
+        "u:1",
+        "--output",
+        &format!("type=oci,dest={}", tar.display()),
+        ctx.to_str().unwrap(),
+    ]);
+    let bundle = umoci_bundle(&env, &tar, "u:1");
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(bundle.join("rootfs/app/a")).unwrap();
+    assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (1000, 10, 0o750));
+    assert_eq!(
+        std::fs::read_to_string(bundle.join("rootfs/app/dir/x")).unwrap(),
+        "X"
+    );
+}
+
+#[test]
+fn run_user_groups_and_workdir() {
+    if !require_root(&[]) {
+        return;
+    }
+    let env = Env::with_busybox();
+    let log = build_with(
+        &env,
+        "user",
+        r#"FROM busybox
+USER app
+WORKDIR /made/by/workdir
+RUN echo "ID=$(id -u):$(id -g):$(id -G | tr ' ' ,)"; echo "PWD=$(pwd)"; \
+    echo "WD=$(stat -c %u:%g /made/by/workdir)"
+USER 1000:10
+RUN echo "NUM=$(id -u):$(id -g)"
+USER root
+RUN echo "ROOT=$(id -u):$(id -G | tr ' ' ,)"
+"#,
+        &[],
+    );
+    assert_eq!(val(&log, "ID"), "1000:1000:1000,10");
+    assert_eq!(val(&log, "PWD"), "/made/by/workdir");
+    // Docker (BuildKit) creates a missing WORKDIR owned by the USER in effect.
+    assert_eq!(val(&log, "WD"), "1000:1000");
+    assert_eq!(val(&log, "NUM"), "1000:10");
+    assert_eq!(val(&log, "ROOT"), "0:0,10");
+}
+
+/// A python3 http.server on 127.0.0.1 serving `dir`; killed on drop.
+struct HttpServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl HttpServer {
+    fn start(dir: &Path) -> Option<HttpServer> {
+        which("python3")?;
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").ok()?;
+            l.local_addr().ok()?.port()
+        };
+        let child = Command::new("python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1"])
+            .arg(port.to_string())
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let s = HttpServer { child, port };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(s);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        None
+    }
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}/{path}", self.port)
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn set_mtime(p: &Path, secs: u64) {
+    let f = std::fs::File::options().write(true).open(p).unwrap();
+    f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+        .unwrap();
+}
+
+#[test]
+fn add_from_http_url() {
+    if !require_root(&["python3"]) {
+        return;
+    }
+    let env = Env::with_busybox();
+    let www = env.path("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("f.txt"), "v1").unwrap();
+    set_mtime(&www.join("f.txt"), 1_000_000_000);
+    std::fs::write(www.join("g.txt"), "stable").unwrap();
+    let Some(srv) = HttpServer::start(&www) else {
+        eprintln!("SKIP: could not start python3 -m http.server");
+        return;
+    };
+    let g_sum = format!("sha256:{}", sha256_hex(b"stable"));
+    let df = format!(
+        r#"FROM busybox
+ADD {f} /dl/
+ADD --checksum={g_sum} {g} /chk/named
+ADD --chmod=644 {g} /chmodded
+RUN echo "F=$(cat /dl/f.txt)"; echo "FSTAT=$(stat -c %a:%u:%g:%Y /dl/f.txt)"; \
+    echo "G=$(cat /chk/named)"; echo "GMODE=$(stat -c %a /chk/named)"; echo "CH=$(stat -c %a /chmodded)"
+"#,
+        f = srv.url("f.txt"),
+        g = srv.url("g.txt"),
+    );
+    let ctx = env.context("http", &[("Dockerfile", &df)]);
+    let (_, log) = env.build_ok(&[ctx.to_str().unwrap()]);
+    assert_eq!(val(&log, "F"), "v1");
+    // Mode 600, root, Last-Modified as mtime.
+    assert_eq!(val(&log, "FSTAT"), "600:0:0:1000000000");
+    assert_eq!(val(&log, "G"), "stable");
+    assert_eq!(val(&log, "GMODE"), "600");
+    assert_eq!(val(&log, "CH"), "644");
+
+    // Unchanged remote content: everything cached.
+    let (_, log) = env.build_ok(&[ctx.to_str().unwrap()]);
+    assert!(!log.contains("F=v1"), "the RUN re-ran:\n{log}");
+
+    // Changed remote content without a checksum: a miss, the new content arrives.
+    std::fs::write(www.join("f.txt"), "v2").unwrap();
+    let (_, log) = env.build_ok(&[ctx.to_str().unwrap()]);
+    assert_eq!(val(&log, "F"), "v2");
+
+    // A wrong checksum fails and names the mismatch.
+    let bad = format!(
+        "FROM busybox\nADD --checksum=sha256:{} {} /x\n",
+        "0".repeat(64),
+        srv.url("g.txt")
+    );
+    std::fs::write(ctx.join("Dockerfile"), bad).unwrap();
+    let out = env.rbuild(&["build", "--progress=plain", ctx.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("checksum mismatch"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A missing file is a clear error with the status.
+    let missing = format!("FROM busybox\nADD {} /x\n", srv.url("nope"));
+    std::fs::write(ctx.join("Dockerfile"), missing).unwrap();
+    let out = env.rbuild(&["build", "--progress=plain", ctx.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("404"), "{}", stderr(&out));
+
+    // git URLs are not supported yet, and say so.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nADD https://github.com/moby/buildkit.git#v0.10.0 /src\n",
+    )
+    .unwrap();
+    let out = env.rbuild(&["build", "--progress=plain", ctx.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("not supported"), "{}", stderr(&out));
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    let out = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(data)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)[..64].to_string()
+}
