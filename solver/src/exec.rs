@@ -344,7 +344,7 @@ pub(crate) async fn realize(run: Arc<Run>, id: VertexId) -> Result<Realized, Sol
             let started = Instant::now();
             let r2 = run.clone();
             let n2 = node.clone();
-            let res = tokio::task::spawn_blocking(move || execute(&r2, &n2, &inputs))
+            let res = tokio::task::spawn_blocking(move || execute_locked(&r2, &n2, &inputs))
                 .await
                 .map_err(|e| SolveError::Internal(format!("step task failed: {e}")))
                 .and_then(|r| r);
@@ -671,6 +671,58 @@ impl Drop for View {
         let _ = std::fs::remove_dir(&self.mnt);
         let _ = self.snaps.remove(&self.key);
     }
+}
+
+/// [`execute`] under a per-cache-key file lock shared by every rbuild process on the store: when
+/// two builds reach the same step, one runs it and the other waits, then reuses its record (same
+/// layer, same image id, each blob written once).
+fn execute_locked(
+    run: &Run,
+    node: &Node,
+    inputs: &[Arc<Realized>],
+) -> Result<Realized, SolveError> {
+    let path = run
+        .solver
+        .store
+        .lock_path(&format!("step-{}", node.key.hex()));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| SolveError::Internal(format!("opening lock {}: {e}", path.display())))?;
+    file.lock()
+        .map_err(|e| SolveError::Internal(format!("locking {}: {e}", path.display())))?;
+    if !run.def.graph.vertex(node.id).meta.ignore_cache {
+        let done = run
+            .solver
+            .store
+            .get_cache_record(&node.key)
+            .ok()
+            .flatten()
+            .and_then(|t| serde_json::from_str::<CacheRecord>(&t).ok())
+            .filter(|r| {
+                run.solver
+                    .snapshotter
+                    .stat(&r.snapshot)
+                    .ok()
+                    .flatten()
+                    .is_some()
+            });
+        if let Some(rec) = done {
+            // Another process built this step while we waited.
+            return Ok(Realized {
+                snapshot: Some(rec.snapshot.clone()),
+                chain: rec.chain.clone(),
+                layer: rec.layer.clone(),
+                context: None,
+                created: Some(rec.created),
+            });
+        }
+    }
+    let res = execute(run, node, inputs);
+    drop(file);
+    res
 }
 
 /// Execute an Exec or File vertex on its materialized inputs.

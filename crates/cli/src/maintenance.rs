@@ -546,8 +546,9 @@ pub fn fsck(root: &Path, repair: bool) -> Result<ExitCode> {
         for n in &sf.missing_dirs {
             say(format!("snapshot {n}: its layer directory is missing"));
         }
+        // Leftovers of a process that died are garbage, not damage: the next build removes them.
         for n in &sf.stale {
-            say(format!("snapshot {n}: left by a process that is gone"));
+            println!("note: snapshot {n}: left by a process that is gone (removed by --repair, prune or the next build)");
         }
         if repair {
             let mounts = mountpoints();
