@@ -677,19 +677,25 @@ impl<'a, 'd> Planner<'a, 'd> {
                 };
                 let mut strs = Vec::new();
                 for d in decls {
+                    // History shows the declaration as written (its default expanded), never
+                    // the --build-arg or global value it ends up with: BuildKit's dispatchArg.
+                    let default = match &d.default {
+                        Some(def) => Some(self.ex(st, def, d.pos)?),
+                        None => None,
+                    };
+                    strs.push(match &default {
+                        Some(v) => format!("{}={v}", d.name),
+                        None => d.name.clone(),
+                    });
                     let value = if let Some(v) = self.opts.build_args.get(&d.name) {
                         Some(v.clone())
-                    } else if let Some(def) = &d.default {
-                        Some(self.ex(st, def, d.pos)?)
+                    } else if default.is_some() {
+                        default
                     } else if let Some(g) = self.global.declared_value(&d.name) {
                         g
                     } else {
                         self.global.platform.get(&d.name).cloned()
                     };
-                    strs.push(match &value {
-                        Some(v) => format!("{}={v}", d.name),
-                        None => d.name.clone(),
-                    });
                     st.args.retain(|(n, _)| n != &d.name);
                     st.args.push((d.name.clone(), value));
                 }
@@ -817,8 +823,8 @@ impl<'a, 'd> Planner<'a, 'd> {
                     expr.push_str(&h.content);
                     expr.push_str(&h.name);
                 }
-                st.config.config.on_build.push(expr.clone());
-                Self::history(st, format!("ONBUILD {expr}"), None);
+                // Config only: BuildKit's dispatchOnbuild writes no history entry.
+                st.config.config.on_build.push(expr);
                 Ok(())
             }
             Keyword::Healthcheck => self.healthcheck(st, ins),
