@@ -12,7 +12,7 @@ mod common;
 use common::*;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// Pids whose command line contains `marker`.
