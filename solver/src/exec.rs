@@ -156,13 +156,8 @@ pub(crate) fn checksum_selection(
                 .get(&dir.join(&rel))
                 .map(|d| d.hex()[..16].to_string())
                 .unwrap_or_default();
-            files.push((
-                rel,
-                format!(
-                    "{}:{content}",
-                    &rbuild_oci::sha256_hex(meta.as_bytes())[..16]
-                ),
-            ));
+            // Metadata in clear (it is short) so a miss can say what changed: mode, owner, …
+            files.push((rel, format!("{meta}:{content}")));
         }
     }
     let listing = serde_json::to_vec(&files).map_err(|e| e.to_string())?;

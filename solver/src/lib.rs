@@ -23,6 +23,7 @@
 pub mod events;
 mod exec;
 mod http;
+mod mounts;
 pub mod key;
 pub mod record;
 pub mod remote;

@@ -178,10 +178,18 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> 
         .context("starting the runtime")?;
     let source = def.source.clone();
     let result = rt.block_on(async {
+        let canceller = solver.clone();
         let solve = solver.solve(def);
+        tokio::pin!(solve);
         tokio::select! {
-            r = solve => r,
-            _ = tokio::signal::ctrl_c() => Err(SolveError::Cancelled),
+            r = &mut solve => r,
+            _ = tokio::signal::ctrl_c() => {
+                // Kill the running sandboxes and let every step clean up (unmount, remove its
+                // active snapshot and partial blobs) before exiting; a hang guard bounds the wait.
+                canceller.cancel();
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(20), &mut solve).await;
+                Err(SolveError::Cancelled)
+            }
         }
     });
     let result = match result {
