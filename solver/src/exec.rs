@@ -916,6 +916,8 @@ fn run_exec(
     let mut mounts = Vec::new();
     let mut _views = Vec::new();
     let mut _tmpfiles = Vec::new();
+    let mut _scratch = Vec::new();
+    let mut _scratch_locks = Vec::new();
     for m in &op.mounts {
         match &m.kind {
             MountKind::Bind {
@@ -948,14 +950,25 @@ fn run_exec(
                     std::os::fd::AsRawFd::as_raw_fd(&fd)
                 ))
                 .map_err(|e| step_err(run, node.id, format!("--mount source {source}: {e}")))?;
+                // rw: writes go to a scratch overlay (or copy) that is thrown away.
+                let source = if *readwrite {
+                    let s = crate::mounts::RwScratch::new(&solver.store.root().join("mnt"), &host)
+                        .map_err(|e| step_err(run, node.id, e))?;
+                    let p = s.path.clone();
+                    _scratch.push(s);
+                    p
+                } else {
+                    host
+                };
                 mounts.push(rbuild_sandbox::SandboxMount::Bind {
-                    source: host,
+                    source,
                     target: m.target.clone(),
                     readonly: !readwrite,
                 });
             }
             MountKind::Cache {
                 id,
+                sharing,
                 readonly,
                 mode,
                 uid,
@@ -973,6 +986,13 @@ fn run_exec(
                     use std::os::unix::fs::PermissionsExt;
                     let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(*mode));
                     let _ = std::os::unix::fs::chown(&dir, Some(*uid), Some(*gid));
+                }
+                if *sharing == rbuild_ops::CacheSharing::Locked {
+                    _scratch_locks.push(
+                        crate::mounts::lock_cache_dir(&dir).map_err(|e| {
+                            step_err(run, node.id, format!("cache mount {id}: {e}"))
+                        })?,
+                    );
                 }
                 mounts.push(rbuild_sandbox::SandboxMount::Bind {
                     source: dir,
@@ -1033,11 +1053,17 @@ fn run_exec(
                 _tmpfiles.push(f);
             }
             MountKind::Ssh { id, required, .. } => match solver.opts.ssh.get(id) {
-                Some(sock) => mounts.push(rbuild_sandbox::SandboxMount::Bind {
-                    source: sock.clone(),
-                    target: m.target.clone(),
-                    readonly: false,
-                }),
+                Some(sock) => {
+                    // As BuildKit: the first forwarded agent is $SSH_AUTH_SOCK.
+                    if !env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK=")) {
+                        env.push(format!("SSH_AUTH_SOCK={}", m.target));
+                    }
+                    mounts.push(rbuild_sandbox::SandboxMount::Bind {
+                        source: sock.clone(),
+                        target: m.target.clone(),
+                        readonly: false,
+                    })
+                }
                 None if *required => {
                     return Err(step_err(
                         run,
@@ -1140,6 +1166,11 @@ fn run_exec(
     if run.cancelled.load(Ordering::SeqCst) {
         return Err(SolveError::Cancelled);
     }
+    let status = if outcome.pids_limit_hit {
+        format!("{status} (the pids limit refused a fork)")
+    } else {
+        status
+    };
     let v = run.def.graph.vertex(node.id);
     Err(SolveError::Exec {
         instruction: v.meta.instruction.clone(),
