@@ -3,6 +3,28 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
+/// A bad flag value or a bad combination of flags: exit code 2, as clap's own usage errors.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// A usage error from a message.
+pub fn usage(msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(UsageError(msg.into()))
+}
+
+/// Turn a flag-parsing error into a usage error (its whole chain on one line).
+pub fn usage_of(e: anyhow::Error) -> anyhow::Error {
+    usage(format!("{e:#}"))
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "rbuild",

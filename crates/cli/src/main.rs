@@ -8,6 +8,7 @@
 
 mod args;
 mod build;
+mod context;
 mod images;
 mod maintenance;
 mod outputs;
@@ -57,7 +58,8 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             print_error(&e);
-            ExitCode::from(1)
+            // Bad flag values are usage errors, as clap's own.
+            ExitCode::from(if e.is::<args::UsageError>() { 2 } else { 1 })
         }
     }
 }
