@@ -28,9 +28,11 @@ pub mod key;
 pub mod record;
 pub mod remote;
 mod solve;
+mod unpack;
 
 pub use events::{Event, EventSink, Stream, VertexRef};
 pub use remote::{ExportRecord, RemoteCache, RemoteCaches, RemoteRecord};
+pub use unpack::unpack_image;
 pub use solve::{BaseImages, LocalImages, SecretSource, SolveOptions, SolveResult, Solver};
 
 use rbuild_ops::Span;

@@ -118,6 +118,8 @@ pub enum Command {
     /// Print the man page.
     #[command(hide = true)]
     Man,
+    /// Run a command in a new container from a local image.
+    Run(Box<crate::run::RunArgs>),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

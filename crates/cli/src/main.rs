@@ -14,6 +14,7 @@ mod maintenance;
 mod outputs;
 mod progress;
 mod resolver;
+mod run;
 mod tty;
 
 use args::{Cli, Command};
@@ -36,6 +37,7 @@ const SUBCOMMANDS: &[&str] = &[
     "fsck",
     "completion",
     "man",
+    "run",
     "help",
 ];
 
@@ -195,6 +197,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Run(a) => run::run(&cli.root, *a),
     }
 }
 

@@ -287,8 +287,8 @@ fn add_extracts_local_archives() {
     df.push_str("echo \"NOSUF=$(cat /nosuffix/top/sub/file)\"; echo \"PLAIN=$(cat /plain/plain.txt)\"; echo \"COPIED=$(ls /copied)\"\n");
     std::fs::write(ctx.join("Dockerfile"), df).unwrap();
     let (_, log) = env.build_ok(&[ctx.to_str().unwrap()]);
-    for i in 0..kinds.len() {
-        assert_eq!(val(&log, &format!("X{i}")), "in-tar", "{}", kinds[i]);
+    for (i, k) in kinds.iter().enumerate() {
+        assert_eq!(val(&log, &format!("X{i}")), "in-tar", "{k}");
     }
     assert_eq!(val(&log, "NOSUF"), "in-tar");
     assert_eq!(val(&log, "PLAIN"), "P");
