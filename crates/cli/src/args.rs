@@ -47,6 +47,9 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Build an image from a Dockerfile.
+    #[command(
+        after_help = "Examples:\n  rbuild build -t app:1 .\n  rbuild build -f - . < Dockerfile\n  tar -C ctx -c . | rbuild build -t app -\n  rbuild build --build-context base=docker-image://busybox:latest .\n  rbuild build -o type=oci,dest=app.tar -o type=local,dest=rootfs .\n  SOURCE_DATE_EPOCH=0 rbuild build --progress=plain -q ."
+    )]
     Build(Box<BuildArgs>),
     /// List images in the local store.
     Images(ImagesArgs),
@@ -159,7 +162,7 @@ pub enum ProgressMode {
 
 #[derive(Args, Debug, Clone)]
 pub struct BuildArgs {
-    /// Build context: a directory.
+    /// Build context: a directory, a local tar file (plain, gzip or zstd), or - (a tar, or a lone Dockerfile, on stdin).
     pub context: PathBuf,
     /// Name and optionally tag (name:tag). Repeatable.
     #[arg(short = 't', long = "tag", value_name = "NAME[:TAG]")]
@@ -209,8 +212,8 @@ pub struct BuildArgs {
     /// Write build result metadata (JSON) to this file.
     #[arg(long = "metadata-file", value_name = "FILE")]
     pub metadata_file: Option<PathBuf>,
-    /// Extra build context (NAME=DIR).
-    #[arg(long = "build-context", value_name = "NAME=DIR")]
+    /// Extra named build context (NAME=DIR or NAME=docker-image://REF). Repeatable.
+    #[arg(long = "build-context", value_name = "NAME=SRC")]
     pub build_contexts: Vec<String>,
     /// Allow privileged modes: network.host, security.insecure.
     #[arg(long, value_name = "ENTITLEMENT", value_delimiter = ',')]
