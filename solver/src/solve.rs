@@ -120,6 +120,9 @@ pub(crate) struct Node {
     pub number: AtomicU32,
     pub realized: OnceCell<Arc<Realized>>,
     pub reported_cached: AtomicBool,
+    /// Why this step must run whatever the cache holds (`--no-cache`, `--no-cache-filter`, or an
+    /// input that must).
+    pub rebuilt_by: Option<String>,
 }
 
 pub(crate) struct Run {
@@ -211,8 +214,22 @@ impl Solver {
                 content: content.get(&id).cloned().unwrap_or_default(),
             };
             // Pass 2: lookup.
+            // A step fed by a step that must re-run (`--no-cache-filter`) re-runs too: its
+            // input's content will be new even though its key is not.
+            let rebuilt_input = inputs.iter().find(|i| nodes[*i].rebuilt_by.is_some());
+            let rebuilt_by = match &v.op {
+                Op::Exec(_) | Op::File(_) if v.meta.ignore_cache => {
+                    Some("cache disabled for this step (--no-cache)".to_string())
+                }
+                _ => rebuilt_input.map(|i| {
+                    format!(
+                        "parent step re-runs with the cache disabled: {}",
+                        def.graph.vertex(*i).meta.name
+                    )
+                }),
+            };
             let record = match &v.op {
-                Op::Exec(_) | Op::File(_) if !v.meta.ignore_cache => self.lookup(&key),
+                Op::Exec(_) | Op::File(_) if rebuilt_by.is_none() => self.lookup(&key),
                 _ => None,
             };
             nodes.insert(
@@ -226,6 +243,7 @@ impl Solver {
                     number: AtomicU32::new(0),
                     realized: OnceCell::new(),
                     reported_cached: AtomicBool::new(false),
+                    rebuilt_by,
                 }),
             );
         }
@@ -369,6 +387,9 @@ impl Solver {
     }
 
     pub(crate) fn explain(&self, node: &Node, ignore_cache: bool) -> String {
+        if let Some(why) = &node.rebuilt_by {
+            return why.clone();
+        }
         if ignore_cache {
             return "cache disabled for this step (--no-cache)".to_string();
         }

@@ -447,3 +447,52 @@ fn mutation_table() {
         failures.join("\n\n")
     );
 }
+
+#[test]
+fn no_cache_and_no_cache_filter() {
+    if !require_root(&[]) {
+        return;
+    }
+    let f = Fixture::new();
+    f.build(&[]);
+    let (got, log) = f.build(&["--no-cache"]);
+    let all: Vec<(&str, &str)> = ALL
+        .iter()
+        .map(|s| (*s, "cache disabled for this step (--no-cache)"))
+        .collect();
+    check("--no-cache", &got, ALL, &all, &log);
+    // Only the named stage re-runs; what it feeds re-runs because its input was rebuilt.
+    let (got, log) = f.build(&["--no-cache-filter", "tools"]);
+    check(
+        "--no-cache-filter tools",
+        &got,
+        ALL,
+        &[
+            (TOOLS_RUN, "cache disabled for this step (--no-cache)"),
+            (
+                COPY_TOOLS,
+                "parent step re-runs with the cache disabled: [tools 2/2] RUN echo tool > /tool",
+            ),
+        ],
+        &log,
+    );
+}
+
+#[test]
+fn identical_vertices_in_two_stages_run_once() {
+    if !require_root(&[]) {
+        return;
+    }
+    let env = Env::with_busybox();
+    let df = "FROM busybox:latest AS a\nRUN echo ran-once > /same\n\nFROM busybox:latest AS b\nRUN echo ran-once > /same\n\nFROM busybox:latest\nCOPY --from=a /same /a\nCOPY --from=b /same /b\n";
+    let ctx = env.context("ctx", &[("Dockerfile", df)]);
+    let (_, err) = env.build_ok(&[ctx.to_str().unwrap()]);
+    let runs = err.lines().filter(|l| l.contains("CACHE MISS")).count();
+    let starts = err
+        .lines()
+        .filter(|l| l.ends_with("] RUN echo ran-once > /same"))
+        .count();
+    assert_eq!(starts, 1, "the shared RUN is one vertex:\n{err}");
+    // The RUN and the two COPYs.
+    assert_eq!(runs, 3, "steps that ran:\n{err}");
+}
