@@ -3,28 +3,6 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
-/// A bad flag value or a bad combination of flags: exit code 2, as clap's own usage errors.
-#[derive(Debug)]
-pub struct UsageError(pub String);
-
-impl std::fmt::Display for UsageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for UsageError {}
-
-/// A usage error from a message.
-pub fn usage(msg: impl Into<String>) -> anyhow::Error {
-    anyhow::Error::new(UsageError(msg.into()))
-}
-
-/// Turn a flag-parsing error into a usage error (its whole chain on one line).
-pub fn usage_of(e: anyhow::Error) -> anyhow::Error {
-    usage(format!("{e:#}"))
-}
-
 #[derive(Parser, Debug)]
 #[command(
     name = "rbuild",
@@ -40,6 +18,9 @@ pub struct Cli {
     /// More logging on stderr (-v, -vv).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Registry that may be reached over plain HTTP (loopback registries always may). Repeatable.
+    #[arg(long = "insecure-registry", global = true, value_name = "HOST")]
+    pub insecure_registries: Vec<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -47,9 +28,6 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Build an image from a Dockerfile.
-    #[command(
-        after_help = "Examples:\n  rbuild build -t app:1 .\n  rbuild build -f - . < Dockerfile\n  tar -C ctx -c . | rbuild build -t app -\n  rbuild build --build-context base=docker-image://busybox:latest .\n  rbuild build -o type=oci,dest=app.tar -o type=local,dest=rootfs .\n  SOURCE_DATE_EPOCH=0 rbuild build --progress=plain -q ."
-    )]
     Build(Box<BuildArgs>),
     /// List images in the local store.
     Images(ImagesArgs),
@@ -116,13 +94,40 @@ pub enum Command {
         #[arg(long)]
         repair: bool,
     },
+    /// Pull an image from a registry into the local store.
+    Pull {
+        image: String,
+        /// No progress on stderr.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Push an image to a registry (as IMAGE, or as DEST).
+    Push {
+        image: String,
+        dest: Option<String>,
+        /// No progress on stderr.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Log in to a registry (credentials go to docker's config.json).
+    Login {
+        host: String,
+        #[arg(short, long)]
+        username: Option<String>,
+        /// Password (prefer --password-stdin: a flag is visible to other users).
+        #[arg(short, long)]
+        password: Option<String>,
+        /// Read the password from stdin.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Log out of a registry.
+    Logout { host: String },
     /// Generate shell completions.
     Completion { shell: clap_complete::Shell },
     /// Print the man page.
     #[command(hide = true)]
     Man,
-    /// Run a command in a new container from a local image.
-    Run(Box<crate::run::RunArgs>),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -162,7 +167,7 @@ pub enum ProgressMode {
 
 #[derive(Args, Debug, Clone)]
 pub struct BuildArgs {
-    /// Build context: a directory, a local tar file (plain, gzip or zstd), or - (a tar, or a lone Dockerfile, on stdin).
+    /// Build context: a directory.
     pub context: PathBuf,
     /// Name and optionally tag (name:tag). Repeatable.
     #[arg(short = 't', long = "tag", value_name = "NAME[:TAG]")]
@@ -212,8 +217,8 @@ pub struct BuildArgs {
     /// Write build result metadata (JSON) to this file.
     #[arg(long = "metadata-file", value_name = "FILE")]
     pub metadata_file: Option<PathBuf>,
-    /// Extra named build context (NAME=DIR or NAME=docker-image://REF). Repeatable.
-    #[arg(long = "build-context", value_name = "NAME=SRC")]
+    /// Extra build context (NAME=DIR).
+    #[arg(long = "build-context", value_name = "NAME=DIR")]
     pub build_contexts: Vec<String>,
     /// Allow privileged modes: network.host, security.insecure.
     #[arg(long, value_name = "ENTITLEMENT", value_delimiter = ',')]
@@ -230,4 +235,17 @@ pub struct BuildArgs {
     /// Process limit for RUN steps.
     #[arg(long = "pids-limit")]
     pub pids_limit: Option<u64>,
+    /// Always resolve base images at their registry (re-resolve tags).
+    #[arg(long)]
+    pub pull: bool,
+    /// Push the image to the registry every -t names.
+    #[arg(long)]
+    pub push: bool,
+    /// Export the build cache: type=registry,ref=R[,mode=min|max][,compression=gzip|zstd],
+    /// type=local,dest=DIR[,mode=…], type=inline.
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    pub cache_to: Vec<String>,
+    /// Import a build cache: type=registry,ref=R, type=local,src=DIR, or an image reference. Repeatable.
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    pub cache_from: Vec<String>,
 }

@@ -8,13 +8,13 @@
 
 mod args;
 mod build;
-mod context;
+mod cache;
 mod images;
 mod maintenance;
 mod outputs;
 mod progress;
+mod registry_cmds;
 mod resolver;
-mod run;
 mod tty;
 
 use args::{Cli, Command};
@@ -35,9 +35,12 @@ const SUBCOMMANDS: &[&str] = &[
     "prune",
     "df",
     "fsck",
+    "pull",
+    "push",
+    "login",
+    "logout",
     "completion",
     "man",
-    "run",
     "help",
 ];
 
@@ -60,8 +63,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             print_error(&e);
-            // Bad flag values are usage errors, as clap's own.
-            ExitCode::from(if e.is::<args::UsageError>() { 2 } else { 1 })
+            ExitCode::from(1)
         }
     }
 }
@@ -72,11 +74,13 @@ fn implicit_build(mut argv: Vec<String>) -> Vec<String> {
     let mut i = 1;
     while i < argv.len() {
         let a = argv[i].as_str();
-        if a == "--root" {
+        if a == "--root" || a == "--insecure-registry" {
             i += 2;
             continue;
         }
-        if a.starts_with("--root=") || a == "-v" || a == "-vv" || a == "--verbose" {
+        if a.starts_with("--root=")
+            || a.starts_with("--insecure-registry=")
+            || a == "-v" || a == "-vv" || a == "--verbose" {
             i += 1;
             continue;
         }
@@ -140,6 +144,7 @@ pub(crate) fn nix_is_root() -> bool {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    registry_cmds::set_insecure_registries(cli.insecure_registries.clone());
     match cli.command {
         Command::Build(args) => build::run(&cli.root, *args),
         Command::Images(a) => images::images(&open_store(&cli.root)?, &a),
@@ -189,6 +194,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .unwrap_or_else(rbuild_store::Store::default_root),
             repair,
         ),
+        Command::Pull { image, quiet } => {
+            registry_cmds::pull(&open_store(&cli.root)?, &image, quiet)
+        }
+        Command::Push { image, dest, quiet } => {
+            registry_cmds::push(&open_store(&cli.root)?, &image, dest.as_deref(), quiet)
+        }
+        Command::Login {
+            host,
+            username,
+            password,
+            password_stdin,
+        } => registry_cmds::login(
+            &host,
+            username.as_deref(),
+            password.as_deref(),
+            password_stdin,
+        ),
+        Command::Logout { host } => registry_cmds::logout(&host),
         Command::Completion { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "rbuild", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
@@ -197,7 +220,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run(a) => run::run(&cli.root, *a),
     }
 }
 

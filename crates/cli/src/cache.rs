@@ -1,0 +1,683 @@
+//! Build-cache export and import: `--cache-to` and `--cache-from`.
+//!
+//! The cache is the solver's records for content keys ([`rbuild_solver::ExportRecord`]): the same
+//! step has the same key on any machine, so a record made here is a hit anywhere. Its wire form is
+//! the registry crate's [`CacheConfig`]: `records` maps a key (hex) to the descriptors of the
+//! step's layer chain (compressed, as pushed), and `extra["rbuild.records"]` adds per key what the
+//! solver needs to reuse it — the chain's diff_ids, whether the last layer is the step's own, the
+//! time the layer was made (so the image id is the same) and the explanation of its inputs.
+//!
+//! Where it lives:
+//! - `type=registry,ref=R`: an OCI artifact (manifest with `artifactType` [`CACHE_ARTIFACT_TYPE`],
+//!   the config above, the layers) pushed to R;
+//! - `type=local,dest=DIR` / `src=DIR`: the same artifact in an OCI image layout directory;
+//! - `type=inline`: the config as the manifest annotation [`INLINE_ANNOTATION`] of the pushed image
+//!   (min mode: the image's own layers), so `--cache-from IMAGE` works.
+//!
+//! `mode=min` exports the final image's own steps; `mode=max` every executed or cached step of every
+//! stage. Import is lazy ([`rbuild_solver::remote`]): only the artifact's config is read at the
+//! start; a layer is fetched when a later uncached step or the image needs it.
+
+use crate::registry_cmds::{compressed_layer, parse_ref, LazyRegistry, ProgressPrinter};
+use anyhow::{anyhow, bail, Context as _};
+use rbuild_oci::{canonical_json, Compression, Descriptor, Digest, Manifest};
+use rbuild_registry::{CacheConfig, Reference, CACHE_ARTIFACT_TYPE, CACHE_CONFIG_MEDIA_TYPE};
+use rbuild_solver::record::{Explain, LayerInfo};
+use rbuild_solver::{ExportRecord, RemoteCache, RemoteCaches, RemoteRecord};
+use rbuild_store::Store;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Manifest annotation carrying an inline cache ([`CacheConfig`] as JSON).
+pub const INLINE_ANNOTATION: &str = "io.rbuild.cache.v1";
+/// Key of the rbuild-specific part of [`CacheConfig::extra`].
+const EXTRA_KEY: &str = "rbuild.records";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Min,
+    Max,
+}
+
+/// One `--cache-to`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CacheTo {
+    Registry {
+        reference: String,
+        mode: Mode,
+        compression: Compression,
+    },
+    Local {
+        dest: PathBuf,
+        mode: Mode,
+        compression: Compression,
+    },
+    Inline,
+}
+
+/// One `--cache-from`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CacheFrom {
+    Registry { reference: String },
+    Local { src: PathBuf },
+}
+
+fn split_spec(spec: &str, flag: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for part in spec.split(',').filter(|p| !p.is_empty()) {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| anyhow!("{flag} {spec}: expected KEY=VALUE pairs, got {part:?}"))?;
+        out.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    Ok(out)
+}
+
+fn unknown_keys(
+    kv: &BTreeMap<String, String>,
+    allowed: &[&str],
+    flag: &str,
+    spec: &str,
+) -> anyhow::Result<()> {
+    if let Some(k) = kv.keys().find(|k| !allowed.contains(&k.as_str())) {
+        bail!(
+            "{flag} {spec}: unknown key {k} (known: {})",
+            allowed.join(", ")
+        );
+    }
+    Ok(())
+}
+
+impl CacheTo {
+    pub fn parse(spec: &str) -> anyhow::Result<CacheTo> {
+        let flag = "--cache-to";
+        let kv = split_spec(spec, flag)?;
+        let mode = match kv.get("mode").map(String::as_str) {
+            None | Some("min") => Mode::Min,
+            Some("max") => Mode::Max,
+            Some(m) => bail!("{flag} {spec}: mode={m} (min or max)"),
+        };
+        let compression = match kv.get("compression").map(String::as_str) {
+            None | Some("gzip") => Compression::Gzip,
+            Some("zstd") => Compression::Zstd,
+            Some(c) => bail!("{flag} {spec}: compression={c} (gzip or zstd)"),
+        };
+        if kv.get("cache-mounts").is_some_and(|v| v == "true") {
+            bail!("{flag} {spec}: cache-mounts=true is not supported yet");
+        }
+        let common = ["type", "mode", "compression", "cache-mounts"];
+        match kv.get("type").map(String::as_str) {
+            Some("registry") => {
+                unknown_keys(&kv, &[&common[..], &["ref"]].concat(), flag, spec)?;
+                let reference = kv
+                    .get("ref")
+                    .ok_or_else(|| anyhow!("{flag} {spec}: type=registry needs ref=REFERENCE"))?;
+                parse_ref(reference, flag)?;
+                Ok(CacheTo::Registry {
+                    reference: reference.clone(),
+                    mode,
+                    compression,
+                })
+            }
+            Some("local") => {
+                unknown_keys(&kv, &[&common[..], &["dest"]].concat(), flag, spec)?;
+                let dest = kv
+                    .get("dest")
+                    .ok_or_else(|| anyhow!("{flag} {spec}: type=local needs dest=DIR"))?;
+                Ok(CacheTo::Local {
+                    dest: PathBuf::from(dest),
+                    mode,
+                    compression,
+                })
+            }
+            Some("inline") => {
+                unknown_keys(&kv, &common, flag, spec)?;
+                if mode == Mode::Max {
+                    bail!("{flag} {spec}: an inline cache holds the image's own layers only (mode=min)");
+                }
+                Ok(CacheTo::Inline)
+            }
+            Some(t) => bail!("{flag} {spec}: unknown type={t} (registry, local, inline)"),
+            None => bail!("{flag} {spec}: missing type= (registry, local, inline)"),
+        }
+    }
+}
+
+impl CacheFrom {
+    pub fn parse(spec: &str) -> anyhow::Result<CacheFrom> {
+        let flag = "--cache-from";
+        if !spec.contains('=') {
+            // A bare image reference, as docker accepts.
+            parse_ref(spec, flag)?;
+            return Ok(CacheFrom::Registry {
+                reference: spec.to_string(),
+            });
+        }
+        let kv = split_spec(spec, flag)?;
+        match kv.get("type").map(String::as_str) {
+            Some("registry") => {
+                unknown_keys(&kv, &["type", "ref"], flag, spec)?;
+                let reference = kv
+                    .get("ref")
+                    .ok_or_else(|| anyhow!("{flag} {spec}: type=registry needs ref=REFERENCE"))?;
+                parse_ref(reference, flag)?;
+                Ok(CacheFrom::Registry {
+                    reference: reference.clone(),
+                })
+            }
+            Some("local") => {
+                unknown_keys(&kv, &["type", "src"], flag, spec)?;
+                let src = kv
+                    .get("src")
+                    .ok_or_else(|| anyhow!("{flag} {spec}: type=local needs src=DIR"))?;
+                Ok(CacheFrom::Local {
+                    src: PathBuf::from(src),
+                })
+            }
+            Some(t) => bail!("{flag} {spec}: unknown type={t} (registry, local)"),
+            None => bail!("{flag} {spec}: missing type= (registry, local)"),
+        }
+    }
+}
+
+/// What rbuild adds per key to a [`CacheConfig`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct RecordMeta {
+    diff_ids: Vec<Digest>,
+    /// Whether the last layer of the chain is the step's own.
+    has_layer: bool,
+    created: i64,
+    #[serde(default)]
+    explain: Explain,
+}
+
+/// Records parsed out of a [`CacheConfig`], by key.
+#[derive(Default)]
+struct Index {
+    records: HashMap<Digest, RemoteRecord>,
+    /// Every blob the cache references.
+    blobs: HashMap<Digest, Descriptor>,
+}
+
+fn index_of(cfg: &CacheConfig) -> Index {
+    let mut idx = Index::default();
+    let metas: BTreeMap<String, RecordMeta> = cfg
+        .extra
+        .get(EXTRA_KEY)
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default();
+    for (hex, descs) in &cfg.records {
+        let (Some(meta), Ok(key)) = (metas.get(hex), format!("sha256:{hex}").parse::<Digest>())
+        else {
+            continue;
+        };
+        if meta.diff_ids.len() != descs.len() || (meta.has_layer && descs.is_empty()) {
+            continue;
+        }
+        let chain: Vec<LayerInfo> = descs
+            .iter()
+            .zip(&meta.diff_ids)
+            .map(|(d, diff_id)| LayerInfo {
+                diff_id: diff_id.clone(),
+                blob: d.digest.clone(),
+                media_type: d.media_type.clone(),
+                size: d.size,
+            })
+            .collect();
+        for d in descs {
+            idx.blobs.insert(d.digest.clone(), d.clone());
+        }
+        let layer = if meta.has_layer {
+            chain.last().cloned()
+        } else {
+            None
+        };
+        idx.records.insert(
+            key,
+            RemoteRecord {
+                layer,
+                chain,
+                created: meta.created,
+                explain: meta.explain.clone(),
+            },
+        );
+    }
+    idx
+}
+
+/// The cache config for `records` (filtered by `mode`), with every layer compressed as asked
+/// (layers already compressed stay as they are).
+pub fn cache_config(
+    store: &Store,
+    records: &[ExportRecord],
+    mode: Mode,
+    compression: Compression,
+) -> anyhow::Result<CacheConfig> {
+    let mut cfg = CacheConfig::new();
+    let mut metas = BTreeMap::new();
+    let mut done: HashMap<Digest, Descriptor> = HashMap::new();
+    for r in records {
+        if mode == Mode::Min && !r.in_image {
+            continue;
+        }
+        let mut descs = Vec::with_capacity(r.record.chain.len());
+        for l in &r.record.chain {
+            let d = match done.get(&l.blob) {
+                Some(d) => d.clone(),
+                None => {
+                    let local = Descriptor::new(l.media_type.clone(), l.blob.clone(), l.size);
+                    let d = compressed_layer(store, &local, &l.diff_id, compression)?;
+                    done.insert(l.blob.clone(), d.clone());
+                    d
+                }
+            };
+            descs.push(d);
+        }
+        let hex = r.key.hex().to_string();
+        cfg.records.insert(hex.clone(), descs);
+        metas.insert(
+            hex,
+            RecordMeta {
+                diff_ids: r.record.chain.iter().map(|l| l.diff_id.clone()).collect(),
+                has_layer: r.record.layer.is_some(),
+                created: r.record.created,
+                explain: r.record.explain.clone(),
+            },
+        );
+    }
+    cfg.extra
+        .insert(EXTRA_KEY.to_string(), serde_json::to_value(&metas)?);
+    Ok(cfg)
+}
+
+/// A cache imported from a registry (an rbuild cache artifact, or an image with an inline cache).
+struct RegistryCache {
+    reference: Reference,
+    registry: Arc<LazyRegistry>,
+    index: Index,
+    quiet: bool,
+}
+
+impl RemoteCache for RegistryCache {
+    fn describe(&self) -> String {
+        format!("registry {}", self.reference.familiar())
+    }
+    fn lookup(&self, key: &Digest) -> Option<RemoteRecord> {
+        self.index.records.get(key).cloned()
+    }
+    fn fetch(&self, store: &Store, layer: &LayerInfo) -> Result<bool, String> {
+        let Some(desc) = self.index.blobs.get(&layer.blob) else {
+            return Ok(false);
+        };
+        let ctx = self.registry.get().map_err(|e| format!("{e:#}"))?;
+        let printer = ProgressPrinter::new("fetching cache", self.quiet);
+        ctx.block(
+            ctx.client
+                .fetch_blob(store, &self.reference, desc, &|p| printer.report(p)),
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(true)
+    }
+}
+
+/// A cache imported from an OCI layout directory.
+struct LocalCache {
+    dir: PathBuf,
+    index: Index,
+}
+
+fn layout_blob(dir: &Path, d: &Digest) -> PathBuf {
+    dir.join("blobs").join(d.algorithm()).join(d.hex())
+}
+
+impl RemoteCache for LocalCache {
+    fn describe(&self) -> String {
+        format!("local {}", self.dir.display())
+    }
+    fn lookup(&self, key: &Digest) -> Option<RemoteRecord> {
+        self.index.records.get(key).cloned()
+    }
+    fn fetch(&self, store: &Store, layer: &LayerInfo) -> Result<bool, String> {
+        let Some(desc) = self.index.blobs.get(&layer.blob) else {
+            return Ok(false);
+        };
+        let path = layout_blob(&self.dir, &desc.digest);
+        let mut f =
+            std::fs::File::open(&path).map_err(|e| format!("opening {}: {e}", path.display()))?;
+        let mut w = store.ingest().map_err(|e| e.to_string())?;
+        std::io::copy(&mut f, &mut w).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        w.commit(Some((&desc.digest, desc.size)))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(true)
+    }
+}
+
+/// Read a small file of an OCI layout, capped.
+fn read_capped(path: &Path, cap: u64) -> anyhow::Result<Vec<u8>> {
+    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    if meta.len() > cap {
+        bail!(
+            "{} is {} bytes, over the {cap} byte limit",
+            path.display(),
+            meta.len()
+        );
+    }
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn load_local(src: &Path) -> anyhow::Result<LocalCache> {
+    let index: rbuild_oci::Index = serde_json::from_slice(&read_capped(
+        &src.join("index.json"),
+        rbuild_oci::MAX_MANIFEST_SIZE,
+    )?)
+    .with_context(|| format!("parsing {}/index.json", src.display()))?;
+    let desc = index
+        .manifests
+        .iter()
+        .find(|d| d.artifact_type.as_deref() == Some(CACHE_ARTIFACT_TYPE))
+        .or_else(|| index.manifests.first())
+        .ok_or_else(|| anyhow!("{}/index.json lists no manifest", src.display()))?;
+    let mbytes = read_capped(
+        &layout_blob(src, &desc.digest),
+        rbuild_oci::MAX_MANIFEST_SIZE,
+    )?;
+    if Digest::sha256_of(&mbytes) != desc.digest {
+        bail!(
+            "{}: manifest {} does not match its digest",
+            src.display(),
+            desc.digest
+        );
+    }
+    let m: Manifest = serde_json::from_slice(&mbytes)
+        .with_context(|| format!("parsing manifest {}", desc.digest))?;
+    let cbytes = read_capped(
+        &layout_blob(src, &m.config.digest),
+        rbuild_oci::MAX_CONFIG_SIZE,
+    )?;
+    if Digest::sha256_of(&cbytes) != m.config.digest {
+        bail!(
+            "{}: cache config {} does not match its digest",
+            src.display(),
+            m.config.digest
+        );
+    }
+    let cfg: CacheConfig = serde_json::from_slice(&cbytes)
+        .with_context(|| format!("parsing cache config {}", m.config.digest))?;
+    Ok(LocalCache {
+        dir: src.to_path_buf(),
+        index: index_of(&cfg),
+    })
+}
+
+fn load_registry(
+    store: &Store,
+    registry: &Arc<LazyRegistry>,
+    reference: &str,
+    quiet: bool,
+) -> anyhow::Result<RegistryCache> {
+    let r = parse_ref(reference, "--cache-from")?;
+    let ctx = registry.get()?;
+    let art = ctx.block(ctx.client.pull_artifact(store, &r))?;
+    let cfg = if art.manifest.artifact_type.as_deref() == Some(CACHE_ARTIFACT_TYPE)
+        || art.manifest.config.media_type == CACHE_CONFIG_MEDIA_TYPE
+    {
+        art.cache_config()?
+    } else if let Some(inline) = art.manifest.annotations.get(INLINE_ANNOTATION) {
+        serde_json::from_str(inline).context("parsing the inline cache annotation")?
+    } else {
+        bail!("{reference} is neither an rbuild cache nor an image with an inline cache");
+    };
+    Ok(RegistryCache {
+        reference: r,
+        registry: registry.clone(),
+        index: index_of(&cfg),
+        quiet,
+    })
+}
+
+/// Load every `--cache-from` (its metadata only). A source that cannot be read is a warning, not
+/// an error: the build goes on without it, as BuildKit does.
+pub fn import(
+    store: &Store,
+    registry: &Arc<LazyRegistry>,
+    from: &[CacheFrom],
+    quiet: bool,
+) -> RemoteCaches {
+    let mut out: Vec<Arc<dyn RemoteCache>> = Vec::new();
+    for f in from {
+        let loaded: anyhow::Result<Arc<dyn RemoteCache>> = match f {
+            CacheFrom::Registry { reference } => {
+                load_registry(store, registry, reference, quiet).map(|c| Arc::new(c) as _)
+            }
+            CacheFrom::Local { src } => load_local(src).map(|c| Arc::new(c) as _),
+        };
+        match loaded {
+            Ok(c) => out.push(c),
+            Err(e) => eprintln!("warning: --cache-from {f:?}: not imported: {e:#}"),
+        }
+    }
+    RemoteCaches(out)
+}
+
+/// Write every `--cache-to` but inline (the caller puts that one into the pushed image).
+pub fn export(
+    store: &Store,
+    registry: &Arc<LazyRegistry>,
+    remote: &RemoteCaches,
+    records: &[ExportRecord],
+    to: &[CacheTo],
+    quiet: bool,
+) -> anyhow::Result<()> {
+    for t in to {
+        match t {
+            CacheTo::Registry {
+                reference,
+                mode,
+                compression,
+            } => {
+                let cfg = cache_config(store, records, *mode, *compression)?;
+                let r = parse_ref(reference, "--cache-to")?;
+                let ctx = registry.get()?;
+                let printer = ProgressPrinter::new("exporting cache", quiet);
+                let mut res = ctx.block(
+                    ctx.client
+                        .push_cache(store, &r, &cfg, &|p| printer.report(p)),
+                );
+                if let Err(rbuild_registry::Error::BlobUnavailable { .. }) = &res {
+                    // A layer named by an imported cache that the target registry cannot mount:
+                    // fetch it, then push again.
+                    remote
+                        .ensure_blobs(store, &layer_infos(&cfg))
+                        .map_err(|e| anyhow!("exporting the cache to {reference}: {e}"))?;
+                    res = ctx.block(
+                        ctx.client
+                            .push_cache(store, &r, &cfg, &|p| printer.report(p)),
+                    );
+                }
+                let report = res.with_context(|| format!("exporting the cache to {reference}"))?;
+                if !quiet {
+                    eprintln!(
+                        "exported cache {} ({} records) to {}@{}",
+                        if *mode == Mode::Max {
+                            "mode=max"
+                        } else {
+                            "mode=min"
+                        },
+                        cfg.records.len(),
+                        r.familiar(),
+                        report.manifest
+                    );
+                }
+            }
+            CacheTo::Local {
+                dest,
+                mode,
+                compression,
+            } => {
+                let cfg = cache_config(store, records, *mode, *compression)?;
+                remote
+                    .ensure_blobs(store, &layer_infos(&cfg))
+                    .map_err(|e| anyhow!("exporting the cache to {}: {e}", dest.display()))?;
+                write_layout(store, dest, &cfg)
+                    .with_context(|| format!("exporting the cache to {}", dest.display()))?;
+            }
+            CacheTo::Inline => {}
+        }
+    }
+    Ok(())
+}
+
+fn layer_infos(cfg: &CacheConfig) -> Vec<LayerInfo> {
+    cfg.layers()
+        .into_iter()
+        .map(|d| LayerInfo {
+            diff_id: d.digest.clone(),
+            blob: d.digest,
+            media_type: d.media_type,
+            size: d.size,
+        })
+        .collect()
+}
+
+/// Write the cache artifact into an OCI layout directory: blobs first (copied from the store,
+/// each through a temporary name), `index.json` last, replacing the previous cache.
+fn write_layout(store: &Store, dest: &Path, cfg: &CacheConfig) -> anyhow::Result<()> {
+    let blobs = dest.join("blobs").join("sha256");
+    std::fs::create_dir_all(&blobs).with_context(|| format!("creating {}", blobs.display()))?;
+    let write_file = |path: &Path, data: &[u8]| -> anyhow::Result<()> {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, data).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("renaming {}", tmp.display()))
+    };
+    let layers = cfg.layers();
+    for d in &layers {
+        let target = layout_blob(dest, &d.digest);
+        if std::fs::metadata(&target).is_ok_and(|m| m.len() == d.size) {
+            continue;
+        }
+        let tmp = target.with_extension("tmp");
+        let mut src = store
+            .open_blob(&d.digest)
+            .with_context(|| format!("layer {}", d.digest))?;
+        let mut out =
+            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        std::io::copy(&mut src, &mut out).with_context(|| format!("writing {}", tmp.display()))?;
+        out.sync_all().ok();
+        std::fs::rename(&tmp, &target).with_context(|| format!("renaming {}", tmp.display()))?;
+    }
+    let config = canonical_json(cfg);
+    let config_d = Digest::sha256_of(&config);
+    write_file(&layout_blob(dest, &config_d), &config)?;
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(rbuild_oci::MEDIA_TYPE_OCI_MANIFEST.to_string()),
+        artifact_type: Some(CACHE_ARTIFACT_TYPE.to_string()),
+        config: Descriptor::new(CACHE_CONFIG_MEDIA_TYPE, config_d, config.len() as u64),
+        layers,
+        subject: None,
+        annotations: BTreeMap::new(),
+    };
+    let mbytes = canonical_json(&manifest);
+    let md = Digest::sha256_of(&mbytes);
+    write_file(&layout_blob(dest, &md), &mbytes)?;
+    let mut desc = Descriptor::new(rbuild_oci::MEDIA_TYPE_OCI_MANIFEST, md, mbytes.len() as u64);
+    desc.artifact_type = Some(CACHE_ARTIFACT_TYPE.to_string());
+    desc.annotations.insert(
+        rbuild_oci::ANNOTATION_REF_NAME.to_string(),
+        "cache".to_string(),
+    );
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": rbuild_oci::MEDIA_TYPE_OCI_INDEX,
+        "manifests": [desc],
+    });
+    write_file(
+        &dest.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )?;
+    write_file(&dest.join("index.json"), &canonical_json(&index))?;
+    Ok(())
+}
+
+/// The inline cache annotation for a pushed image (`--cache-to type=inline`).
+pub fn inline_annotation(
+    store: &Store,
+    records: &[ExportRecord],
+) -> anyhow::Result<(String, String)> {
+    let cfg = cache_config(store, records, Mode::Min, Compression::Gzip)?;
+    Ok((
+        INLINE_ANNOTATION.to_string(),
+        String::from_utf8(canonical_json(&cfg)).context("inline cache JSON")?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_specs() {
+        assert_eq!(
+            CacheTo::parse("type=registry,ref=localhost:5000/c:1,mode=max,compression=zstd")
+                .unwrap(),
+            CacheTo::Registry {
+                reference: "localhost:5000/c:1".into(),
+                mode: Mode::Max,
+                compression: Compression::Zstd
+            }
+        );
+        assert_eq!(CacheTo::parse("type=inline").unwrap(), CacheTo::Inline);
+        assert_eq!(
+            CacheFrom::parse("localhost:5000/app:1").unwrap(),
+            CacheFrom::Registry {
+                reference: "localhost:5000/app:1".into()
+            }
+        );
+        assert_eq!(
+            CacheFrom::parse("type=local,src=/tmp/c").unwrap(),
+            CacheFrom::Local {
+                src: "/tmp/c".into()
+            }
+        );
+        for bad in [
+            "type=registry",
+            "type=registry,ref=x,mode=all",
+            "type=local",
+            "type=s3,ref=x",
+            "mode=max",
+            "type=registry,ref=x,bogus=1",
+            "type=inline,mode=max",
+            "type=registry,ref=UPPER/Case",
+        ] {
+            let e = CacheTo::parse(bad).unwrap_err().to_string();
+            assert!(e.starts_with("--cache-to "), "{bad}: {e}");
+        }
+        assert!(CacheFrom::parse("type=local").is_err());
+    }
+
+    #[test]
+    fn index_skips_inconsistent_records() {
+        let d = Descriptor::new(
+            rbuild_oci::MEDIA_TYPE_OCI_LAYER_GZIP,
+            Digest::sha256_of(b"l"),
+            1,
+        );
+        let key = Digest::sha256_of(b"k");
+        let mut cfg = CacheConfig::new();
+        cfg.records.insert(key.hex().to_string(), vec![d.clone()]);
+        let bad = Digest::sha256_of(b"bad");
+        cfg.records.insert(bad.hex().to_string(), vec![d.clone()]);
+        let metas = serde_json::json!({
+            key.hex(): {"diff_ids": [Digest::sha256_of(b"u")], "has_layer": true, "created": 7},
+            bad.hex(): {"diff_ids": [], "has_layer": true, "created": 7},
+        });
+        cfg.extra.insert(EXTRA_KEY.into(), metas);
+        let idx = index_of(&cfg);
+        let r = idx.records.get(&key).expect("good record");
+        assert_eq!(r.created, 7);
+        assert_eq!(r.layer.as_ref().unwrap().blob, d.digest);
+        assert!(!idx.records.contains_key(&bad));
+    }
+}

@@ -1,0 +1,384 @@
+//! The registry side of the CLI: `rbuild pull|push|login|logout`, pushing a built image
+//! (`build --push`), and [`RegistryCtx`] — one registry client with its own small runtime, shared by
+//! the FROM resolver, the base-image fetcher and the registry cache of a build.
+//!
+//! The client is async; the callers here are synchronous (the frontend's resolver, the solver's
+//! blocking tasks, the end of `build`), so [`RegistryCtx::block`] drives a future on the context's
+//! own runtime. It must never be called from inside an async task.
+//!
+//! Pushing: the local store keeps the layers rbuild made uncompressed; a push compresses them once
+//! ([`rbuild_image::ensure_compressed`], remembered in the store) and pushes a manifest that names
+//! the compressed blobs. The local image is not changed.
+
+use anyhow::{anyhow, bail, Context as _};
+use rbuild_oci::{canonical_json, Compression, Descriptor, Digest, Manifest};
+use rbuild_registry::{Client, Options, Progress, PushReport, Reference};
+use rbuild_store::Store;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, OnceLock};
+
+static INSECURE: OnceLock<Vec<String>> = OnceLock::new();
+
+/// `--insecure-registry HOST` (global): registries that may be spoken to over plain HTTP.
+pub fn set_insecure_registries(hosts: Vec<String>) {
+    let _ = INSECURE.set(hosts);
+}
+
+/// A registry client and the runtime that drives it.
+pub struct RegistryCtx {
+    pub client: Client,
+    rt: tokio::runtime::Runtime,
+}
+
+impl RegistryCtx {
+    pub fn new() -> anyhow::Result<Arc<RegistryCtx>> {
+        let opts = Options {
+            insecure_registries: INSECURE.get().cloned().unwrap_or_default(),
+            ..Options::default()
+        };
+        let client = Client::new(opts).context("setting up the registry client")?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("rbuild-registry")
+            .enable_all()
+            .build()
+            .context("starting the registry runtime")?;
+        Ok(Arc::new(RegistryCtx { client, rt }))
+    }
+
+    /// Run `f` to completion on the registry runtime (blocking the calling thread).
+    pub fn block<F: Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+}
+
+/// A [`RegistryCtx`] made on first use: a build that never talks to a registry starts no runtime.
+#[derive(Default)]
+pub struct LazyRegistry(OnceLock<Arc<RegistryCtx>>);
+
+impl LazyRegistry {
+    pub fn get(&self) -> anyhow::Result<Arc<RegistryCtx>> {
+        if let Some(c) = self.0.get() {
+            return Ok(c.clone());
+        }
+        let made = RegistryCtx::new()?;
+        Ok(self.0.get_or_init(|| made).clone())
+    }
+}
+
+/// Parse an image reference for the registry, with the flag or argument it came from.
+pub fn parse_ref(s: &str, what: &str) -> anyhow::Result<Reference> {
+    Reference::parse(s).map_err(|e| anyhow!("{what} {s:?}: {e}"))
+}
+
+/// Byte progress of blob transfers on stderr: a line when a blob starts, at each quarter of a
+/// large blob, and when it is done (or skipped, or mounted).
+pub struct ProgressPrinter {
+    verb: &'static str,
+    quiet: bool,
+    last_quarter: Mutex<BTreeMap<Digest, u64>>,
+}
+
+impl ProgressPrinter {
+    pub fn new(verb: &'static str, quiet: bool) -> ProgressPrinter {
+        ProgressPrinter {
+            verb,
+            quiet,
+            last_quarter: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn report(&self, p: Progress) {
+        if self.quiet {
+            return;
+        }
+        let short = |d: &Digest| d.hex().chars().take(12).collect::<String>();
+        let line = match p {
+            Progress::Started {
+                digest,
+                total,
+                offset,
+            } => {
+                if offset > 0 {
+                    format!(
+                        "{} {}: resuming at {offset} of {total} bytes",
+                        self.verb,
+                        short(&digest)
+                    )
+                } else {
+                    format!("{} {}: {total} bytes", self.verb, short(&digest))
+                }
+            }
+            Progress::Bytes {
+                digest,
+                done,
+                total,
+            } => {
+                if total < (8 << 20) {
+                    return;
+                }
+                let q = done * 4 / total.max(1);
+                let mut m = self.last_quarter.lock().unwrap_or_else(|e| e.into_inner());
+                if m.get(&digest).copied().unwrap_or(0) >= q {
+                    return;
+                }
+                m.insert(digest.clone(), q);
+                format!("{} {}: {done}/{total} bytes", self.verb, short(&digest))
+            }
+            Progress::Skipped { digest } => format!("{}: already exists", short(&digest)),
+            Progress::Mounted { digest, from } => {
+                format!("{}: mounted from {from}", short(&digest))
+            }
+            Progress::Done { digest, total } => {
+                format!("{}: done ({total} bytes)", short(&digest))
+            }
+        };
+        let _ = writeln!(std::io::stderr(), "{line}");
+    }
+}
+
+/// The platform manifest of a stored image (an index is resolved to the host's platform).
+fn local_manifest(store: &Store, image: &str) -> anyhow::Result<(Digest, Manifest)> {
+    let (_, rec) = store
+        .find_image(image)
+        .with_context(|| format!("looking up {image}"))?
+        .ok_or_else(|| anyhow!("image {image} is not in the local store (see `rbuild images`)"))?;
+    rbuild_image::resolve_manifest(store, &rec.manifest)
+        .with_context(|| format!("reading the manifest of {image}"))
+}
+
+/// Write the manifest to push for a local manifest: every layer compressed with `compression`
+/// (compressing uncompressed ones once, remembered in the store), `annotations` added. Returns the
+/// new manifest's digest (stored).
+pub fn push_manifest(
+    store: &Store,
+    manifest: &Manifest,
+    compression: Compression,
+    annotations: &BTreeMap<String, String>,
+) -> anyhow::Result<Digest> {
+    let config = rbuild_image::read_config(store, &manifest.config.digest)
+        .context("reading the image config")?;
+    if config.rootfs.diff_ids.len() != manifest.layers.len() {
+        bail!(
+            "the image's manifest has {} layers but its config lists {} diff_ids",
+            manifest.layers.len(),
+            config.rootfs.diff_ids.len()
+        );
+    }
+    let mut layers = Vec::with_capacity(manifest.layers.len());
+    for (l, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
+        layers.push(compressed_layer(store, l, diff_id, compression)?);
+    }
+    let mut m = manifest.clone();
+    m.layers = layers;
+    m.annotations.extend(annotations.clone());
+    let bytes = canonical_json(&m);
+    store
+        .put_blob(&bytes)
+        .context("storing the manifest to push")
+}
+
+/// `layer` as a blob compressed with `want`. A layer that is already compressed (pulled, or an
+/// earlier compression) is kept as it is when its blob is not in the store: the registry may have it.
+pub fn compressed_layer(
+    store: &Store,
+    layer: &Descriptor,
+    diff_id: &Digest,
+    want: Compression,
+) -> anyhow::Result<Descriptor> {
+    let have = Compression::from_layer_media_type(&layer.media_type);
+    if have != Some(Compression::None) && !store.has_blob(&layer.digest) {
+        return Ok(layer.clone());
+    }
+    let want = if have == Some(Compression::None) {
+        want
+    } else {
+        // Already compressed: push as it is (re-compressing changes the digest for nothing).
+        have.unwrap_or(want)
+    };
+    rbuild_image::ensure_compressed(store, layer, diff_id, want, None)
+        .with_context(|| format!("compressing layer {}", layer.digest))
+}
+
+/// Push the local manifest `manifest` to `target`, compressing its layers first. Prints the
+/// pushed digest on stdout unless `quiet_stdout`.
+pub fn push_image(
+    ctx: &RegistryCtx,
+    store: &Store,
+    manifest: &Manifest,
+    target: &Reference,
+    annotations: &BTreeMap<String, String>,
+    quiet: bool,
+) -> anyhow::Result<PushReport> {
+    let digest = push_manifest(store, manifest, Compression::Gzip, annotations)?;
+    let printer = ProgressPrinter::new("pushing", quiet);
+    let report = ctx
+        .block(
+            ctx.client
+                .push(store, &digest, target, &|p| printer.report(p)),
+        )
+        .with_context(|| format!("pushing {}", target.familiar()))?;
+    if !quiet {
+        eprintln!(
+            "pushed {}@{}: {} bytes uploaded in {} blobs, {} already there, {} mounted",
+            target.familiar(),
+            report.manifest,
+            report.bytes_uploaded,
+            report.blobs_uploaded,
+            report.blobs_skipped,
+            report.blobs_mounted
+        );
+    }
+    Ok(report)
+}
+
+/// `rbuild push IMAGE [DEST]`.
+pub fn push(
+    store: &Store,
+    image: &str,
+    dest: Option<&str>,
+    quiet: bool,
+) -> anyhow::Result<ExitCode> {
+    let target = parse_ref(dest.unwrap_or(image), "push destination")?;
+    let (_, manifest) = local_manifest(store, image)?;
+    let ctx = RegistryCtx::new()?;
+    let report = push_image(&ctx, store, &manifest, &target, &BTreeMap::new(), quiet)?;
+    println!("{}", report.manifest);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Fetch `r` into the store (manifest, config, missing layers) and name it. Returns the record
+/// stored under the name.
+pub fn pull_into(
+    ctx: &RegistryCtx,
+    store: &Store,
+    r: &Reference,
+    quiet: bool,
+) -> anyhow::Result<rbuild_store::ImageRecord> {
+    let printer = ProgressPrinter::new("pulling", quiet);
+    let pulled = ctx
+        .block(
+            ctx.client
+                .pull(store, r, &rbuild_oci::Platform::host(), &|p| {
+                    printer.report(p)
+                }),
+        )
+        .with_context(|| format!("pulling {}", r.familiar()))?;
+    let rec = rbuild_image::image_record(store, &pulled.manifest)
+        .with_context(|| format!("reading the pulled image {}", r.familiar()))?;
+    store
+        .put_image(&r.familiar(), &rec)
+        .with_context(|| format!("naming the image {}", r.familiar()))?;
+    if !quiet {
+        eprintln!(
+            "pulled {} ({} bytes downloaded)",
+            pulled.resolved.familiar(),
+            pulled.bytes_downloaded
+        );
+    }
+    Ok(rec)
+}
+
+/// `rbuild pull IMAGE`: prints the image id.
+pub fn pull(store: &Store, image: &str, quiet: bool) -> anyhow::Result<ExitCode> {
+    let r = parse_ref(image, "image")?;
+    let ctx = RegistryCtx::new()?;
+    let rec = pull_into(&ctx, store, &r, quiet)?;
+    println!("{}", rec.config);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `rbuild login [-u U] [-p P | --password-stdin] HOST`.
+pub fn login(
+    host: &str,
+    username: Option<&str>,
+    password: Option<&str>,
+    password_stdin: bool,
+) -> anyhow::Result<ExitCode> {
+    let username =
+        username.ok_or_else(|| anyhow!("login {host}: give the user name with -u/--username"))?;
+    let password = match (password, password_stdin) {
+        (Some(_), true) => bail!("login: give either -p/--password or --password-stdin, not both"),
+        (Some(p), false) => p.to_string(),
+        (None, true) => {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                .context("reading the password from stdin")?;
+            s.trim_end_matches(['\n', '\r']).to_string()
+        }
+        (None, false) => bail!("login {host}: give the password with --password-stdin (or -p)"),
+    };
+    let ctx = RegistryCtx::new()?;
+    ctx.block(ctx.client.login(host, username, &password))
+        .with_context(|| format!("logging in to {host} as {username}"))?;
+    eprintln!("Login Succeeded");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `rbuild logout HOST`.
+pub fn logout(host: &str) -> anyhow::Result<ExitCode> {
+    let ctx = RegistryCtx::new()?;
+    let removed = ctx
+        .client
+        .logout(host)
+        .with_context(|| format!("logging out of {host}"))?;
+    if removed {
+        eprintln!("Removing login credentials for {host}");
+    } else {
+        eprintln!("Not logged in to {host}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `build` does after the image is made: `--push` to every `-t` (with the inline cache when
+/// `--cache-to type=inline` asks for it), then every other `--cache-to`.
+pub struct AfterBuild<'a> {
+    pub store: &'a Store,
+    pub registry: &'a Arc<LazyRegistry>,
+    pub remote: &'a rbuild_solver::RemoteCaches,
+    pub result: &'a rbuild_solver::SolveResult,
+    pub tags: &'a [String],
+    pub push: bool,
+    pub cache_to: &'a [crate::cache::CacheTo],
+    pub quiet: bool,
+}
+
+impl AfterBuild<'_> {
+    pub fn run(&self) -> anyhow::Result<()> {
+        let inline = self.cache_to.contains(&crate::cache::CacheTo::Inline);
+        if self.push {
+            let manifest = rbuild_image::read_manifest(self.store, &self.result.manifest)
+                .context("reading the built image's manifest")?;
+            let mut annotations = BTreeMap::new();
+            if inline {
+                let (k, v) = crate::cache::inline_annotation(self.store, &self.result.cache)?;
+                annotations.insert(k, v);
+            }
+            let ctx = self.registry.get()?;
+            for t in self.tags {
+                let target = parse_ref(t, "-t")?;
+                push_image(
+                    &ctx,
+                    self.store,
+                    &manifest,
+                    &target,
+                    &annotations,
+                    self.quiet,
+                )?;
+            }
+        } else if inline {
+            eprintln!("warning: --cache-to type=inline travels inside a pushed image: add --push");
+        }
+        crate::cache::export(
+            self.store,
+            self.registry,
+            self.remote,
+            &self.result.cache,
+            self.cache_to,
+            self.quiet,
+        )
+    }
+}

@@ -1,0 +1,388 @@
+//! rbuild against a real registry (Debian's docker-registry on 127.0.0.1): push checked by skopeo,
+//! FROM a registry image on an empty store, the build cache through a registry, a local OCI layout
+//! and inline in a pushed image — every step CACHED on a fresh store, the same image id, and no
+//! layer downloaded that the build did not need — and the errors users see.
+
+mod common;
+mod common_registry;
+
+use common::{require_root, stderr, stdout, Env};
+use common_registry::{have_registry, Registry};
+use std::collections::BTreeSet;
+use std::process::Output;
+
+/// A store with its own docker config dir (credentials never touch ~/.docker).
+struct Client {
+    env: Env,
+}
+
+impl Client {
+    fn new(env: Env) -> Client {
+        std::fs::create_dir_all(env.path("docker")).unwrap();
+        Client { env }
+    }
+    fn run(&self, args: &[&str]) -> Output {
+        self.env
+            .cmd()
+            .env("DOCKER_CONFIG", self.env.path("docker"))
+            .args(args)
+            .output()
+            .expect("running rbuild")
+    }
+    fn ok(&self, args: &[&str]) -> (String, String) {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "rbuild {args:?} failed ({:?}):\nstdout: {}\nstderr: {}",
+            out.status,
+            stdout(&out),
+            stderr(&out)
+        );
+        (stdout(&out), stderr(&out))
+    }
+    fn build(&self, dir: &std::path::Path, extra: &[&str]) -> (String, String) {
+        let mut a = vec!["build", "--progress=plain"];
+        a.extend_from_slice(extra);
+        a.push(dir.to_str().unwrap());
+        self.ok(&a)
+    }
+    /// The layer digests of a stored image's manifest.
+    fn layers(&self, image: &str) -> Vec<String> {
+        let (out, _) = self.ok(&["inspect", image]);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("inspect JSON");
+        let m = v.get("Manifest").expect("inspect has a Manifest");
+        m["layers"]
+            .as_array()
+            .expect("layers")
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+fn setup() -> Option<(Registry, Client)> {
+    if !require_root(&["skopeo"]) || !have_registry() {
+        return None;
+    }
+    let reg = Registry::start(None);
+    // The base image lives in the registry: every build below starts from it.
+    let seed = Client::new(Env::with_busybox());
+    seed.ok(&[
+        "push",
+        "-q",
+        "busybox",
+        &format!("{}/busybox:latest", reg.host),
+    ]);
+    Some((reg, seed))
+}
+
+const MULTI_STAGE: &str = "FROM @HOST@/busybox AS build
+RUN echo built > /out && echo only-in-the-build-stage > /extra && echo RUN-EXEC\"\"UTED-build
+FROM @HOST@/busybox
+COPY --from=build /out /out
+RUN echo RUN-EXEC\"\"UTED-final && echo x > /x
+";
+
+fn multi_stage(c: &Client, reg: &Registry) -> std::path::PathBuf {
+    c.env.context(
+        "ctx",
+        &[("Dockerfile", &MULTI_STAGE.replace("@HOST@", &reg.host))],
+    )
+}
+
+fn id_of(out: &str) -> String {
+    out.lines().last().unwrap_or("").trim().to_string()
+}
+
+fn assert_all_cached(err: &str) {
+    assert!(!err.contains("RUN-EXECUTED"), "a RUN executed:\n{err}");
+    assert!(
+        !err.contains("CACHE MISS"),
+        "a step missed the cache:\n{err}"
+    );
+    assert!(err.contains("CACHED"), "no step reported CACHED:\n{err}");
+}
+
+#[test]
+fn push_is_a_real_image_and_a_second_push_moves_no_layer() {
+    let Some((reg, seed)) = setup() else { return };
+    let ctx = seed.env.context(
+        "app",
+        &[("Dockerfile", "FROM busybox\nRUN echo hi > /hi\n")],
+    );
+    let target = format!("{}/app:1", reg.host);
+    let (_, err) = seed.build(&ctx, &["-t", &target, "--push"]);
+    let pushed = err
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("pushed {target}@")))
+        .and_then(|l| l.split(':').take(2).collect::<Vec<_>>().join(":").into())
+        .map(|s: String| s.trim().to_string())
+        .unwrap_or_else(|| panic!("no pushed digest in:\n{err}"));
+    let inspect = common::run_ok(
+        std::process::Command::new("skopeo")
+            .args(["inspect", "--tls-verify=false"])
+            .arg(format!("docker://{target}")),
+    );
+    let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(v["Digest"].as_str(), Some(pushed.as_str()), "{inspect}");
+    // Pushed layers are compressed; skopeo copies the image back into an OCI layout, verifying
+    // every blob, and the manifest digest is the one we pushed.
+    let layout = seed.env.path("copied");
+    common::run_ok(
+        std::process::Command::new("skopeo")
+            .args(["copy", "--src-tls-verify=false"])
+            .arg(format!("docker://{target}"))
+            .arg(format!("oci:{}:app", layout.display())),
+    );
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    assert_eq!(
+        index["manifests"][0]["digest"].as_str(),
+        Some(pushed.as_str())
+    );
+    let layers = v["Layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2);
+
+    // Everything is there already: a second push (under another tag) uploads nothing.
+    let uploads = reg.uploads();
+    let (out, err) = seed.ok(&["push", &target, &format!("{}/app:again", reg.host)]);
+    assert_eq!(out.trim(), pushed, "{err}");
+    assert!(err.contains(": 0 bytes uploaded in 0 blobs"), "{err}");
+    assert_eq!(reg.uploads(), uploads, "a blob was uploaded again");
+}
+
+#[test]
+fn from_a_registry_image_on_an_empty_store() {
+    let Some((reg, _seed)) = setup() else { return };
+    let b = Client::new(Env::empty());
+    let ctx = b.env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            &format!("FROM {}/busybox\nRUN echo from-registry > /f\n", reg.host),
+        )],
+    );
+    let (out, _) = b.build(&ctx, &["-t", "app"]);
+    assert!(id_of(&out).starts_with("sha256:"));
+    // The base was pulled and named; a build pinned by its digest needs no registry.
+    let (images, _) = b.ok(&["images"]);
+    assert!(
+        images.contains(&format!("{}/busybox", reg.host)),
+        "{images}"
+    );
+    let (o, _) = b.ok(&["inspect", &format!("{}/busybox", reg.host)]);
+    let v: serde_json::Value = serde_json::from_str(&o).unwrap();
+    let digest = v["Digest"].as_str().expect("inspect Digest").to_string();
+    let host = reg.host.clone();
+    drop(reg);
+    let pinned = b.env.context(
+        "pinned",
+        &[(
+            "Dockerfile",
+            &format!("FROM {host}/busybox@{digest}\nRUN echo pinned > /p\n"),
+        )],
+    );
+    let out = b.run(&["build", "--progress=plain", pinned.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "a FROM pinned by a digest the store has must not need the (now stopped) registry: {}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn registry_cache_max_makes_a_fresh_store_fully_cached_and_downloads_only_what_it_needs() {
+    let Some((reg, _seed)) = setup() else { return };
+    let cache = format!("{}/cache:main", reg.host);
+    let a = Client::new(Env::empty());
+    let (out_a, err_a) = a.build(
+        &multi_stage(&a, &reg),
+        &[
+            "-t",
+            "app",
+            "--cache-to",
+            &format!("type=registry,ref={cache},mode=max"),
+        ],
+    );
+    assert!(err_a.contains("RUN-EXECUTED-build"), "{err_a}");
+
+    let b = Client::new(Env::empty());
+    let before = reg.blob_gets().len();
+    let (out_b, err_b) = b.build(
+        &multi_stage(&b, &reg),
+        &[
+            "-t",
+            "app",
+            "--cache-from",
+            &format!("type=registry,ref={cache}"),
+        ],
+    );
+    assert_all_cached(&err_b);
+    assert_eq!(id_of(&out_b), id_of(&out_a), "image ids differ");
+
+    // What B downloaded: configs and the final image's layers, never the build stage's layer.
+    let fetched: BTreeSet<String> = reg.blob_gets()[before..].iter().cloned().collect();
+    let needed: BTreeSet<String> = b.layers("app").into_iter().collect();
+    let raw = common::run_ok(
+        std::process::Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{cache}")),
+    );
+    let artifact: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    let cached_layers: BTreeSet<String> = artifact["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect();
+    let unneeded: Vec<&String> = cached_layers.difference(&needed).collect();
+    assert!(
+        !unneeded.is_empty(),
+        "mode=max should export the build stage's layer too: {cached_layers:?} vs {needed:?}"
+    );
+    for u in &unneeded {
+        assert!(
+            !fetched.contains(*u),
+            "B downloaded {u}, which it did not need"
+        );
+    }
+    for l in &needed {
+        assert!(
+            fetched.contains(l),
+            "B should have fetched the image layer {l}"
+        );
+    }
+}
+
+#[test]
+fn local_cache_dir_makes_a_fresh_store_fully_cached() {
+    let Some((reg, _seed)) = setup() else { return };
+    let a = Client::new(Env::empty());
+    let dir = a.env.path("cache-dir");
+    let (out_a, _) = a.build(
+        &multi_stage(&a, &reg),
+        &[
+            "-t",
+            "app",
+            "--cache-to",
+            &format!("type=local,dest={},mode=max", dir.display()),
+        ],
+    );
+    let b = Client::new(Env::empty());
+    let (out_b, err_b) = b.build(
+        &multi_stage(&b, &reg),
+        &[
+            "-t",
+            "app",
+            "--cache-from",
+            &format!("type=local,src={}", dir.display()),
+        ],
+    );
+    assert_all_cached(&err_b);
+    assert_eq!(id_of(&out_b), id_of(&out_a));
+    // Only the layers the image needs were copied into B's store.
+    let needed: BTreeSet<String> = b.layers("app").into_iter().collect();
+    let mut unneeded = 0;
+    for e in std::fs::read_dir(dir.join("blobs/sha256")).unwrap() {
+        let hex = e.unwrap().file_name().to_string_lossy().to_string();
+        let d = format!("sha256:{hex}");
+        let size = std::fs::metadata(dir.join("blobs/sha256").join(&hex))
+            .unwrap()
+            .len();
+        if !needed.contains(&d)
+            && size > 1024
+            && !b.env.root.join("blobs/sha256").join(&hex).exists()
+        {
+            unneeded += 1;
+        }
+        if !needed.contains(&d) && size > 1024 {
+            assert!(
+                !b.env.root.join("blobs/sha256").join(&hex).exists(),
+                "B copied {d}, which it did not need"
+            );
+        }
+    }
+    assert!(
+        unneeded > 0,
+        "mode=max should have exported the build stage's layer"
+    );
+}
+
+#[test]
+fn inline_cache_travels_in_the_pushed_image() {
+    let Some((reg, _seed)) = setup() else { return };
+    let image = format!("{}/app:inline", reg.host);
+    let a = Client::new(Env::empty());
+    let ctx = a.env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM {}/busybox\nRUN echo RUN-EXEC\"\"UTED && echo 1 > /one\nENV A=1\nRUN echo 2 > /two\n",
+                reg.host
+            ),
+        )],
+    );
+    let (out_a, _) = a.build(&ctx, &["-t", &image, "--push", "--cache-to", "type=inline"]);
+    let b = Client::new(Env::empty());
+    let ctx_b = b.env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            &std::fs::read_to_string(ctx.join("Dockerfile")).unwrap(),
+        )],
+    );
+    let (out_b, err_b) = b.build(&ctx_b, &["-t", "app", "--cache-from", &image]);
+    assert_all_cached(&err_b);
+    assert_eq!(id_of(&out_b), id_of(&out_a));
+}
+
+#[test]
+fn wrong_credentials_and_missing_repositories_are_clear_errors() {
+    if !require_root(&[]) || !have_registry() {
+        return;
+    }
+    let reg = Registry::start(Some(("alice", "right")));
+    let c = Client::new(Env::empty());
+    let out = c
+        .env
+        .cmd()
+        .env("DOCKER_CONFIG", c.env.path("docker"))
+        .args(["login", "-u", "alice", "--password-stdin", &reg.host])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut ch| {
+            use std::io::Write as _;
+            ch.stdin.take().unwrap().write_all(b"wrong\n")?;
+            ch.wait_with_output()
+        })
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains(&reg.host), "{err}");
+    assert!(
+        err.to_lowercase().contains("unauthorized")
+            || err.to_lowercase().contains("credentials")
+            || err.contains("401"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("wrong"),
+        "the password leaked into the error: {err}"
+    );
+
+    let (_, ok) = c.ok(&["login", "-u", "alice", "-p", "right", &reg.host]);
+    assert!(ok.contains("Login Succeeded"), "{ok}");
+    let missing = c.run(&["pull", &format!("{}/nope:1", reg.host)]);
+    assert!(!missing.status.success());
+    let err = stderr(&missing);
+    assert!(err.contains("nope"), "{err}");
+    assert!(
+        err.to_lowercase().contains("not found") || err.to_lowercase().contains("unknown"),
+        "{err}"
+    );
+    let (_, out) = c.ok(&["logout", &reg.host]);
+    assert!(out.contains("Removing login credentials"), "{out}");
+}
