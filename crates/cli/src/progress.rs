@@ -4,7 +4,7 @@
 use rbuild_solver::{Event, EventSink};
 use std::collections::HashSet;
 use std::io::Write;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
@@ -16,31 +16,57 @@ pub enum Mode {
     Quiet,
 }
 
+/// What the build produced, for the end of the progress output (tty summary, json `result`).
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    /// Image id (config digest).
+    pub id: String,
+    /// Manifest digest.
+    pub digest: String,
+    /// Bytes of config and layers.
+    pub size: u64,
+}
+
+/// Set by [`Progress::finish_with`] before the renderer's channel closes.
+pub(crate) type SummarySlot = Arc<Mutex<Option<Summary>>>;
+
 /// A running renderer: feed it through [`Progress::sink`], then [`Progress::finish`].
 pub struct Progress {
     sink: EventSink,
     handle: Option<JoinHandle<()>>,
     tx: Option<mpsc::Sender<(SystemTime, Event)>>,
+    summary: SummarySlot,
 }
 
 impl Progress {
     pub fn start(mode: Mode) -> Progress {
         let (tx, rx) = mpsc::channel::<(SystemTime, Event)>();
+        let summary: SummarySlot = Arc::default();
+        let slot = summary.clone();
         let handle = std::thread::spawn(move || match mode {
             Mode::Plain => plain(rx),
-            Mode::Tty => crate::tty::render(rx),
-            Mode::Json => json(rx),
+            Mode::Tty => crate::tty::render(rx, slot),
+            Mode::Json => json(rx, slot),
             Mode::Quiet => for _ in rx {},
         });
         Progress {
             sink: EventSink::new(tx.clone()),
             handle: Some(handle),
             tx: Some(tx),
+            summary,
         }
     }
 
     pub fn sink(&self) -> EventSink {
         self.sink.clone()
+    }
+
+    /// Wait until every event has been rendered, then show what was built.
+    pub fn finish_with(self, summary: Summary) {
+        if let Ok(mut g) = self.summary.lock() {
+            *g = Some(summary);
+        }
+        self.finish();
     }
 
     /// Wait until every event has been rendered.
@@ -92,7 +118,7 @@ fn plain(rx: mpsc::Receiver<(SystemTime, Event)>) {
     }
 }
 
-fn json(rx: mpsc::Receiver<(SystemTime, Event)>) {
+fn json(rx: mpsc::Receiver<(SystemTime, Event)>, summary: SummarySlot) {
     let stderr = std::io::stderr();
     for (t, ev) in rx {
         let mut v = serde_json::to_value(&ev).unwrap_or_default();
@@ -105,6 +131,17 @@ fn json(rx: mpsc::Receiver<(SystemTime, Event)>) {
         }
         let mut out = stderr.lock();
         let _ = writeln!(out, "{v}");
+    }
+    let result = summary.lock().ok().and_then(|mut g| g.take());
+    if let Some(r) = result {
+        let ts = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        let v = serde_json::json!({
+            "type": "result", "time": ts, "id": r.id, "digest": r.digest, "size": r.size,
+        });
+        let _ = writeln!(stderr.lock(), "{v}");
     }
 }
 

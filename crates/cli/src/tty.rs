@@ -1,7 +1,9 @@
 //! The live progress view on a terminal (indicatif): one line per step with its state and timer,
-//! and the last lines of output of running steps.
+//! the last lines of output of running steps, byte progress (pulls, exports, layer commits), and a
+//! summary at the end: total time, steps cached and run, image id and size. `NO_COLOR` turns the
+//! colours off.
 
-use crate::progress::{secs, vertex_of};
+use crate::progress::{human, secs, vertex_of, SummarySlot};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rbuild_solver::Event;
 use std::collections::{BTreeMap, VecDeque};
@@ -13,14 +15,18 @@ struct Step {
     name: String,
     started: Instant,
     logs: VecDeque<String>,
+    /// Byte progress by id: (current, total).
+    bytes: BTreeMap<String, (u64, Option<u64>)>,
+    running: bool,
     done: bool,
 }
 
-pub fn render(rx: mpsc::Receiver<(SystemTime, Event)>) {
+pub fn render(rx: mpsc::Receiver<(SystemTime, Event)>, summary: SummarySlot) {
     let mp = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
     let running = ProgressStyle::with_template("{spinner:.blue} {msg}").unwrap();
     let finished = ProgressStyle::with_template("{msg}").unwrap();
-    let color = std::env::var_os("NO_COLOR").is_none();
+    // https://no-color.org: set and non-empty disables colour.
+    let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let paint = |code: &str, s: &str| {
         if color {
             format!("\x1b[{code}m{s}\x1b[0m")
@@ -47,11 +53,16 @@ pub fn render(rx: mpsc::Receiver<(SystemTime, Event)>) {
                     name: v.name.clone(),
                     started: Instant::now(),
                     logs: VecDeque::new(),
+                    bytes: BTreeMap::new(),
+                    running: false,
                     done: false,
                 }
             });
             match ev {
-                Event::Started { .. } => step.started = Instant::now(),
+                Event::Started { .. } => {
+                    step.started = Instant::now();
+                    step.running = true;
+                }
                 Event::Cached { .. } => {
                     cached += 1;
                     step.done = true;
@@ -100,18 +111,39 @@ pub fn render(rx: mpsc::Receiver<(SystemTime, Event)>) {
                         step.name
                     ));
                 }
-                Event::CacheMiss { .. } | Event::Progress { .. } => {}
+                Event::Progress {
+                    id, current, total, ..
+                } => {
+                    step.running = true;
+                    step.bytes.insert(id, (current, total));
+                }
+                Event::CacheMiss { .. } => {}
             }
         }
         for s in steps.values() {
             if s.done {
                 continue;
             }
+            if !s.running {
+                s.bar
+                    .set_message(format!("{} {}", paint("2", "waiting"), s.name));
+                s.bar.tick();
+                continue;
+            }
+            let bytes: Vec<String> = s
+                .bytes
+                .iter()
+                .map(|(id, (cur, tot))| match tot {
+                    Some(t) => format!("\n    {id} {}/{}", human(*cur), human(*t)),
+                    None => format!("\n    {id} {}", human(*cur)),
+                })
+                .collect();
             let tail: Vec<String> = s.logs.iter().map(|l| format!("\n    {l}")).collect();
             s.bar.set_message(format!(
-                "{} {}{}",
+                "{} {}{}{}",
                 s.name,
                 secs(s.started.elapsed()),
+                bytes.concat(),
                 tail.concat()
             ));
             s.bar.tick();
@@ -123,11 +155,23 @@ pub fn render(rx: mpsc::Receiver<(SystemTime, Event)>) {
             eprintln!("{m}");
         }
     }
-    eprintln!(
-        "{} in {} ({} cached, {} run)",
-        paint("1", "Finished"),
-        secs(start.elapsed()),
-        cached,
-        ran
-    );
+    let result = summary.lock().ok().and_then(|mut g| g.take());
+    match result {
+        Some(r) => eprintln!(
+            "{} in {} ({} cached, {} run) image {} size {}",
+            paint("1", "Finished"),
+            secs(start.elapsed()),
+            cached,
+            ran,
+            r.id,
+            human(r.size)
+        ),
+        None => eprintln!(
+            "{} after {} ({} cached, {} run)",
+            paint("1;31", "Failed"),
+            secs(start.elapsed()),
+            cached,
+            ran
+        ),
+    }
 }

@@ -13,7 +13,10 @@ fn help_snapshot() {
     let env = Env::empty();
     let out = env.rbuild(&["--help"]);
     assert!(out.status.success());
-    insta::assert_snapshot!("help", masked(&stdout(&out)));
+    insta::assert_snapshot!(
+        "help",
+        masked(&stdout(&out)).replace(env.tmp.path().to_str().unwrap(), "[TMP]")
+    );
 }
 
 #[test]
@@ -21,7 +24,10 @@ fn build_help_snapshot() {
     let env = Env::empty();
     let out = env.rbuild(&["build", "--help"]);
     assert!(out.status.success());
-    insta::assert_snapshot!("build_help", masked(&stdout(&out)));
+    insta::assert_snapshot!(
+        "build_help",
+        masked(&stdout(&out)).replace(env.tmp.path().to_str().unwrap(), "[TMP]")
+    );
 }
 
 #[test]
@@ -37,7 +43,11 @@ fn bad_output_names_the_flag() {
     let env = Env::empty();
     let ctx = env.context("ctx", &[("Dockerfile", "FROM scratch\n")]);
     let out = env.rbuild(&["build", "-o", "type=bogus,dest=x", ctx.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a bad flag value is a usage error"
+    );
     let err = stderr(&out);
     assert!(
         err.starts_with("error: --output type=bogus,dest=x: unknown type"),
@@ -55,4 +65,190 @@ fn bare_form_is_build() {
         "{}",
         stderr(&out)
     );
+}
+
+/// Mask what changes from run to run: durations, log timestamps, digests, ages, temp paths.
+fn masked_run(s: &str, tmp: &std::path::Path) -> String {
+    let s = s.replace(tmp.to_str().unwrap(), "[TMP]");
+    let rules: &[(&str, &str)] = &[
+        (r"sha256:[0-9a-f]{64}", "sha256:[DIGEST]"),
+        (r"\b[0-9a-f]{12}\b", "[ID]"),
+        (r"(#\d+) \d+\.\d{3} ", "$1 [T] "),
+        (r"DONE \d+\.\ds", "DONE [T]s"),
+        (r"\d+ (second|minute|hour|day|month|year)s? ago", "[AGO]"),
+        (r"[ ]{2,}", "  "),
+    ];
+    let mut out = s;
+    for (re, rep) in rules {
+        out = regex::Regex::new(re)
+            .unwrap()
+            .replace_all(&out, *rep)
+            .to_string();
+    }
+    out
+}
+
+#[test]
+fn plain_progress_images_and_history_snapshots() {
+    if !require_root(&[]) {
+        return;
+    }
+    let env = Env::with_busybox();
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN echo hello && echo world >&2\nENV A=1\nRUN echo \"A is $A\"\n",
+        )],
+    );
+    let mut cmd = env.cmd();
+    cmd.env("SOURCE_DATE_EPOCH", "1700000000");
+    let out = cmd
+        .args(["build", "--progress=plain", "-t", "snap:1"])
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    insta::assert_snapshot!("plain_progress", masked_run(&stderr(&out), env.tmp.path()));
+    // A rebuild is all cache hits.
+    let mut cmd = env.cmd();
+    cmd.env("SOURCE_DATE_EPOCH", "1700000000");
+    let out = cmd
+        .args(["build", "--progress=plain", "-t", "snap:1"])
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    insta::assert_snapshot!(
+        "plain_progress_cached",
+        masked_run(&stderr(&out), env.tmp.path())
+    );
+    let out = env.rbuild(&["images"]);
+    assert!(out.status.success());
+    insta::assert_snapshot!("images", masked_run(&stdout(&out), env.tmp.path()));
+    let out = env.rbuild(&["history", "snap:1"]);
+    assert!(out.status.success());
+    insta::assert_snapshot!("history", masked_run(&stdout(&out), env.tmp.path()));
+}
+
+#[test]
+fn bad_flag_values_snapshot() {
+    let env = Env::empty();
+    let ctx = env.context("ctx", &[("Dockerfile", "FROM scratch\n")]);
+    let c = ctx.to_str().unwrap();
+    let cases: &[&[&str]] = &[
+        &["build", "--platform", "linux/s390x", c],
+        &["build", "-o", "type=bogus,dest=x", c],
+        &["build", "-o", "type=oci", c],
+        &["build", "-o", "type=oci,dest=x,compression=lz4", c],
+        &["build", "--build-context", "nodest", c],
+        &["build", "--build-context", "x=git://example.com/r", c],
+        &["build", "--allow", "root.everything", c],
+        &["build", "--label", "novalue", c],
+        &["build", "--memory", "lots", c],
+        &["build", "-f", "-", "-"],
+        &["build", "--progress", "fancy", c],
+        &["images", "--format", "xml"],
+        &["completion", "tcsh"],
+    ];
+    let mut report = String::new();
+    for args in cases {
+        let out = env.rbuild(args);
+        let shown: Vec<&str> = args
+            .iter()
+            .map(|a| if *a == c { "CTX" } else { a })
+            .collect();
+        report.push_str(&format!(
+            "$ rbuild {}\nexit {:?}\n{}\n",
+            shown.join(" "),
+            out.status.code(),
+            masked_run(&stderr(&out), env.tmp.path())
+        ));
+        assert!(out.stdout.is_empty(), "stdout carries only data: {args:?}");
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+    }
+    insta::assert_snapshot!("bad_flag_values", report);
+}
+
+#[test]
+fn json_progress_is_one_object_per_line() {
+    if !require_root(&[]) {
+        return;
+    }
+    let env = Env::with_busybox();
+    let ctx = env.context(
+        "ctx",
+        &[("Dockerfile", "FROM busybox\nRUN echo out && echo err >&2\n")],
+    );
+    let mut types = Vec::new();
+    for _ in 0..2 {
+        let out = env.rbuild(&["build", "--progress=json", ctx.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let id = stdout(&out);
+        for line in stderr(&out).lines() {
+            let v: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"));
+            assert!(v["time"].as_f64().is_some(), "{line}");
+            let t = v["type"].as_str().unwrap().to_string();
+            if t == "result" {
+                assert_eq!(v["id"].as_str().unwrap(), id.trim());
+                assert!(v["size"].as_u64().unwrap() > 0);
+            } else {
+                assert!(v["vertex"]["number"].as_u64().is_some(), "{line}");
+                assert!(v["vertex"]["name"].as_str().is_some(), "{line}");
+            }
+            if t == "log" {
+                assert!(matches!(v["stream"].as_str(), Some("stdout" | "stderr")));
+            }
+            types.push(t);
+        }
+        assert_eq!(types.last().map(String::as_str), Some("result"));
+    }
+    for want in ["started", "cache_miss", "log", "done", "cached", "result"] {
+        assert!(
+            types.iter().any(|t| t == want),
+            "no {want} event: {types:?}"
+        );
+    }
+}
+
+#[test]
+fn tty_mode_in_a_pseudo_terminal_shows_the_summary() {
+    if !require_root(&["script"]) {
+        return;
+    }
+    let env = Env::with_busybox();
+    let ctx = env.context(
+        "ctx",
+        &[("Dockerfile", "FROM busybox\nRUN echo in-a-tty\n")],
+    );
+    let ansi = regex::Regex::new(r"\x1b\[[0-9;]*[A-Za-z]").unwrap();
+    for (no_color, progress) in [(false, "--progress=auto"), (true, "--progress=tty")] {
+        let cmdline = format!(
+            "{} build {progress} -t tty:1 {}",
+            rbuild_bin(),
+            ctx.display()
+        );
+        let mut cmd = std::process::Command::new("script");
+        cmd.args(["-qfec", &cmdline, "/dev/null"])
+            .env("RBUILD_ROOT", &env.root)
+            .env("TERM", "xterm");
+        if no_color {
+            cmd.env("NO_COLOR", "1");
+        } else {
+            cmd.env_remove("NO_COLOR");
+        }
+        let out = cmd.output().unwrap();
+        let raw = stdout(&out);
+        let text = ansi.replace_all(&raw, "").to_string();
+        assert!(out.status.success(), "{text}");
+        assert!(text.contains("Finished in "), "no summary: {text:?}");
+        assert!(text.contains(" run) image sha256:"), "{text:?}");
+        assert!(text.contains("[2/2] RUN echo in-a-tty"), "{text:?}");
+        if no_color {
+            assert!(!raw.contains("\x1b[32m"), "NO_COLOR ignored: {raw:?}");
+        } else {
+            assert!(raw.contains("\x1b[1mFinished"), "{raw:?}");
+        }
+    }
 }

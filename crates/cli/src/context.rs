@@ -1,0 +1,145 @@
+//! The build context argument: a directory, a local tar file (plain, gzip or zstd), or `-` (a tar
+//! on stdin, or a lone Dockerfile on stdin with an empty context, as `docker build - < Dockerfile`).
+//! Archives are unpacked into a private temporary directory with the snapshotter's layer applier,
+//! which refuses paths that climb out, links that escape and device nodes' surprises — never with
+//! tar's own unpack.
+
+use anyhow::{anyhow, bail, Context as _};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// A resolved context. Keep it alive for the whole build: it owns the temporary directory.
+pub struct ResolvedContext {
+    pub dir: PathBuf,
+    /// Set when stdin held a Dockerfile rather than a tar.
+    pub stdin_dockerfile: Option<String>,
+    tmp: Option<tempfile::TempDir>,
+}
+
+impl ResolvedContext {
+    /// The context came from an archive (or stdin), not a directory of the user's.
+    pub fn is_archive(&self) -> bool {
+        self.tmp.is_some()
+    }
+}
+
+pub fn resolve(arg: &Path) -> anyhow::Result<ResolvedContext> {
+    if arg.as_os_str() == "-" {
+        let mut stdin = std::io::stdin();
+        let mut head = Vec::with_capacity(512);
+        (&mut stdin)
+            .take(512)
+            .read_to_end(&mut head)
+            .context("reading the build context from stdin")?;
+        let tmp = temp_dir()?;
+        if looks_like_archive(&head) {
+            let reader = std::io::Cursor::new(head).chain(stdin);
+            unpack(reader, tmp.path()).context("unpacking the build context from stdin")?;
+            return Ok(ResolvedContext {
+                dir: tmp.path().to_path_buf(),
+                stdin_dockerfile: None,
+                tmp: Some(tmp),
+            });
+        }
+        let mut rest = Vec::new();
+        stdin
+            .read_to_end(&mut rest)
+            .context("reading the Dockerfile from stdin")?;
+        head.extend_from_slice(&rest);
+        let text = String::from_utf8(head)
+            .map_err(|_| anyhow!("stdin is neither a tar archive nor a UTF-8 Dockerfile"))?;
+        return Ok(ResolvedContext {
+            dir: tmp.path().to_path_buf(),
+            stdin_dockerfile: Some(text),
+            tmp: Some(tmp),
+        });
+    }
+    let meta = std::fs::metadata(arg).map_err(|e| {
+        anyhow!(
+            "build context {}: {}",
+            arg.display(),
+            if e.kind() == std::io::ErrorKind::NotFound {
+                "is not a directory (no such file or directory)".to_string()
+            } else {
+                e.to_string()
+            }
+        )
+    })?;
+    if meta.is_dir() {
+        return Ok(ResolvedContext {
+            dir: arg.to_path_buf(),
+            stdin_dockerfile: None,
+            tmp: None,
+        });
+    }
+    if !meta.is_file() {
+        bail!(
+            "build context {} is not a directory, a tar file or -",
+            arg.display()
+        );
+    }
+    let mut f = std::fs::File::open(arg)
+        .with_context(|| format!("opening the build context {}", arg.display()))?;
+    let mut head = Vec::with_capacity(512);
+    (&mut f)
+        .take(512)
+        .read_to_end(&mut head)
+        .with_context(|| format!("reading {}", arg.display()))?;
+    if !looks_like_archive(&head) {
+        bail!(
+            "build context {} is not a directory, and not a tar archive (plain, gzip or zstd)",
+            arg.display()
+        );
+    }
+    let tmp = temp_dir()?;
+    let reader = std::io::Cursor::new(head).chain(f);
+    unpack(reader, tmp.path())
+        .with_context(|| format!("unpacking the build context {}", arg.display()))?;
+    Ok(ResolvedContext {
+        dir: tmp.path().to_path_buf(),
+        stdin_dockerfile: None,
+        tmp: Some(tmp),
+    })
+}
+
+fn temp_dir() -> anyhow::Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix("rbuild-context-")
+        .tempdir()
+        .context("creating a temporary directory for the build context")
+}
+
+/// gzip or zstd magic, or a ustar/GNU tar header (magic at offset 257).
+fn looks_like_archive(head: &[u8]) -> bool {
+    if rbuild_snapshotter::diff::detect(head).is_some() {
+        return true;
+    }
+    head.len() >= 262 && &head[257..262] == b"ustar"
+}
+
+fn unpack<R: Read + Send>(reader: R, dest: &Path) -> anyhow::Result<()> {
+    let tar = rbuild_snapshotter::diff::decompress(reader).map_err(|e| anyhow!("{e}"))?;
+    rbuild_snapshotter::diff::apply_layer(
+        tar,
+        dest,
+        &rbuild_snapshotter::diff::ApplyOptions::default(),
+    )
+    .map_err(|e| anyhow!("{e}"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sniffs_archives() {
+        assert!(looks_like_archive(&[0x1f, 0x8b, 8, 0]));
+        assert!(looks_like_archive(&[0x28, 0xb5, 0x2f, 0xfd, 0]));
+        let mut hdr = vec![0u8; 512];
+        hdr[257..262].copy_from_slice(b"ustar");
+        assert!(looks_like_archive(&hdr));
+        assert!(!looks_like_archive(b"FROM busybox\nRUN true\n"));
+        assert!(!looks_like_archive(b""));
+    }
+}
