@@ -4,9 +4,24 @@ mod common;
 
 use proptest::prelude::*;
 use rbuild_frontend::{plan, PlanOptions};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-fn corpus() -> Vec<String> {
+/// Cases per property: 600 in CI; `PROPTEST_CASES=N` for long runs (explicit `cases` in a
+/// `ProptestConfig` would otherwise ignore the variable).
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(600)
+}
+
+fn corpus() -> &'static [String] {
+    static CORPUS: OnceLock<Vec<String>> = OnceLock::new();
+    CORPUS.get_or_init(read_corpus)
+}
+
+fn read_corpus() -> Vec<String> {
     let dir =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/dockerfiles");
     let mut out: Vec<String> = std::fs::read_dir(dir)
@@ -88,7 +103,7 @@ const TOKENS: &[&str] = &[
 ];
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 600, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), .. ProptestConfig::default() })]
 
     #[test]
     fn random_tokens(idx in proptest::collection::vec(0..TOKENS.len(), 0..80)) {
@@ -104,7 +119,7 @@ proptest! {
     #[test]
     fn mutated_corpus(file in any::<prop::sample::Index>(), edits in proptest::collection::vec((any::<prop::sample::Index>(), 0..TOKENS.len(), 0..3u8), 1..12)) {
         let files = corpus();
-        let mut text: Vec<char> = file.get(&files).chars().collect();
+        let mut text: Vec<char> = file.get(files).chars().collect();
         for (at, tok, kind) in edits {
             if text.is_empty() { break; }
             let i = at.index(text.len());

@@ -101,10 +101,32 @@ fn mount_one(spec: &MountSpec, target: &Path) -> Result<(), MountError> {
 }
 
 /// Unmount the top mount on `target` (not following a symlink at `target`).
+///
+/// EBUSY is retried for a short while: a sandbox being forked for a concurrent step briefly holds
+/// copies of every fd of the process (until its exec closes them), which can pin this mount. If it
+/// stays busy, the mount is detached (`MNT_DETACH`): it leaves this namespace now and the kernel
+/// frees it when the last holder lets go.
 pub fn unmount(target: &Path) -> Result<(), MountError> {
-    umount2(target, MntFlags::UMOUNT_NOFOLLOW).map_err(|errno| MountError::Unmount {
-        target: target.to_path_buf(),
-        errno,
+    let mut delay = std::time::Duration::from_millis(2);
+    for _ in 0..8 {
+        match umount2(target, MntFlags::UMOUNT_NOFOLLOW) {
+            Err(nix::errno::Errno::EBUSY) => {
+                std::thread::sleep(delay);
+                delay *= 2;
+            }
+            r => {
+                return r.map_err(|errno| MountError::Unmount {
+                    target: target.to_path_buf(),
+                    errno,
+                })
+            }
+        }
+    }
+    umount2(target, MntFlags::UMOUNT_NOFOLLOW | MntFlags::MNT_DETACH).map_err(|errno| {
+        MountError::Unmount {
+            target: target.to_path_buf(),
+            errno,
+        }
     })
 }
 

@@ -23,7 +23,13 @@ pub enum Event {
     /// The vertex's result came from the cache.
     Cached { vertex: VertexRef },
     /// Why the vertex could not be reused.
-    CacheMiss { vertex: VertexRef, reason: String },
+    CacheMiss {
+        vertex: VertexRef,
+        reason: String,
+        /// With `explain` on: every input that differs from the closest earlier record.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        details: Vec<String>,
+    },
     /// A line of output (stdout or stderr) of a running step, without its newline.
     Log {
         vertex: VertexRef,

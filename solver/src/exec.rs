@@ -156,13 +156,8 @@ pub(crate) fn checksum_selection(
                 .get(&dir.join(&rel))
                 .map(|d| d.hex()[..16].to_string())
                 .unwrap_or_default();
-            files.push((
-                rel,
-                format!(
-                    "{}:{content}",
-                    &rbuild_oci::sha256_hex(meta.as_bytes())[..16]
-                ),
-            ));
+            // Metadata in clear (it is short) so a miss can say what changed: mode, owner, …
+            files.push((rel, format!("{meta}:{content}")));
         }
     }
     let listing = serde_json::to_vec(&files).map_err(|e| e.to_string())?;
@@ -336,9 +331,15 @@ pub(crate) async fn realize(run: Arc<Run>, id: VertexId) -> Result<Realized, Sol
             run.solver.events.send(Event::Started {
                 vertex: vref.clone(),
             });
+            let details = if run.solver.opts.explain {
+                run.solver.explain_full(&node)
+            } else {
+                Vec::new()
+            };
             run.solver.events.send(Event::CacheMiss {
                 vertex: vref.clone(),
                 reason,
+                details,
             });
             run.run_count.fetch_add(1, Ordering::SeqCst);
             let started = Instant::now();
@@ -921,6 +922,8 @@ fn run_exec(
     let mut mounts = Vec::new();
     let mut _views = Vec::new();
     let mut _tmpfiles = Vec::new();
+    let mut _scratch = Vec::new();
+    let mut _scratch_locks = Vec::new();
     for m in &op.mounts {
         match &m.kind {
             MountKind::Bind {
@@ -953,14 +956,25 @@ fn run_exec(
                     std::os::fd::AsRawFd::as_raw_fd(&fd)
                 ))
                 .map_err(|e| step_err(run, node.id, format!("--mount source {source}: {e}")))?;
+                // rw: writes go to a scratch overlay (or copy) that is thrown away.
+                let source = if *readwrite {
+                    let s = crate::mounts::RwScratch::new(&solver.store.root().join("mnt"), &host)
+                        .map_err(|e| step_err(run, node.id, e))?;
+                    let p = s.path.clone();
+                    _scratch.push(s);
+                    p
+                } else {
+                    host
+                };
                 mounts.push(rbuild_sandbox::SandboxMount::Bind {
-                    source: host,
+                    source,
                     target: m.target.clone(),
                     readonly: !readwrite,
                 });
             }
             MountKind::Cache {
                 id,
+                sharing,
                 readonly,
                 mode,
                 uid,
@@ -978,6 +992,13 @@ fn run_exec(
                     use std::os::unix::fs::PermissionsExt;
                     let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(*mode));
                     let _ = std::os::unix::fs::chown(&dir, Some(*uid), Some(*gid));
+                }
+                if *sharing == rbuild_ops::CacheSharing::Locked {
+                    _scratch_locks.push(
+                        crate::mounts::lock_cache_dir(&dir).map_err(|e| {
+                            step_err(run, node.id, format!("cache mount {id}: {e}"))
+                        })?,
+                    );
                 }
                 mounts.push(rbuild_sandbox::SandboxMount::Bind {
                     source: dir,
@@ -1038,11 +1059,17 @@ fn run_exec(
                 _tmpfiles.push(f);
             }
             MountKind::Ssh { id, required, .. } => match solver.opts.ssh.get(id) {
-                Some(sock) => mounts.push(rbuild_sandbox::SandboxMount::Bind {
-                    source: sock.clone(),
-                    target: m.target.clone(),
-                    readonly: false,
-                }),
+                Some(sock) => {
+                    // As BuildKit: the first forwarded agent is $SSH_AUTH_SOCK.
+                    if !env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK=")) {
+                        env.push(format!("SSH_AUTH_SOCK={}", m.target));
+                    }
+                    mounts.push(rbuild_sandbox::SandboxMount::Bind {
+                        source: sock.clone(),
+                        target: m.target.clone(),
+                        readonly: false,
+                    })
+                }
                 None if *required => {
                     return Err(step_err(
                         run,
@@ -1145,6 +1172,11 @@ fn run_exec(
     if run.cancelled.load(Ordering::SeqCst) {
         return Err(SolveError::Cancelled);
     }
+    let status = if outcome.pids_limit_hit {
+        format!("{status} (the pids limit refused a fork)")
+    } else {
+        status
+    };
     let v = run.def.graph.vertex(node.id);
     Err(SolveError::Exec {
         instruction: v.meta.instruction.clone(),

@@ -23,13 +23,16 @@
 pub mod events;
 mod exec;
 mod http;
+mod mounts;
 pub mod key;
 pub mod record;
 pub mod remote;
 mod solve;
+mod unpack;
 
 pub use events::{Event, EventSink, Stream, VertexRef};
 pub use remote::{ExportRecord, RemoteCache, RemoteCaches, RemoteRecord};
+pub use unpack::unpack_image;
 pub use solve::{BaseImages, LocalImages, SecretSource, SolveOptions, SolveResult, Solver};
 
 use rbuild_ops::Span;

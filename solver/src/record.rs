@@ -83,29 +83,47 @@ pub struct ContentInfo {
 /// Reads a per-file listing blob: `[(path, metadata:content)]`.
 pub type FileListing<'a> = dyn Fn(&Digest) -> Option<Vec<(String, String)>> + 'a;
 
-/// The reason a vertex missed, comparing its current inputs with the closest earlier record.
+/// The reason a vertex missed, comparing its current inputs with the closest earlier record: the
+/// first difference of [`explain_all`].
 pub fn explain_miss(now: &Explain, earlier: Option<&Explain>, files: &FileListing<'_>) -> String {
+    explain_all(now, earlier, files)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| "an input changed".to_string())
+}
+
+/// Every difference between a vertex's current inputs and the closest earlier record, most
+/// telling first (instruction, then the step's own definition, then parent steps, then files).
+/// `rbuild build --explain` prints them all.
+pub fn explain_all(
+    now: &Explain,
+    earlier: Option<&Explain>,
+    files: &FileListing<'_>,
+) -> Vec<String> {
     let Some(old) = earlier else {
-        return "no earlier build of this step".to_string();
+        return vec!["no earlier build of this step".to_string()];
     };
+    let mut out = Vec::new();
     if old.instruction != now.instruction {
-        return format!("instruction changed (was: {})", old.instruction);
+        out.push(format!("instruction changed (was: {})", old.instruction));
     }
     // The op itself (command, env, user, workdir…).
     if old.op != now.op {
-        if let Some(why) = diff_op(&old.op, &now.op) {
-            return why;
+        let why = diff_op(&old.op, &now.op);
+        if why.is_empty() {
+            out.push("step definition changed".to_string());
         }
-        return "step definition changed".to_string();
+        out.extend(why);
     }
     for (i, (key, label)) in now.inputs.iter().enumerate() {
         match old.inputs.get(i) {
             Some((k, _)) if k == key => {}
             _ => {
                 if label.contains("FROM ") || label.starts_with("image ") {
-                    return "base image digest changed".to_string();
+                    out.push("base image digest changed".to_string());
+                } else {
+                    out.push(format!("parent step changed: {label}"));
                 }
-                return format!("parent step changed: {label}");
             }
         }
     }
@@ -113,23 +131,54 @@ pub fn explain_miss(now: &Explain, earlier: Option<&Explain>, files: &FileListin
         match old.content.get(idx) {
             Some(o) if o.checksum == c.checksum => {}
             Some(o) => {
-                if let (Some(a), Some(b)) = (&o.files, &c.files) {
-                    if let (Some(a), Some(b)) = (files(a), files(b)) {
-                        if let Some(why) = diff_files(&a, &b) {
-                            return why;
-                        }
-                    }
+                let listed = match (&o.files, &c.files) {
+                    (Some(a), Some(b)) => files(a).zip(files(b)),
+                    _ => None,
+                };
+                match listed.map(|(a, b)| diff_files(&a, &b)) {
+                    Some(d) if !d.is_empty() => out.extend(d),
+                    _ => out.push("build context files changed".to_string()),
                 }
-                return "build context files changed".to_string();
             }
-            None => return "build context files changed".to_string(),
+            None => out.push("build context files changed".to_string()),
         }
     }
-    "an input changed".to_string()
+    if old.content.keys().any(|k| !now.content.contains_key(k)) {
+        out.push("build context files changed".to_string());
+    }
+    out
 }
 
-fn diff_op(old: &serde_json::Value, now: &serde_json::Value) -> Option<String> {
-    let (o, n) = (old.get("exec")?, now.get("exec")?);
+/// How far an earlier record is from the current inputs (0: identical); picks the closest record
+/// to explain a miss against.
+pub fn distance(now: &Explain, old: &Explain) -> usize {
+    let mut d = 0;
+    if old.instruction != now.instruction {
+        d += 4;
+    }
+    if old.op != now.op {
+        d += diff_op(&old.op, &now.op).len().max(1);
+    }
+    d += now
+        .inputs
+        .iter()
+        .enumerate()
+        .filter(|(i, (k, _))| old.inputs.get(*i).map(|(ok, _)| ok) != Some(k))
+        .count();
+    d += old.inputs.len().saturating_sub(now.inputs.len());
+    d += now
+        .content
+        .iter()
+        .filter(|(i, c)| old.content.get(i).map(|o| &o.checksum) != Some(&c.checksum))
+        .count();
+    d
+}
+
+fn diff_op(old: &serde_json::Value, now: &serde_json::Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let (Some(o), Some(n)) = (old.get("exec"), now.get("exec")) else {
+        return out;
+    };
     let env = |v: &serde_json::Value| -> BTreeMap<String, String> {
         v.get("env")
             .and_then(|e| e.as_array())
@@ -148,47 +197,116 @@ fn diff_op(old: &serde_json::Value, now: &serde_json::Value) -> Option<String> {
     for (k, v) in &en {
         match eo.get(k) {
             Some(ov) if ov == v => {}
-            Some(_) => return Some(format!("build arg or env {k} changed")),
-            None => return Some(format!("build arg or env {k} added")),
+            Some(_) => out.push(format!("build arg or env {k} changed")),
+            None => out.push(format!("build arg or env {k} added")),
         }
     }
-    if let Some(k) = eo.keys().find(|k| !en.contains_key(*k)) {
-        return Some(format!("build arg or env {k} removed"));
+    for k in eo.keys().filter(|k| !en.contains_key(*k)) {
+        out.push(format!("build arg or env {k} removed"));
     }
-    for (field, what) in [
-        ("cwd", "WORKDIR"),
-        ("user", "USER"),
-        ("args", "command"),
-        ("network", "network mode"),
-        ("mounts", "mounts"),
+    let shown = |v: Option<&serde_json::Value>| match v {
+        Some(serde_json::Value::String(s)) if s.is_empty() => "root".to_string(),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(v) => v.to_string(),
+        None => "default".to_string(),
+    };
+    for (field, what, values) in [
+        ("cwd", "WORKDIR", true),
+        ("user", "USER", true),
+        ("args", "command", false),
+        ("network", "network mode", true),
+        ("security", "security mode", true),
+        ("mounts", "mounts", false),
     ] {
-        if o.get(field) != n.get(field) {
-            return Some(format!("{what} changed"));
+        let (a, b) = (o.get(field), n.get(field));
+        if a != b {
+            if values {
+                out.push(format!(
+                    "{what} changed (was: {}, now: {})",
+                    shown(a),
+                    shown(b)
+                ));
+            } else {
+                out.push(format!("{what} changed"));
+            }
         }
     }
-    None
+    out
 }
 
-fn diff_files(old: &[(String, String)], now: &[(String, String)]) -> Option<String> {
+/// A listing entry's value: `<kind><mode-octal>:<uid>:<gid>:<link target>:<content digest>`.
+/// Records written before the metadata was kept in clear hold a hash instead; those compare as
+/// "metadata".
+fn split_entry(v: &str) -> (&str, &str) {
+    v.rsplit_once(':').unwrap_or(("", v))
+}
+
+fn describe_meta(old: &str, now: &str) -> String {
+    let parse = |m: &str| -> Option<(char, String, String, String)> {
+        let mut it = m.splitn(4, ':');
+        let km = it.next()?;
+        let kind = km.chars().next()?;
+        let mode = km[kind.len_utf8()..].to_string();
+        let owner = format!("{}:{}", it.next()?, it.next()?);
+        Some((kind, mode, owner, it.next()?.to_string()))
+    };
+    let (Some(a), Some(b)) = (parse(old), parse(now)) else {
+        return "metadata".to_string();
+    };
+    if a.0 != b.0 {
+        "type".to_string()
+    } else if a.1 != b.1 {
+        format!("mode {} -> {}", a.1, b.1)
+    } else if a.2 != b.2 {
+        format!("owner {} -> {}", a.2, b.2)
+    } else if a.3 != b.3 {
+        format!("symlink target {} -> {}", a.3, b.3)
+    } else {
+        "metadata".to_string()
+    }
+}
+
+/// Every difference between two per-file listings: changed files first, then renames (a removed
+/// path whose content reappears under an added path), then additions, then removals.
+fn diff_files(old: &[(String, String)], now: &[(String, String)]) -> Vec<String> {
     let o: BTreeMap<&str, &str> = old.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     let n: BTreeMap<&str, &str> = now.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let mut out = Vec::new();
+    let mut added: Vec<&str> = Vec::new();
     for (p, d) in &n {
         match o.get(p) {
             Some(od) if od == d => {}
             Some(od) => {
-                let what = if od.split(':').next_back() == d.split(':').next_back() {
-                    "metadata"
+                let ((om, oc), (nm, nc)) = (split_entry(od), split_entry(d));
+                let what = if oc != nc {
+                    "content".to_string()
                 } else {
-                    "content"
+                    describe_meta(om, nm)
                 };
-                return Some(format!("{p} changed ({what})"));
+                out.push(format!("{p} changed ({what})"));
             }
-            None => return Some(format!("{p} added")),
+            None => added.push(p),
         }
     }
-    o.keys()
-        .find(|p| !n.contains_key(*p))
-        .map(|p| format!("{p} removed"))
+    let mut removed: Vec<&str> = o.keys().copied().filter(|p| !n.contains_key(p)).collect();
+    let mut renames = Vec::new();
+    removed.retain(|r| {
+        let content = split_entry(o[r]).1;
+        if content.is_empty() {
+            return true;
+        }
+        match added.iter().position(|a| split_entry(n[a]).1 == content) {
+            Some(i) => {
+                renames.push(format!("{r} renamed to {}", added.remove(i)));
+                false
+            }
+            None => true,
+        }
+    });
+    out.extend(renames);
+    out.extend(added.iter().map(|p| format!("{p} added")));
+    out.extend(removed.iter().map(|p| format!("{p} removed")));
+    out
 }
 
 #[cfg(test)]
@@ -227,9 +345,21 @@ mod tests {
     fn file_diffs() {
         let a = vec![("a".to_string(), "m1:c1".to_string())];
         let b = vec![("a".to_string(), "m1:c2".to_string())];
-        assert_eq!(diff_files(&a, &b).unwrap(), "a changed (content)");
+        assert_eq!(diff_files(&a, &b), ["a changed (content)"]);
         let c = vec![("a".to_string(), "m2:c1".to_string())];
-        assert_eq!(diff_files(&a, &c).unwrap(), "a changed (metadata)");
-        assert_eq!(diff_files(&a, &[]).unwrap(), "a removed");
+        assert_eq!(diff_files(&a, &c), ["a changed (metadata)"]);
+        assert_eq!(diff_files(&a, &[]), ["a removed"]);
+        let f = |p: &str, m: &str, c: &str| (p.to_string(), format!("{m}:{c}"));
+        let old = vec![f("x", "f644:0:0:", "c1"), f("y", "f644:0:0:", "c2")];
+        let now = vec![f("x", "f755:0:0:", "c1"), f("z", "f644:0:0:", "c2")];
+        assert_eq!(
+            diff_files(&old, &now),
+            ["x changed (mode 644 -> 755)", "y renamed to z"]
+        );
+        let now = vec![f("x", "f644:1:1:", "c1"), f("w", "f644:0:0:", "c9")];
+        assert_eq!(
+            diff_files(&old, &now),
+            ["x changed (owner 0:0 -> 1:1)", "w added", "y removed"]
+        );
     }
 }

@@ -3,7 +3,9 @@
 use crate::events::{Event, EventSink, VertexRef};
 use crate::exec::{self, Realized};
 use crate::key::vertex_key;
-use crate::record::{explain_miss, CacheRecord, ContentInfo, Explain, LayerInfo};
+use crate::record::{
+    explain_all, explain_miss, CacheRecord, ContentInfo, Explain, FileListing, LayerInfo,
+};
 use crate::SolveError;
 use futures::future::{BoxFuture, FutureExt};
 use rbuild_oci::{Digest, History, ImageConfig};
@@ -16,6 +18,13 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::{OnceCell, Semaphore};
+
+/// One read of a local context by a step: (content index, input, sources, excludes, parents).
+type ContextRead = (usize, usize, Vec<String>, Vec<String>, bool);
+
+/// Content indexes of `RUN --mount=type=bind` context reads start here (copy actions use their
+/// action index below it).
+const BIND_CONTENT_BASE: usize = 1 << 20;
 
 /// Where a secret's value comes from (`--secret id=…,src=…|env=…`).
 #[derive(Clone, Debug)]
@@ -44,6 +53,8 @@ pub struct SolveOptions {
     /// The sandbox init binary (default: /proc/self/exe).
     pub init_exe: Option<PathBuf>,
     pub limits: rbuild_sandbox::Limits,
+    /// `--explain`: cache-miss events carry the full comparison with the closest earlier record.
+    pub explain: bool,
     /// Caches imported with `--cache-from`, consulted after the local records (see [`crate::remote`]).
     pub remote_cache: crate::remote::RemoteCaches,
 }
@@ -94,6 +105,11 @@ pub struct Solver {
     pub(crate) images: Arc<dyn BaseImages>,
     pub(crate) events: EventSink,
     pub(crate) opts: SolveOptions,
+    /// Earlier cache records (creation time, explanation), read once per build to explain misses.
+    pub(crate) earlier: std::sync::OnceLock<Vec<(i64, Explain)>>,
+    /// Solves in progress, for [`Solver::cancel`].
+    pub(crate) runs: Mutex<Vec<std::sync::Weak<Run>>>,
+    pub(crate) cancel_requested: AtomicBool,
 }
 
 /// Per-vertex state of one solve.
@@ -106,6 +122,9 @@ pub(crate) struct Node {
     pub number: AtomicU32,
     pub realized: OnceCell<Arc<Realized>>,
     pub reported_cached: AtomicBool,
+    /// Why this step must run whatever the cache holds (`--no-cache`, `--no-cache-filter`, or an
+    /// input that must).
+    pub rebuilt_by: Option<String>,
 }
 
 pub(crate) struct Run {
@@ -134,6 +153,18 @@ impl Solver {
             images,
             events,
             opts,
+            earlier: Default::default(),
+            runs: Default::default(),
+            cancel_requested: AtomicBool::new(false),
+        }
+    }
+
+    /// Cancel every solve in progress (Ctrl-C): running sandboxes are killed, no new step starts,
+    /// and `solve` returns [`SolveError::Cancelled`] once everything it started has been cleaned up.
+    pub fn cancel(&self) {
+        self.cancel_requested.store(true, Ordering::SeqCst);
+        for r in self.runs.lock().unwrap().iter().filter_map(|w| w.upgrade()) {
+            r.cancel_all();
         }
     }
 
@@ -159,7 +190,20 @@ impl Solver {
                 .get(&id)
                 .map(|m| m.iter().map(|(i, ci)| (*i, ci.checksum.clone())).collect())
                 .unwrap_or_default();
-            let key = vertex_key(&v.op, &input_keys, &c);
+            let key = match &v.op {
+                // A context's key is its name only: every consumer keys the exact files it reads
+                // (after .dockerignore), so a .dockerignore edit that changes no selection
+                // changes no key.
+                Op::Source(Source::Context { name, .. }) => vertex_key(
+                    &Op::Source(Source::Context {
+                        name: name.clone(),
+                        excludes: vec![],
+                    }),
+                    &input_keys,
+                    &c,
+                ),
+                _ => vertex_key(&v.op, &input_keys, &c),
+            };
             let explain = Explain {
                 stage: v.meta.stage_name.clone().unwrap_or_default(),
                 instruction: v.meta.instruction.clone(),
@@ -172,8 +216,22 @@ impl Solver {
                 content: content.get(&id).cloned().unwrap_or_default(),
             };
             // Pass 2: lookup.
+            // A step fed by a step that must re-run (`--no-cache-filter`) re-runs too: its
+            // input's content will be new even though its key is not.
+            let rebuilt_input = inputs.iter().find(|i| nodes[*i].rebuilt_by.is_some());
+            let rebuilt_by = match &v.op {
+                Op::Exec(_) | Op::File(_) if v.meta.ignore_cache => {
+                    Some("cache disabled for this step (--no-cache)".to_string())
+                }
+                _ => rebuilt_input.map(|i| {
+                    format!(
+                        "parent step re-runs with the cache disabled: {}",
+                        def.graph.vertex(*i).meta.name
+                    )
+                }),
+            };
             let record = match &v.op {
-                Op::Exec(_) | Op::File(_) if !v.meta.ignore_cache => self.lookup(&key),
+                Op::Exec(_) | Op::File(_) if rebuilt_by.is_none() => self.lookup(&key),
                 _ => None,
             };
             nodes.insert(
@@ -187,6 +245,7 @@ impl Solver {
                     number: AtomicU32::new(0),
                     realized: OnceCell::new(),
                     reported_cached: AtomicBool::new(false),
+                    rebuilt_by,
                 }),
             );
         }
@@ -202,6 +261,10 @@ impl Solver {
             run_count: AtomicU32::new(0),
             cached_count: AtomicU32::new(0),
         });
+        self.runs.lock().unwrap().push(Arc::downgrade(&run));
+        if self.cancel_requested.load(Ordering::SeqCst) {
+            run.cancel_all();
+        }
 
         // Everything with a usable record is cached; say so in build order, as BuildKit does.
         for id in &order {
@@ -276,16 +339,22 @@ impl Solver {
         }
     }
 
-    /// The closest earlier record for the same step: same stage and instruction, else same stage
-    /// and line; newest first.
-    fn closest_record(&self, now: &Explain) -> Option<Explain> {
-        let all = self.store.cache_records().ok()?;
-        let mut best: Option<(u8, i64, Explain)> = None;
-        for (_, text) in all {
-            let Ok(rec) = serde_json::from_str::<CacheRecord>(&text) else {
-                continue;
-            };
-            let e = rec.explain;
+    /// The closest earlier record for the same step: among records of the same stage with the same
+    /// instruction (else the same line), the one with the fewest differing inputs
+    /// ([`crate::record::distance`]); among equals, the fewest differing files, then the newest.
+    /// The records are read once per build.
+    fn closest_record(&self, now: &Explain, files: &FileListing<'_>) -> Option<Explain> {
+        let all = self.earlier.get_or_init(|| {
+            self.store
+                .cache_records()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|(_, text)| serde_json::from_str::<CacheRecord>(&text).ok())
+                .map(|r| (r.created, r.explain))
+                .collect()
+        });
+        let mut cands: Vec<(u8, usize, i64, &Explain)> = Vec::new();
+        for (created, e) in all {
             if e.stage != now.stage {
                 continue;
             }
@@ -296,26 +365,57 @@ impl Solver {
             } else {
                 continue;
             };
-            if best
-                .as_ref()
-                .is_none_or(|(r, c, _)| (rank, rec.created) > (*r, *c))
-            {
-                best = Some((rank, rec.created, e));
-            }
+            cands.push((rank, crate::record::distance(now, e), *created, e));
         }
-        best.map(|(_, _, e)| e)
+        cands.sort_by(|a, b| (b.0, a.1, b.2).cmp(&(a.0, b.1, a.2)));
+        let first = cands.first()?;
+        let top: Vec<_> = cands
+            .iter()
+            .take_while(|c| (c.0, c.1) == (first.0, first.1))
+            .take(16)
+            .collect();
+        if top.len() == 1 || now.content.is_empty() {
+            return Some(first.3.clone());
+        }
+        // Same distance: the record whose files differ least (reads the per-file listings).
+        top.iter()
+            .min_by_key(|c| {
+                (
+                    explain_all(now, Some(c.3), files).len(),
+                    std::cmp::Reverse(c.2),
+                )
+            })
+            .map(|c| c.3.clone())
+    }
+
+    /// Every difference between `node`'s inputs and the closest earlier record (`--explain`).
+    pub(crate) fn explain_full(&self, node: &Node) -> Vec<String> {
+        if let Some(why) = &node.rebuilt_by {
+            return vec![why.clone()];
+        }
+        let store = self.store.clone();
+        let files = move |d: &Digest| -> Option<Vec<(String, String)>> {
+            let bytes = store.read_blob(d, 256 << 20).ok()?;
+            serde_json::from_slice(&bytes).ok()
+        };
+        let earlier = self.closest_record(&node.explain, &files);
+        explain_all(&node.explain, earlier.as_ref(), &files)
     }
 
     pub(crate) fn explain(&self, node: &Node, ignore_cache: bool) -> String {
+        if let Some(why) = &node.rebuilt_by {
+            return why.clone();
+        }
         if ignore_cache {
             return "cache disabled for this step (--no-cache)".to_string();
         }
-        let earlier = self.closest_record(&node.explain);
         let store = self.store.clone();
-        explain_miss(&node.explain, earlier.as_ref(), &move |d: &Digest| {
+        let files = move |d: &Digest| -> Option<Vec<(String, String)>> {
             let bytes = store.read_blob(d, 256 << 20).ok()?;
             serde_json::from_slice(&bytes).ok()
-        })
+        };
+        let earlier = self.closest_record(&node.explain, &files);
+        explain_miss(&node.explain, earlier.as_ref(), &files)
     }
 
     async fn context_checksums(
@@ -328,20 +428,44 @@ impl Solver {
         let mut jobs = Vec::new();
         for &id in order {
             let v = def.graph.vertex(id);
-            let Op::File(f) = &v.op else { continue };
             let inputs = def.graph.inputs(id);
-            for (ai, a) in f.actions.iter().enumerate() {
-                let FileAction::Copy {
-                    input,
-                    sources,
-                    exclude,
-                    parents,
-                    ..
-                } = a
-                else {
-                    continue;
-                };
-                let Some(src) = inputs.get(*input) else {
+            // Every read of a local context: (content index, input, sources, excludes, parents).
+            let reads: Vec<ContextRead> = match &v.op {
+                Op::File(f) => f
+                    .actions
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(ai, a)| match a {
+                        FileAction::Copy {
+                            input,
+                            sources,
+                            exclude,
+                            parents,
+                            ..
+                        } => Some((ai, *input, sources.clone(), exclude.clone(), *parents)),
+                        _ => None,
+                    })
+                    .collect(),
+                // `RUN --mount=type=bind` of a context path: the files it sees feed the key.
+                Op::Exec(e) => e
+                    .mounts
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(mi, m)| match &m.kind {
+                        rbuild_ops::MountKind::Bind { input, source, .. } => Some((
+                            BIND_CONTENT_BASE + mi,
+                            *input,
+                            vec![source.clone()],
+                            vec![],
+                            false,
+                        )),
+                        _ => None,
+                    })
+                    .collect(),
+                Op::Source(_) => continue,
+            };
+            for (ai, input, sources, exclude, parents) in reads {
+                let Some(src) = inputs.get(input) else {
                     continue;
                 };
                 let Op::Source(Source::Context { name, excludes }) = &def.graph.vertex(*src).op
@@ -359,10 +483,10 @@ impl Solver {
                     id,
                     ai,
                     dir,
-                    sources.clone(),
+                    sources,
                     excludes.clone(),
-                    exclude.clone(),
-                    *parents,
+                    exclude,
+                    parents,
                     v.meta.instruction.clone(),
                     v.meta.span.clone(),
                 ));

@@ -3,6 +3,28 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
+/// A bad flag value or a bad combination of flags: exit code 2, as clap's own usage errors.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// A usage error from a message.
+pub fn usage(msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(UsageError(msg.into()))
+}
+
+/// Turn a flag-parsing error into a usage error (its whole chain on one line).
+pub fn usage_of(e: anyhow::Error) -> anyhow::Error {
+    usage(format!("{e:#}"))
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "rbuild",
@@ -28,6 +50,9 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Build an image from a Dockerfile.
+    #[command(
+        after_help = "Examples:\n  rbuild build -t app:1 .\n  rbuild build -f - . < Dockerfile\n  tar -C ctx -c . | rbuild build -t app -\n  rbuild build --build-context base=docker-image://busybox:latest .\n  rbuild build -o type=oci,dest=app.tar -o type=local,dest=rootfs .\n  SOURCE_DATE_EPOCH=0 rbuild build --progress=plain -q ."
+    )]
     Build(Box<BuildArgs>),
     /// List images in the local store.
     Images(ImagesArgs),
@@ -128,6 +153,8 @@ pub enum Command {
     /// Print the man page.
     #[command(hide = true)]
     Man,
+    /// Run a command in a new container from a local image.
+    Run(Box<crate::run::RunArgs>),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -167,7 +194,7 @@ pub enum ProgressMode {
 
 #[derive(Args, Debug, Clone)]
 pub struct BuildArgs {
-    /// Build context: a directory.
+    /// Build context: a directory, a local tar file (plain, gzip or zstd), or - (a tar, or a lone Dockerfile, on stdin).
     pub context: PathBuf,
     /// Name and optionally tag (name:tag). Repeatable.
     #[arg(short = 't', long = "tag", value_name = "NAME[:TAG]")]
@@ -184,6 +211,10 @@ pub struct BuildArgs {
     /// Do not use the cache.
     #[arg(long)]
     pub no_cache: bool,
+    /// For every step that is not cached, print every input that differs from the closest
+    /// earlier build (not just the first).
+    #[arg(long)]
+    pub explain: bool,
     /// Do not use the cache for these stages.
     #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
     pub no_cache_filter: Vec<String>,
@@ -217,8 +248,8 @@ pub struct BuildArgs {
     /// Write build result metadata (JSON) to this file.
     #[arg(long = "metadata-file", value_name = "FILE")]
     pub metadata_file: Option<PathBuf>,
-    /// Extra build context (NAME=DIR).
-    #[arg(long = "build-context", value_name = "NAME=DIR")]
+    /// Extra named build context (NAME=DIR or NAME=docker-image://REF). Repeatable.
+    #[arg(long = "build-context", value_name = "NAME=SRC")]
     pub build_contexts: Vec<String>,
     /// Allow privileged modes: network.host, security.insecure.
     #[arg(long, value_name = "ENTITLEMENT", value_delimiter = ',')]

@@ -1,6 +1,6 @@
 //! `rbuild build`: Dockerfile + context → image (+ outputs).
 
-use crate::args::{BuildArgs, ProgressMode};
+use crate::args::{usage, usage_of, BuildArgs, ProgressMode};
 use crate::outputs::{self, OutputSpec};
 use crate::progress::{Mode, Progress};
 use crate::resolver::StoreResolver;
@@ -14,17 +14,149 @@ use std::sync::Arc;
 
 pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> {
     // Everything that can be checked without the store is checked first, so bad input changes
-    // nothing.
-    let context = args.context.clone();
-    if !context.is_dir() {
-        bail!("build context {} is not a directory", context.display());
+    // nothing. Bad flag values are usage errors (exit 2).
+    if args.file.as_deref().is_some_and(|f| f.as_os_str() == "-") && args.context.as_os_str() == "-"
+    {
+        return Err(usage(
+            "-f - and CONTEXT - both read stdin; give one of them a file",
+        ));
     }
+    let build_args = parse_build_args(&args.build_args)?;
+    let labels = parse_kv(&args.labels, "--label").map_err(usage_of)?;
+    if let Some(p) = &args.platform {
+        check_platform(p)?;
+    }
+    let outputs: Vec<OutputSpec> = args
+        .outputs
+        .iter()
+        .map(|o| OutputSpec::parse(o))
+        .collect::<Result<_, _>>()
+        .map_err(usage_of)?;
+    let stdout_outputs = outputs
+        .iter()
+        .filter(|o| o.dest.as_deref().is_some_and(|d| d.as_os_str() == "-"))
+        .count();
+    if stdout_outputs > 1 {
+        return Err(usage("only one --output can write to stdout (dest=-)"));
+    }
+    let mut allow_net_host = false;
+    let mut allow_insecure = false;
+    for a in &args.allow {
+        match a.as_str() {
+            "network.host" => allow_net_host = true,
+            "security.insecure" => allow_insecure = true,
+            other => {
+                return Err(usage(format!(
+                    "--allow {other}: unknown entitlement (network.host, security.insecure)"
+                )))
+            }
+        }
+    }
+    let secrets = parse_secrets(&args.secrets).map_err(usage_of)?;
+    let ssh = parse_ssh(&args.ssh).map_err(usage_of)?;
+    let cache_to = args
+        .cache_to
+        .iter()
+        .map(|s| crate::cache::CacheTo::parse(s))
+        .collect::<anyhow::Result<Vec<_>>>()
+        .map_err(usage_of)?;
+    let cache_from = args
+        .cache_from
+        .iter()
+        .map(|s| crate::cache::CacheFrom::parse(s))
+        .collect::<anyhow::Result<Vec<_>>>()
+        .map_err(usage_of)?;
+    if args.push {
+        if args.tags.is_empty() {
+            return Err(usage(
+                "--push needs a -t NAME naming the registry to push to",
+            ));
+        }
+        for t in &args.tags {
+            crate::registry_cmds::parse_ref(t, "-t").map_err(usage_of)?;
+        }
+    }
+    let mut extra_contexts = Vec::new();
+    let mut named = BTreeMap::new();
+    for bc in &args.build_contexts {
+        let (name, src) = bc
+            .split_once('=')
+            .filter(|(n, s)| !n.is_empty() && !s.is_empty())
+            .ok_or_else(|| {
+                usage(format!(
+                    "--build-context {bc}: expected NAME=DIR or NAME=docker-image://REF"
+                ))
+            })?;
+        if let Some(r) = src.strip_prefix("docker-image://") {
+            if r.is_empty() {
+                return Err(usage(format!(
+                    "--build-context {bc}: empty image reference"
+                )));
+            }
+            named.insert(
+                name.to_string(),
+                rbuild_frontend::NamedContext::Image(r.to_string()),
+            );
+        } else if let Some((scheme, _)) = src.split_once("://") {
+            return Err(usage(format!(
+                "--build-context {bc}: {scheme}:// sources are not supported (a local directory or docker-image://REF)"
+            )));
+        } else {
+            let dir = PathBuf::from(src);
+            if !dir.is_dir() {
+                bail!("--build-context {name}={src}: not a directory");
+            }
+            extra_contexts.push((name.to_string(), dir.canonicalize()?));
+            named.insert(name.to_string(), rbuild_frontend::NamedContext::Local);
+        }
+    }
+    let limits = rbuild_sandbox::Limits {
+        memory: args
+            .memory
+            .as_deref()
+            .map(parse_bytes)
+            .transpose()
+            .map_err(|e| usage(format!("--memory {e:#}")))?,
+        cpus: args.cpus,
+        pids: args.pids_limit,
+    };
+    // SOURCE_DATE_EPOCH: from the build args first (as BuildKit), else the environment.
+    let sde = build_args
+        .get("SOURCE_DATE_EPOCH")
+        .cloned()
+        .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok())
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            s.trim()
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| {
+                    usage(format!(
+                        "SOURCE_DATE_EPOCH={s}: not a number of seconds since 1970"
+                    ))
+                })
+        })
+        .transpose()?;
+
+    // The context: a directory, a tar file, or `-` (a tar, or a lone Dockerfile, on stdin).
+    let ctx = crate::context::resolve(&args.context)?;
+    let context = ctx.dir.clone();
     let dockerfile_path = match &args.file {
         Some(f) if f.as_os_str() == "-" => PathBuf::from("-"),
+        // In a tar context, -f names a file inside the archive (as docker).
+        Some(f) if ctx.is_archive() && f.is_relative() => context.join(f),
         Some(f) => f.clone(),
         None => context.join("Dockerfile"),
     };
-    let (dockerfile_name, dockerfile) = if dockerfile_path.as_os_str() == "-" {
+    let (dockerfile_name, dockerfile) = if let Some(text) = ctx.stdin_dockerfile.clone() {
+        if args.file.is_some() {
+            return Err(usage(
+                "stdin holds a Dockerfile, not a tar: -f cannot be used with it",
+            ));
+        }
+        ("Dockerfile".to_string(), text)
+    } else if dockerfile_path.as_os_str() == "-" {
         let mut s = String::new();
         std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
             .context("reading the Dockerfile from stdin")?;
@@ -35,82 +167,9 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> 
         (display_name(&dockerfile_path), text)
     };
     let dockerignore = read_dockerignore(&context, &dockerfile_path)?;
-    let build_args = parse_build_args(&args.build_args)?;
-    let labels = parse_kv(&args.labels, "--label")?;
-    if let Some(p) = &args.platform {
-        let host = format!("linux/{}", rbuild_oci::host_arch());
-        if p != &host && p != "local" {
-            bail!(
-                "--platform {p}: only the host platform ({host}) can be built here (no emulation)"
-            );
-        }
-    }
-    let outputs: Vec<OutputSpec> = args
-        .outputs
-        .iter()
-        .map(|o| OutputSpec::parse(o))
-        .collect::<Result<_, _>>()?;
-    let mut allow_net_host = false;
-    let mut allow_insecure = false;
-    for a in &args.allow {
-        match a.as_str() {
-            "network.host" => allow_net_host = true,
-            "security.insecure" => allow_insecure = true,
-            other => {
-                bail!("--allow {other}: unknown entitlement (network.host, security.insecure)")
-            }
-        }
-    }
-    let secrets = parse_secrets(&args.secrets)?;
-    let ssh = parse_ssh(&args.ssh)?;
-    let cache_to = args
-        .cache_to
-        .iter()
-        .map(|s| crate::cache::CacheTo::parse(s))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let cache_from = args
-        .cache_from
-        .iter()
-        .map(|s| crate::cache::CacheFrom::parse(s))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    if args.push {
-        if args.tags.is_empty() {
-            bail!("--push needs a -t NAME naming the registry to push to");
-        }
-        for t in &args.tags {
-            crate::registry_cmds::parse_ref(t, "-t")?;
-        }
-    }
     let mut contexts = BTreeMap::new();
     contexts.insert("context".to_string(), context.canonicalize()?);
-    let mut named = BTreeMap::new();
-    for bc in &args.build_contexts {
-        let (name, src) = bc
-            .split_once('=')
-            .ok_or_else(|| anyhow!("--build-context {bc}: expected NAME=DIR"))?;
-        let dir = PathBuf::from(src);
-        if !dir.is_dir() {
-            bail!("--build-context {name}={src}: not a directory");
-        }
-        contexts.insert(name.to_string(), dir.canonicalize()?);
-        named.insert(name.to_string(), rbuild_frontend::NamedContext::Local);
-    }
-    let limits = rbuild_sandbox::Limits {
-        memory: args.memory.as_deref().map(parse_bytes).transpose()?,
-        cpus: args.cpus,
-        pids: args.pids_limit,
-    };
-    // SOURCE_DATE_EPOCH: from the build args first (as BuildKit), else the environment.
-    let sde = build_args
-        .get("SOURCE_DATE_EPOCH")
-        .cloned()
-        .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok())
-        .map(|s| {
-            s.trim()
-                .parse::<i64>()
-                .map_err(|_| anyhow!("SOURCE_DATE_EPOCH={s}: not a number of seconds"))
-        })
-        .transpose()?;
+    contexts.extend(extra_contexts);
 
     // Syntax errors are reported before the store is even opened.
     if let Err(e) = rbuild_frontend::parse(&dockerfile_name, &dockerfile) {
@@ -185,6 +244,7 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> 
         init_exe: None,
         limits,
         remote_cache: remote_cache.clone(),
+        explain: args.explain,
     };
     let solver = Arc::new(Solver::new(
         store.clone(),
@@ -203,10 +263,18 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> 
         .context("starting the runtime")?;
     let source = def.source.clone();
     let result = rt.block_on(async {
+        let canceller = solver.clone();
         let solve = solver.solve(def);
+        tokio::pin!(solve);
         tokio::select! {
-            r = solve => r,
-            _ = tokio::signal::ctrl_c() => Err(SolveError::Cancelled),
+            r = &mut solve => r,
+            _ = tokio::signal::ctrl_c() => {
+                // Kill the running sandboxes and let every step clean up (unmount, remove its
+                // active snapshot and partial blobs) before exiting; a hang guard bounds the wait.
+                canceller.cancel();
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(20), &mut solve).await;
+                Err(SolveError::Cancelled)
+            }
         }
     });
     let result = match result {
@@ -227,29 +295,44 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> 
         created: result.config.created.clone(),
     };
     let wants_image = outputs.is_empty() || outputs.iter().any(|o| o.is_image());
-    if wants_image {
-        for t in &args.tags {
-            store
-                .put_image(t, &record)
-                .with_context(|| format!("naming the image {t}"))?;
+    let exported = (|| -> anyhow::Result<()> {
+        if wants_image {
+            for t in &args.tags {
+                store
+                    .put_image(t, &record)
+                    .with_context(|| format!("naming the image {t}"))?;
+            }
+        }
+        for o in &outputs {
+            outputs::export(&store, &snapshotter, &result, &args.tags, o)?;
+        }
+        Ok(())
+    })();
+    let id = result.config_digest.to_string();
+    let exported = exported.and_then(|()| {
+        crate::registry_cmds::AfterBuild {
+            store: &store,
+            registry: &registry,
+            remote: &remote_cache,
+            result: &result,
+            tags: &args.tags,
+            push: args.push,
+            cache_to: &cache_to,
+            quiet: args.quiet,
+        }
+        .run()
+    });
+    match exported {
+        Ok(()) => progress.finish_with(crate::progress::Summary {
+            id: id.clone(),
+            digest: result.manifest.to_string(),
+            size: record.size,
+        }),
+        Err(e) => {
+            progress.finish();
+            return Err(e);
         }
     }
-    for o in &outputs {
-        outputs::export(&store, &snapshotter, &result, &args.tags, o)?;
-    }
-    crate::registry_cmds::AfterBuild {
-        store: &store,
-        registry: &registry,
-        remote: &remote_cache,
-        result: &result,
-        tags: &args.tags,
-        push: args.push,
-        cache_to: &cache_to,
-        quiet: args.quiet,
-    }
-    .run()?;
-    progress.finish();
-    let id = result.config_digest.to_string();
     if let Some(f) = &args.iidfile {
         std::fs::write(f, &id).with_context(|| format!("writing {}", f.display()))?;
     }
@@ -262,7 +345,10 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> 
         std::fs::write(f, serde_json::to_vec_pretty(&meta)?)
             .with_context(|| format!("writing {}", f.display()))?;
     }
-    println!("{id}");
+    // stdout carries only data: the id, unless an output already wrote its archive there.
+    if stdout_outputs == 0 {
+        println!("{id}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -270,6 +356,28 @@ fn image_size(store: &rbuild_store::Store, manifest: &rbuild_oci::Digest) -> u64
     rbuild_image::read_manifest(store, manifest)
         .map(|m| m.config.size + m.layers.iter().map(|l| l.size).sum::<u64>())
         .unwrap_or(0)
+}
+
+/// `--platform`: only the host's (`linux/amd64`, `linux/amd64/v2`, `amd64`, `local`).
+fn check_platform(p: &str) -> anyhow::Result<()> {
+    let arch = rbuild_oci::host_arch();
+    let host = format!("linux/{arch}");
+    let ok = p.split(',').all(|one| {
+        let one = one.trim();
+        one == "local"
+            || one == arch
+            || one == host
+            || one
+                .strip_prefix(&host)
+                .is_some_and(|v| v.starts_with('/') && v.len() > 1)
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(usage(format!(
+            "--platform {p}: only the host platform ({host}) can be built here (no emulation)"
+        )))
+    }
 }
 
 fn display_name(p: &Path) -> String {

@@ -9,12 +9,14 @@
 mod args;
 mod build;
 mod cache;
+mod context;
 mod images;
 mod maintenance;
 mod outputs;
 mod progress;
 mod registry_cmds;
 mod resolver;
+mod run;
 mod tty;
 
 use args::{Cli, Command};
@@ -41,6 +43,7 @@ const SUBCOMMANDS: &[&str] = &[
     "logout",
     "completion",
     "man",
+    "run",
     "help",
 ];
 
@@ -63,7 +66,8 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             print_error(&e);
-            ExitCode::from(1)
+            // Bad flag values are usage errors, as clap's own.
+            ExitCode::from(if e.is::<args::UsageError>() { 2 } else { 1 })
         }
     }
 }
@@ -80,7 +84,10 @@ fn implicit_build(mut argv: Vec<String>) -> Vec<String> {
         }
         if a.starts_with("--root=")
             || a.starts_with("--insecure-registry=")
-            || a == "-v" || a == "-vv" || a == "--verbose" {
+            || a == "-v"
+            || a == "-vv"
+            || a == "--verbose"
+        {
             i += 1;
             continue;
         }
@@ -220,6 +227,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Run(a) => run::run(&cli.root, *a),
     }
 }
 

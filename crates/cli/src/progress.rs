@@ -101,7 +101,14 @@ fn plain(rx: mpsc::Receiver<(SystemTime, Event)>) {
         let _ = match &ev {
             Event::Started { .. } => Ok(()),
             Event::Cached { .. } => writeln!(out, "#{n} CACHED"),
-            Event::CacheMiss { reason, .. } => writeln!(out, "#{n} CACHE MISS: {reason}"),
+            Event::CacheMiss {
+                reason, details, ..
+            } => writeln!(out, "#{n} CACHE MISS: {reason}").and_then(|_| {
+                // `--explain`: the full comparison, one differing input per line.
+                details
+                    .iter()
+                    .try_for_each(|d| writeln!(out, "#{n}   - {d}"))
+            }),
             Event::Log { elapsed, line, .. } => {
                 writeln!(out, "#{n} {:.3} {line}", elapsed.as_secs_f64())
             }

@@ -287,8 +287,8 @@ fn add_extracts_local_archives() {
     df.push_str("echo \"NOSUF=$(cat /nosuffix/top/sub/file)\"; echo \"PLAIN=$(cat /plain/plain.txt)\"; echo \"COPIED=$(ls /copied)\"\n");
     std::fs::write(ctx.join("Dockerfile"), df).unwrap();
     let (_, log) = env.build_ok(&[ctx.to_str().unwrap()]);
-    for i in 0..kinds.len() {
-        assert_eq!(val(&log, &format!("X{i}")), "in-tar", "{}", kinds[i]);
+    for (i, k) in kinds.iter().enumerate() {
+        assert_eq!(val(&log, &format!("X{i}")), "in-tar", "{k}");
     }
     assert_eq!(val(&log, "NOSUF"), "in-tar");
     assert_eq!(val(&log, "PLAIN"), "P");
@@ -557,4 +557,294 @@ fn sha256_hex(data: &[u8]) -> String {
         })
         .unwrap();
     String::from_utf8_lossy(&out.stdout)[..64].to_string()
+}
+
+/// Build `ctx` with extra args; return (success, stderr).
+fn build_args(env: &Env, ctx: &Path, extra: &[&str]) -> (bool, String) {
+    let mut a = vec!["build", "--progress=plain"];
+    a.extend_from_slice(extra);
+    a.push(ctx.to_str().unwrap());
+    let out = env.rbuild(&a);
+    (out.status.success(), stderr(&out))
+}
+
+#[test]
+fn run_mount_cache_persists_and_stays_out_of_layers() {
+    if !require_root(&[]) {
+        return;
+    }
+    let env = Env::with_busybox();
+    let df = |n: u32| {
+        format!(
+            "FROM busybox\nRUN --mount=type=cache,target=/c,id=mycache echo {n} >> /c/log && echo \"LINES=$(wc -l < /c/log)\"\nRUN echo \"INLAYER=$(ls -A /c 2>/dev/null | wc -l)\"\n"
+        )
+    };
+    let ctx = env.context("cache", &[("Dockerfile", &df(1))]);
+    let (_, log) = env.build_ok(&[ctx.to_str().unwrap()]);
+    assert_eq!(val(&log, "LINES"), "1");
+    assert_eq!(
+        val(&log, "INLAYER"),
+        "0",
+        "cache contents leaked into the layer"
+    );
+    // Another build (a different step) sees what the first left in the cache.
+    std::fs::write(ctx.join("Dockerfile"), df(2)).unwrap();
+    let (_, log) = env.build_ok(&[ctx.to_str().unwrap()]);
+    assert_eq!(val(&log, "LINES"), "2");
+    // The cache's contents are not part of the key: the same step is a cache hit.
+    let (_, log) = env.build_ok(&[ctx.to_str().unwrap()]);
+    assert!(!log.contains("LINES=3"), "{log}");
+}
+
+#[test]
+fn run_mount_cache_sharing_locked_serializes() {
+    if !require_root(&[]) {
+        return;
+    }
+    let env = Env::with_busybox();
+    // Two independent stages use one locked cache at once; their critical sections must not
+    // interleave.
+    let df = r#"FROM busybox AS a
+RUN --mount=type=cache,target=/c,id=lk,sharing=locked echo start-a >> /c/log; sleep 1; echo end-a >> /c/log
+FROM busybox AS b
+RUN --mount=type=cache,target=/c,id=lk,sharing=locked echo start-b >> /c/log; sleep 1; echo end-b >> /c/log
+FROM busybox
+COPY --from=a /etc/hostname /a
+COPY --from=b /etc/hostname /b
+RUN --mount=type=cache,target=/c,id=lk,sharing=locked echo "LOG=$(tr '\n' , < /c/log)"
+"#;
+    let ctx = env.context("locked", &[("Dockerfile", df)]);
+    let (_, log) = env.build_ok(&[ctx.to_str().unwrap()]);
+    let l = val(&log, "LOG");
+    assert!(
+        l == "start-a,end-a,start-b,end-b," || l == "start-b,end-b,start-a,end-a,",
+        "locked cache sections interleaved: {l}"
+    );
+}
+
+#[test]
+fn run_mount_bind_tmpfs() {
+    if !require_root(&[]) {
+        return;
+    }
+    let env = Env::with_busybox();
+    let df = r#"FROM busybox AS other
+RUN echo from-stage > /f
+FROM busybox
+RUN --mount=type=bind,source=dir,target=/b echo "BIND=$(cat /b/x)"; touch /b/new 2>/dev/null && echo "RO=writable" || echo "RO=readonly"
+RUN --mount=type=bind,from=other,source=/f,target=/sf echo "STAGE=$(cat /sf)"
+RUN --mount=type=bind,source=dir,target=/w,rw echo changed > /w/x && echo "RW=$(cat /w/x)"
+RUN --mount=type=tmpfs,target=/t,size=1048576 echo hi > /t/f && echo "TMPFS=$(awk '$2=="/t"{print $3}' /proc/mounts)"
+RUN echo "AFTER=$(ls -A /t /w /b 2>/dev/null | tr -d '\n')"
+"#;
+    let ctx = env.context("bind", &[("Dockerfile", df), ("dir/x", "orig")]);
+    let (_, log) = env.build_ok(&[ctx.to_str().unwrap()]);
+    assert_eq!(val(&log, "BIND"), "orig");
+    assert_eq!(val(&log, "RO"), "readonly");
+    assert_eq!(val(&log, "STAGE"), "from-stage");
+    assert_eq!(val(&log, "RW"), "changed");
+    assert_eq!(val(&log, "TMPFS"), "tmpfs");
+    assert_eq!(val(&log, "AFTER"), "");
+    // rw writes are discarded: the context is untouched.
+    assert_eq!(std::fs::read_to_string(ctx.join("dir/x")).unwrap(), "orig");
+    assert!(!ctx.join("dir/new").exists());
+}
+
+#[test]
+fn run_mount_secret_never_lands_anywhere() {
+    if !require_root(&[]) {
+        return;
+    }
+    let env = Env::with_busybox();
+    let secret = "s3cr3t-value-4f1d";
+    let sfile = env.path("tok.txt");
+    std::fs::write(&sfile, secret).unwrap();
+    let df = r#"FROM busybox
+RUN --mount=type=secret,id=tok echo "SFILE=$(md5sum < /run/secrets/tok | cut -c1-8)"
+RUN --mount=type=secret,id=tok,target=/etc/tok.conf echo "STARGET=$(wc -c < /etc/tok.conf)"
+RUN --mount=type=secret,id=tok,env=TOK echo "SENV=${#TOK}"
+RUN echo "LEFT=$(ls -A /run/secrets 2>/dev/null | wc -l):$(test -e /etc/tok.conf && echo yes || echo no)"
+"#;
+    let ctx = env.context("secret", &[("Dockerfile", df)]);
+    let tar = env.path("s.tar");
+    let (_, log) = env.build_ok(&[
+        "--secret",
+        &format!("id=tok,src={}", sfile.display()),
+        "-t",
+        "sec:1",
+        "--output",
+        &format!("type=oci,dest={}", tar.display()),
+        ctx.to_str().unwrap(),
+    ]);
+    let md5 = run_ok(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("md5sum < {} | cut -c1-8", sfile.display())),
+    );
+    assert_eq!(val(&log, "SFILE"), md5.trim());
+    assert_eq!(val(&log, "STARGET"), secret.len().to_string());
+    assert_eq!(val(&log, "SENV"), secret.len().to_string());
+    assert_eq!(val(&log, "LEFT"), "0:no");
+    assert!(!log.contains(secret), "secret in the build log");
+    // Not in any blob of the store (layers are stored uncompressed), nor in the exported archive,
+    // nor in history.
+    let grep = Command::new("grep")
+        .args(["-r", "-l", secret])
+        .arg(&env.root)
+        .arg(&tar)
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&grep).trim().is_empty(),
+        "secret found in: {}",
+        stdout(&grep)
+    );
+    let hist = stdout(&env.rbuild(&["history", "--no-trunc", "sec:1"]));
+    assert!(!hist.contains(secret));
+    // required=true: a missing secret fails the step and names it (docker's default is optional).
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nRUN --mount=type=secret,id=tok,required=true true\n",
+    )
+    .unwrap();
+    let (ok, err) = build_args(&env, &ctx, &[]);
+    assert!(!ok);
+    assert!(err.contains("tok"), "{err}");
+}
+
+#[test]
+fn run_mount_ssh_forwards_the_socket() {
+    if !require_root(&["python3"]) {
+        return;
+    }
+    let env = Env::with_busybox();
+    let sock = env.path("agent.sock");
+    let mut py = Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import socket,time\ns=socket.socket(socket.AF_UNIX)\ns.bind({:?})\ns.listen(1)\ntime.sleep(60)",
+            sock.display().to_string()
+        ))
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let df = "FROM busybox\nRUN --mount=type=ssh echo \"SOCK=$SSH_AUTH_SOCK:$(test -S \"$SSH_AUTH_SOCK\" && echo socket)\"\nRUN --mount=type=ssh,target=/my.sock echo \"MY=$(test -S /my.sock && echo socket)\"\n";
+    let ctx = env.context("ssh", &[("Dockerfile", df)]);
+    let (ok, log) = build_args(
+        &env,
+        &ctx,
+        &["--ssh", &format!("default={}", sock.display())],
+    );
+    let _ = py.kill();
+    let _ = py.wait();
+    assert!(ok, "{log}");
+    assert_eq!(val(&log, "SOCK"), "/run/buildkit/ssh_agent.0:socket");
+    assert_eq!(val(&log, "MY"), "socket");
+}
+
+#[test]
+fn run_network_and_security_modes() {
+    if !require_root(&[]) {
+        return;
+    }
+    let env = Env::with_busybox();
+    let ctx = env.context(
+        "net",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN --network=none echo \"IFACES=$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | tr '\\n' ,)\"\n",
+        )],
+    );
+    let (_, log) = env.build_ok(&[ctx.to_str().unwrap()]);
+    assert_eq!(val(&log, "IFACES"), "lo,");
+
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nRUN --network=host echo \"HOSTNET=$(tail -n +3 /proc/net/dev | wc -l)\"\n",
+    )
+    .unwrap();
+    let (ok, err) = build_args(&env, &ctx, &[]);
+    assert!(!ok, "--network=host without --allow must fail");
+    assert!(err.contains("network.host"), "{err}");
+    let (ok, log) = build_args(&env, &ctx, &["--allow", "network.host"]);
+    assert!(ok, "{log}");
+
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nRUN --security=insecure echo \"CAPS=$(grep CapEff /proc/self/status | cut -f2)\"\n",
+    )
+    .unwrap();
+    let (ok, err) = build_args(&env, &ctx, &[]);
+    assert!(!ok, "--security=insecure without --allow must fail");
+    assert!(err.contains("security.insecure"), "{err}");
+    let (ok, log) = build_args(&env, &ctx, &["--allow", "security.insecure"]);
+    assert!(ok, "{log}");
+    assert_ne!(
+        val(&log, "CAPS"),
+        "00000000a80425fb",
+        "insecure keeps all caps"
+    );
+}
+
+#[test]
+fn run_memory_limit_kills_for_memory() {
+    if !require_root(&[]) {
+        return;
+    }
+    let env = Env::with_busybox();
+    let ctx = env.context(
+        "mem",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN dd if=/dev/zero of=/dev/null bs=2000M count=1\n",
+        )],
+    );
+    let start = std::time::Instant::now();
+    let (ok, err) = build_args(&env, &ctx, &["--memory", "256m"]);
+    if err.contains("cgroup") && err.contains("not") && !err.contains("memory limit") {
+        eprintln!("SKIP: memory cgroup unavailable: {err}");
+        return;
+    }
+    assert!(!ok, "a 2 GB allocation under --memory 256m must fail");
+    assert!(
+        err.contains("memory"),
+        "the failure must say it was killed for memory:\n{err}"
+    );
+    assert!(start.elapsed() < std::time::Duration::from_secs(60));
+}
+
+#[test]
+fn run_pids_limit_caps_processes() {
+    if !require_root(&[]) {
+        return;
+    }
+    let env = Env::with_busybox();
+    // A bounded fork storm: 200 background sleeps under a limit of 40 tasks.
+    let ctx = env.context(
+        "pids",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN for i in $(seq 200); do sleep 3 & done 2>/dev/null; set -- /proc/[0-9]*; echo \"PROCS=$#\"; true\n",
+        )],
+    );
+    let start = std::time::Instant::now();
+    let (ok, log) = build_args(&env, &ctx, &["--pids-limit", "40"]);
+    if !ok && log.contains("pids") && log.contains("cgroup") && !log.contains("refused a fork") {
+        eprintln!("SKIP: pids cgroup unavailable: {log}");
+        return;
+    }
+    // busybox sh gives up when fork fails: the step fails cleanly, quickly, and says why.
+    assert!(!ok, "the storm must hit --pids-limit 40:\n{log}");
+    assert!(log.contains("pids limit"), "{log}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(60));
+    // The same step without a limit succeeds: the limit is what stopped it.
+    let (ok, log) = build_args(&env, &ctx, &[]);
+    assert!(ok, "{log}");
+    let n: u32 = val(&log, "PROCS").parse().unwrap();
+    assert!(n > 40, "{n}");
 }
