@@ -4,11 +4,11 @@
 //! across machines and releases; bump [`KEY_VERSION`] when the encoding must change.
 
 use rbuild_oci::Digest;
-use rbuild_ops::{ExecOp, Op};
+use rbuild_ops::{ExecOp, Op, Source};
 use serde::Serialize;
 
 /// Part of every key: changing the encoding must invalidate old records, not collide with them.
-pub const KEY_VERSION: u32 = 1;
+pub const KEY_VERSION: u32 = 2;
 
 /// What goes into a key, in canonical form.
 #[derive(Serialize)]
@@ -22,11 +22,14 @@ struct KeyMaterial<'a> {
     content: &'a [(usize, Digest)],
 }
 
-/// The op, minus what must not feed a key (unkeyed proxy env).
+/// The op, minus what must not feed a key: unkeyed proxy env, and an image's reference (a FROM is
+/// keyed by its resolved manifest digest alone, so `busybox` and `127.0.0.1:5000/busybox` naming
+/// the same image share cache records across machines).
 #[derive(Serialize)]
 #[serde(untagged)]
 enum KeyedOp<'a> {
     Exec(ExecOp),
+    Image { image: &'a Digest },
     Other(&'a Op),
 }
 
@@ -38,6 +41,7 @@ pub fn vertex_key(op: &Op, inputs: &[Digest], content: &[(usize, Digest)]) -> Di
             e.unkeyed_env.clear();
             KeyedOp::Exec(e)
         }
+        Op::Source(Source::Image { manifest, .. }) => KeyedOp::Image { image: manifest },
         other => KeyedOp::Other(other),
     };
     rbuild_oci::canonical_digest(&KeyMaterial {
@@ -51,7 +55,7 @@ pub fn vertex_key(op: &Op, inputs: &[Digest], content: &[(usize, Digest)]) -> Di
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rbuild_ops::{NetworkMode, SecurityMode, Source};
+    use rbuild_ops::{NetworkMode, SecurityMode};
 
     fn exec(env: &[&str], unkeyed: &[&str]) -> Op {
         Op::Exec(ExecOp {
@@ -86,6 +90,20 @@ mod tests {
     }
 
     #[test]
+    fn image_key_is_the_manifest_digest_only() {
+        let m = Digest::sha256_of(b"manifest");
+        let a = Op::Source(Source::Image {
+            reference: "busybox:latest".into(),
+            manifest: m.clone(),
+        });
+        let b = Op::Source(Source::Image {
+            reference: "127.0.0.1:5000/busybox:latest".into(),
+            manifest: m,
+        });
+        assert_eq!(vertex_key(&a, &[], &[]), vertex_key(&b, &[], &[]));
+    }
+
+    #[test]
     fn key_is_stable() {
         // A fixed vector: if this changes, every user's cache is invalidated — bump KEY_VERSION
         // deliberately instead.
@@ -101,6 +119,6 @@ mod tests {
             content: &[],
         }))
         .unwrap();
-        assert_eq!(json, r#"{"inputs":[],"op":{"source":"scratch"},"v":1}"#);
+        assert_eq!(json, r#"{"inputs":[],"op":{"source":"scratch"},"v":2}"#);
     }
 }
