@@ -12,7 +12,7 @@ pub enum Error {
     #[error(transparent)]
     Reference(#[from] crate::reference::ReferenceError),
 
-    #[error("{method} {url}: {source}")]
+    #[error("{method} {url}: {source}{}", root_cause(.source))]
     Http {
         method: String,
         url: String,
@@ -157,6 +157,21 @@ fn fmt_detail(d: &str) -> String {
     }
 }
 
+/// reqwest's own message is often just "error sending request"; the innermost cause says why
+/// (a DNS failure, a refused connection).
+fn root_cause(e: &reqwest::Error) -> String {
+    let mut cur: &(dyn std::error::Error + 'static) = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    let msg = cur.to_string();
+    if msg == e.to_string() {
+        String::new()
+    } else {
+        format!(": {msg}")
+    }
+}
+
 fn digest_suffix(d: &Option<Digest>) -> String {
     match d {
         Some(d) => format!(" while fetching {d}"),
@@ -170,6 +185,7 @@ impl Error {
         match self {
             Error::Http { source, .. } => {
                 !is_tls_failure(source)
+                    && !is_dns_failure(source)
                     && (source.is_connect()
                         || source.is_timeout()
                         || source.is_request()
@@ -184,6 +200,20 @@ impl Error {
             _ => false,
         }
     }
+}
+
+/// A host name that does not resolve (no network, a typo) will not resolve a second later either:
+/// failing at once beats six backed-off retries.
+pub(crate) fn is_dns_failure(e: &reqwest::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        let msg = err.to_string();
+        if msg.contains("dns error") || msg.contains("failed to lookup address") {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// A TLS verification failure (untrusted or wrong certificate) will not go away by retrying.
