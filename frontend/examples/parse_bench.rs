@@ -55,7 +55,10 @@ fn generate(n: usize) -> String {
                     );
                 }
                 3 => {
-                    let _ = writeln!(s, "COPY --chown=1000:1000 --chmod=644 src/{st}/{i}.txt /app/{i}/");
+                    let _ = writeln!(
+                        s,
+                        "COPY --chown=1000:1000 --chmod=644 src/{st}/{i}.txt /app/{i}/"
+                    );
                 }
                 4 => {
                     let _ = writeln!(s, "LABEL org.example.step{i}=\"{i}\" version=${{VERSION}}");

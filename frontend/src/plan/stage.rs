@@ -13,6 +13,7 @@ use rbuild_ops::{
     CacheSharing, Chmod, Chown, ExecOp, FileAction, FileOp, HistoryStep, Mount, MountKind,
     NetworkMode, Op, ResolvedImage, SecurityMode, Source, Vertex, VertexId, VertexMeta,
 };
+use std::collections::HashMap;
 
 /// `PATH` BuildKit gives scratch images and RUN steps whose image sets none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -1151,15 +1152,31 @@ impl<'a, 'd> Planner<'a, 'd> {
             mounts_out.push(Mount { target, kind });
         }
         // Environment: image env, then declared ARGs not shadowed by ENV, then default PATH.
+        // Maps, not scans: a stage with hundreds of ENVs and ARGs must stay linear per RUN.
+        let image_env: HashMap<&str, &str> = st
+            .config
+            .config
+            .env
+            .iter()
+            .map(|kv| kv.split_once('=').unwrap_or((kv.as_str(), "")))
+            .collect();
         let mut env = st.config.config.env.clone();
+        let mut added: HashMap<&str, usize> = HashMap::new();
         for (k, v) in &st.args {
             if let Some(v) = v {
-                if env_get(&st.config.config.env, k).is_none() {
-                    env_set(&mut env, k, v);
+                if !image_env.contains_key(k.as_str()) {
+                    let kv = format!("{k}={v}");
+                    match added.get(k.as_str()) {
+                        Some(&i) => env[i] = kv,
+                        None => {
+                            added.insert(k, env.len());
+                            env.push(kv);
+                        }
+                    }
                 }
             }
         }
-        if env_get(&env, "PATH").is_none() {
+        if !image_env.contains_key("PATH") && !added.contains_key("PATH") {
             env.push(format!("PATH={DEFAULT_PATH}"));
         }
         let mut unkeyed_env = Vec::new();
@@ -1171,12 +1188,24 @@ impl<'a, 'd> Planner<'a, 'd> {
             }
         }
         // History: `RUN |N K=V … args # buildkit`.
+        // A name's value: ENV first, then its last ARG declaration (St::lookup, with maps).
+        let last_arg: HashMap<&str, &Option<String>> =
+            st.args.iter().map(|(n, v)| (n.as_str(), v)).collect();
         let mut build_env: Vec<(String, String)> = Vec::new();
+        let mut slot_of: HashMap<&str, usize> = HashMap::new();
         for (k, v) in &st.args {
-            let val = st.lookup(k).or_else(|| v.clone()).unwrap_or_default();
-            match build_env.iter_mut().find(|(n, _)| n == k) {
-                Some(slot) => slot.1 = val,
-                None => build_env.push((k.clone(), val)),
+            let val = match image_env.get(k.as_str()) {
+                Some(e) => Some(e.to_string()),
+                None => last_arg.get(k.as_str()).and_then(|v| (*v).clone()),
+            }
+            .or_else(|| v.clone())
+            .unwrap_or_default();
+            match slot_of.get(k.as_str()) {
+                Some(&i) => build_env[i].1 = val,
+                None => {
+                    slot_of.insert(k, build_env.len());
+                    build_env.push((k.clone(), val));
+                }
             }
         }
         let mut parts: Vec<String> = Vec::new();
