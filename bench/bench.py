@@ -17,6 +17,30 @@ usage: bench/bench.py [--runs N] [--scenarios a,b] [--tools rbuild,docker,builda
 import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RBUILD_BIN = None  # --rbuild; default: target/release/rbuild, else rbuild on PATH
+
+
+def count_files(tar_path):
+    """Equal-work check: regular files and symlinks in the image's filesystem, applying the layers of a
+    docker-archive in manifest order (whiteouts remove what lower layers added)."""
+    import tarfile
+    paths = set()
+    with tarfile.open(tar_path) as outer:
+        manifest = json.load(outer.extractfile("manifest.json"))
+        for layer in manifest[0]["Layers"]:
+            with tarfile.open(fileobj=outer.extractfile(layer), mode="r:*") as inner:
+                for e in inner:
+                    name = os.path.normpath(e.name).lstrip("./")
+                    d, base = os.path.split(name)
+                    if base == ".wh..wh..opq":
+                        paths = {p for p in paths if not p.startswith(d + "/")}
+                    elif base.startswith(".wh."):
+                        t = os.path.join(d, base[4:])
+                        paths = {p for p in paths if p != t and not p.startswith(t + "/")}
+                    elif e.isfile() or e.issym():
+                        paths.add(name)
+    return len(paths)
+
 
 SCENARIOS = {}
 
@@ -108,7 +132,7 @@ def timed(cmd, env=None):
 class Rbuild:
     name = "rbuild"
     def __init__(self, work, layout):
-        self.bin = shutil.which("rbuild") or os.path.join(REPO, "target/release/rbuild")
+        self.bin = RBUILD_BIN or (os.path.join(REPO, "target/release/rbuild") if os.path.exists(os.path.join(REPO, "target/release/rbuild")) else shutil.which("rbuild"))
         self.work, self.layout = work, layout
     def available(self):
         return os.path.exists(self.bin)
@@ -121,6 +145,8 @@ class Rbuild:
         return timed([self.bin, "build", "--progress=plain", "-t", tag, ctx], env=self.env())
     def version(self):
         return subprocess.run([self.bin, "--version"], capture_output=True, text=True).stdout.strip()
+    def export(self, tag, dest):
+        subprocess.run([self.bin, "save", tag, "-o", dest], env=self.env(), check=True, capture_output=True)
 
 class Docker:
     name = "buildkit"
@@ -139,6 +165,8 @@ class Docker:
         return timed([self.bin, "build", "--network=none", "--progress=plain", "-t", tag, ctx], env=self.env())
     def version(self):
         return subprocess.run([self.bin, "version", "-f", "{{.Server.Version}}"], capture_output=True, text=True).stdout.strip()
+    def export(self, tag, dest):
+        subprocess.run([self.bin, "save", tag, "-o", dest], check=True, capture_output=True)
 
 class Buildah:
     name = "buildah"
@@ -152,12 +180,15 @@ class Buildah:
     def reset(self):
         subprocess.run(self.args() + ["rmi", "-af"], capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)
-        subprocess.run(self.args() + ["pull", f"oci:{self.layout}:busybox:latest"], check=True, capture_output=True)
-        subprocess.run(self.args() + ["tag", f"oci:{self.layout}:busybox:latest", "busybox:latest"], capture_output=True)
+        iid = subprocess.run(self.args() + ["pull", "-q", f"oci:{self.layout}:busybox:latest"], check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+        # The name a Dockerfile's `FROM busybox:latest` resolves to; builds never pull (--pull-never).
+        subprocess.run(self.args() + ["tag", iid, "docker.io/library/busybox:latest"], check=True, capture_output=True)
     def build(self, ctx, tag):
-        return timed(self.args() + ["bud", "--isolation", "chroot", "--layers", "--jobs", "4", "-t", tag, ctx])
+        return timed(self.args() + ["bud", "--isolation", "chroot", "--pull-never", "--layers", "--jobs", "4", "-t", tag, ctx])
     def version(self):
         return subprocess.run(["buildah", "--version"], capture_output=True, text=True).stdout.strip()
+    def export(self, tag, dest):
+        subprocess.run(self.args() + ["push", tag, f"docker-archive:{dest}"], check=True, capture_output=True)
 
 def main():
     ap = argparse.ArgumentParser()
@@ -165,8 +196,12 @@ def main():
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
     ap.add_argument("--tools", default="rbuild,docker,buildah")
     ap.add_argument("--out", default=os.path.join(REPO, "BENCHMARKS.md"))
+    ap.add_argument("--tag", default="latest", help="raw numbers go to bench/results/TAG.json")
     ap.add_argument("--work", default="/var/tmp/rbuild-bench")
+    ap.add_argument("--rbuild", default=None, help="rbuild binary (default: target/release/rbuild)")
     a = ap.parse_args()
+    global RBUILD_BIN
+    RBUILD_BIN = a.rbuild
     os.makedirs(a.work, exist_ok=True)
     layout = os.path.join(a.work, "busybox-layout")
     shutil.rmtree(layout, ignore_errors=True)
@@ -194,6 +229,18 @@ def main():
                 for m, v in (("cold", cold), ("noop", noop), ("onefile", one), ("rss_mb", rss / 1024)):
                     results.setdefault((sc, t.name, m), []).append(v)
                 print(f"{sc:10} {t.name:9} run {run}: cold {cold:.2f}s noop {noop:.3f}s onefile {one:.2f}s rss {rss/1024:.0f}MB", file=sys.stderr)
+                if run == 0:
+                    dest = os.path.join(a.work, f"export-{t.name}.tar")
+                    try:
+                        t.export(f"bench-{sc}", dest)
+                        n = count_files(dest)
+                        results.setdefault((sc, t.name, "files"), []).append(n)
+                        print(f"{sc:10} {t.name:9} equal-work check: {n} files in the image", file=sys.stderr)
+                    except Exception as e:  # report, do not hide
+                        print(f"{sc:10} {t.name:9} equal-work check failed: {e}", file=sys.stderr)
+                    finally:
+                        if os.path.exists(dest):
+                            os.unlink(dest)
     write_report(a, tools, results)
 
 def write_report(a, tools, results):
@@ -209,8 +256,8 @@ def write_report(a, tools, results):
              "Machine: " + subprocess.run(["sh", "-c", "nproc; free -g | awk '/Mem/{print $2\" GiB\"}'; uname -r"], capture_output=True, text=True).stdout.replace("\n", " ").strip(), "",
              "Versions: " + "; ".join(f"{t.name}: {t.version()}" for t in tools), "",
              "## Results (seconds; RSS in MB)", "",
-             "| scenario | tool | cold | no-op | one file changed | peak RSS | cold ratio | no-op ratio | one-file ratio |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| scenario | tool | cold | no-op | one file changed | peak RSS | files in image | cold ratio | no-op ratio | one-file ratio |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for sc in a.scenarios.split(","):
         base = {m: med((sc, "buildkit", m)) for m in ("cold", "noop", "onefile")}
         for t in tools:
@@ -220,16 +267,17 @@ def write_report(a, tools, results):
             ratios = []
             for i, m in enumerate(("cold", "noop", "onefile")):
                 ratios.append(f"{row[i] / base[m]:.2f}×" if base[m] and t.name != "buildkit" else "")
-            lines.append(f"| {sc} | {t.name} | {row[0]:.2f} | {row[1]:.3f} | {row[2]:.2f} | {row[3]:.0f} | " + " | ".join(ratios) + " |")
+            files = med((sc, t.name, "files"))
+            lines.append(f"| {sc} | {t.name} | {row[0]:.2f} | {row[1]:.3f} | {row[2]:.2f} | {row[3]:.0f} | {files if files is not None else '?'} | " + " | ".join(ratios) + " |")
     lines += ["", "Ratios are rbuild (or buildah) / BuildKit, measured side by side in the same session.", "",
               "## Reproduce", "", "```sh", "bash scripts/setup.sh            # builds and installs rbuild",
               "bash bench/start-peers.sh         # optional: installs and starts dockerd (BuildKit) and buildah",
               f"python3 bench/bench.py --runs {a.runs}", "```", "",
-              "Raw numbers: `bench/results/latest.json`."]
+              f"Raw numbers: `bench/results/{a.tag}.json`."]
     with open(a.out, "w") as f:
         f.write("\n".join(lines) + "\n")
     os.makedirs(os.path.join(REPO, "bench/results"), exist_ok=True)
-    with open(os.path.join(REPO, "bench/results/latest.json"), "w") as f:
+    with open(os.path.join(REPO, f"bench/results/{a.tag}.json"), "w") as f:
         json.dump({"|".join(k): v for k, v in results.items()}, f, indent=1)
     print(f"wrote {a.out}", file=sys.stderr)
 

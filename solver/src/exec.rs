@@ -161,7 +161,13 @@ pub(crate) fn checksum_selection(
         }
     }
     let listing = serde_json::to_vec(&files).map_err(|e| e.to_string())?;
-    let files = store.put_blob(&listing).ok();
+    // Unchanged selections give the same listing: skip the write (and its fsyncs) on rebuilds.
+    let digest = Digest::sha256_of(&listing);
+    let files = if store.has_blob(&digest) {
+        Some(digest)
+    } else {
+        store.put_blob(&listing).ok()
+    };
     Ok(ContentInfo { checksum, files })
 }
 
