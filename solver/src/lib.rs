@@ -23,8 +23,8 @@
 pub mod events;
 mod exec;
 mod http;
-mod mounts;
 pub mod key;
+mod mounts;
 pub mod record;
 pub mod remote;
 mod solve;
@@ -32,8 +32,8 @@ mod unpack;
 
 pub use events::{Event, EventSink, Stream, VertexRef};
 pub use remote::{ExportRecord, RemoteCache, RemoteCaches, RemoteRecord};
-pub use unpack::unpack_image;
 pub use solve::{BaseImages, LocalImages, SecretSource, SolveOptions, SolveResult, Solver};
+pub use unpack::unpack_image;
 
 use rbuild_ops::Span;
 

@@ -34,7 +34,14 @@ pub fn unpack_image(
         };
         let name = format!("layer-{}", cid.hex());
         if snapshotter.stat(&name).ok().flatten().is_none() {
-            apply(store, snapshotter, &layer.digest, diff_id, parent.as_deref(), &name)?;
+            apply(
+                store,
+                snapshotter,
+                &layer.digest,
+                diff_id,
+                parent.as_deref(),
+                &name,
+            )?;
         }
         prev = Some(cid);
         parent = Some(name);
@@ -56,7 +63,9 @@ fn apply(
         .map_err(|e| format!("preparing snapshot: {e}"))?;
     let res = (|| {
         let upper = snaps.upper_dir(&key).map_err(|e| e.to_string())?;
-        let f = store.open_blob(blob).map_err(|e| format!("layer {blob}: {e}"))?;
+        let f = store
+            .open_blob(blob)
+            .map_err(|e| format!("layer {blob}: {e}"))?;
         let mut reader = diff::decompress(std::io::BufReader::new(f))
             .map_err(|e| format!("layer {blob}: {e}"))?;
         let mut hashing = rbuild_oci::Sha256Writer::new(std::io::sink());
