@@ -52,8 +52,9 @@ enum Kind {
     Exact,
     /// The pattern without its trailing `**`.
     Prefix(String),
-    /// The pattern without its leading `**`.
-    Suffix(String),
+    /// The pattern's bytes without its first two (its leading `**`, unless a byte-order mark
+    /// comes first: moby slices `cleanedPattern[2:]` by bytes, so neither do we cut at a char).
+    Suffix(Vec<u8>),
     Regexp(Nfa),
 }
 
@@ -205,7 +206,7 @@ impl Pattern {
         let kind = match detected {
             Detected::Exact => Kind::Exact,
             Detected::Prefix => Kind::Prefix(cleaned[..cleaned.len() - 2].to_string()),
-            Detected::Suffix => Kind::Suffix(cleaned[2..].to_string()),
+            Detected::Suffix => Kind::Suffix(cleaned.as_bytes()[2..].to_vec()),
             Detected::Regexp => Kind::Regexp(Nfa {
                 insts,
                 classes,
@@ -244,7 +245,8 @@ impl Pattern {
             Kind::Exact => p == self.cleaned,
             Kind::Prefix(pre) => p.starts_with(pre.as_str()),
             Kind::Suffix(suf) => {
-                p.ends_with(suf.as_str()) || (suf.starts_with('/') && p == &suf[1..])
+                let p = p.as_bytes();
+                p.ends_with(suf) || (suf.first() == Some(&b'/') && p == &suf[1..])
             }
             Kind::Regexp(nfa) => nfa.run(p, false).0,
         }
