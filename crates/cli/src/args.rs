@@ -43,6 +43,10 @@ pub struct Cli {
     /// Registry that may be reached over plain HTTP (loopback registries always may). Repeatable.
     #[arg(long = "insecure-registry", global = true, value_name = "HOST")]
     pub insecure_registries: Vec<String>,
+    /// PEM CA bundle trusted for every registry besides the system roots (also
+    /// $RBUILD_REGISTRY_CA). Per registry, docker's /etc/docker/certs.d/HOST/ca.crt is honoured.
+    #[arg(long = "registry-ca", global = true, value_name = "FILE")]
+    pub registry_ca: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }

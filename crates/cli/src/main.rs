@@ -78,12 +78,13 @@ fn implicit_build(mut argv: Vec<String>) -> Vec<String> {
     let mut i = 1;
     while i < argv.len() {
         let a = argv[i].as_str();
-        if a == "--root" || a == "--insecure-registry" {
+        if a == "--root" || a == "--insecure-registry" || a == "--registry-ca" {
             i += 2;
             continue;
         }
         if a.starts_with("--root=")
             || a.starts_with("--insecure-registry=")
+            || a.starts_with("--registry-ca=")
             || a == "-v"
             || a == "-vv"
             || a == "--verbose"
@@ -152,6 +153,9 @@ pub(crate) fn nix_is_root() -> bool {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     registry_cmds::set_insecure_registries(cli.insecure_registries.clone());
+    if let Some(ca) = &cli.registry_ca {
+        registry_cmds::set_registry_ca(ca.clone());
+    }
     match cli.command {
         Command::Build(args) => build::run(&cli.root, *args),
         Command::Images(a) => images::images(&open_store(&cli.root)?, &a),

@@ -35,10 +35,7 @@ pub struct RegistryCtx {
 
 impl RegistryCtx {
     pub fn new() -> anyhow::Result<Arc<RegistryCtx>> {
-        let opts = Options {
-            insecure_registries: INSECURE.get().cloned().unwrap_or_default(),
-            ..Options::default()
-        };
+        let opts = client_options(&|k| std::env::var(k).ok())?;
         let client = Client::new(opts).context("setting up the registry client")?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -53,6 +50,78 @@ impl RegistryCtx {
     pub fn block<F: Future>(&self, f: F) -> F::Output {
         self.rt.block_on(f)
     }
+}
+
+/// Seconds (fractions allowed) a transfer may receive nothing before it is aborted and retried.
+pub const ENV_STALL_TIMEOUT: &str = "RBUILD_REGISTRY_STALL_TIMEOUT";
+/// Seconds after which one registry request stops being retried.
+pub const ENV_DEADLINE: &str = "RBUILD_REGISTRY_DEADLINE";
+/// A PEM CA bundle trusted for every registry besides the system roots.
+pub const ENV_CA: &str = "RBUILD_REGISTRY_CA";
+/// Docker's per-registry certificate directory (`<dir>/<host[:port]>/ca.crt`); default
+/// `/etc/docker/certs.d`.
+pub const ENV_CERTS_DIR: &str = "RBUILD_CERTS_DIR";
+
+static REGISTRY_CA: OnceLock<std::path::PathBuf> = OnceLock::new();
+
+/// `--registry-ca FILE` (global): a CA bundle trusted for every registry.
+pub fn set_registry_ca(path: std::path::PathBuf) {
+    let _ = REGISTRY_CA.set(path);
+}
+
+fn env_seconds(
+    env: &dyn Fn(&str) -> Option<String>,
+    name: &str,
+) -> anyhow::Result<Option<std::time::Duration>> {
+    let Some(v) = env(name) else { return Ok(None) };
+    let secs: f64 = v
+        .trim()
+        .parse()
+        .ok()
+        .filter(|s: &f64| s.is_finite() && *s > 0.0 && *s < 1e9)
+        .ok_or_else(|| anyhow!("{name}={v:?}: expected a positive number of seconds"))?;
+    Ok(Some(std::time::Duration::from_secs_f64(secs)))
+}
+
+/// The registry client's options from the global flags and the environment: `--insecure-registry`,
+/// `--registry-ca` (else `$RBUILD_REGISTRY_CA`), docker's `certs.d` (a registry with a directory
+/// there is spoken to over HTTPS, even on loopback, trusting the directory's `ca.crt` if any),
+/// `$RBUILD_REGISTRY_STALL_TIMEOUT` and `$RBUILD_REGISTRY_DEADLINE`.
+pub fn client_options(env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Options> {
+    let mut opts = Options {
+        insecure_registries: INSECURE.get().cloned().unwrap_or_default(),
+        ..Options::default()
+    };
+    if let Some(d) = env_seconds(env, ENV_STALL_TIMEOUT)? {
+        opts.stall_timeout = d;
+    }
+    if let Some(d) = env_seconds(env, ENV_DEADLINE)? {
+        opts.deadline = d;
+        opts.stall_timeout = opts.stall_timeout.min(d);
+        opts.connect_timeout = opts.connect_timeout.min(d);
+    }
+    opts.ca_file = REGISTRY_CA
+        .get()
+        .cloned()
+        .or_else(|| env(ENV_CA).filter(|s| !s.is_empty()).map(Into::into));
+    let certs_dir = env(ENV_CERTS_DIR)
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "/etc/docker/certs.d".to_string());
+    if let Ok(dir) = std::fs::read_dir(&certs_dir) {
+        let mut found: Vec<(String, std::path::PathBuf)> = dir
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| Some((e.file_name().to_str()?.to_string(), e.path().join("ca.crt"))))
+            .collect();
+        found.sort();
+        for (host, ca) in found {
+            opts.force_https.push(host);
+            if ca.is_file() {
+                opts.extra_ca_files.push(ca);
+            }
+        }
+    }
+    Ok(opts)
 }
 
 /// A [`RegistryCtx`] made on first use: a build that never talks to a registry starts no runtime.

@@ -386,3 +386,93 @@ fn wrong_credentials_and_missing_repositories_are_clear_errors() {
     let (_, out) = c.ok(&["logout", &reg.host]);
     assert!(out.contains("Removing login credentials"), "{out}");
 }
+
+#[test]
+fn tls_registry_through_certs_d_and_registry_ca() {
+    if !require_root(&["openssl"]) || !have_registry() {
+        return;
+    }
+    let reg = Registry::start_tls();
+    let ca = reg.ca_file.clone().expect("TLS registry has a CA");
+    let seed = Client::new(Env::with_busybox());
+    let certs = seed.env.path("certs.d");
+    std::fs::create_dir_all(&certs).unwrap();
+    let target = format!("{}/tls/busybox:1", reg.host);
+    let run = |c: &Client, args: &[&str]| {
+        c.env
+            .cmd()
+            .env("DOCKER_CONFIG", c.env.path("docker"))
+            .env("RBUILD_CERTS_DIR", &certs)
+            .env("RBUILD_REGISTRY_DEADLINE", "5")
+            .args(args)
+            .output()
+            .expect("running rbuild")
+    };
+
+    // No certs.d entry: a loopback registry is plain HTTP, which the TLS server refuses.
+    let out = run(&seed, &["push", "-q", "busybox", &target]);
+    assert!(!out.status.success(), "plain HTTP to a TLS registry worked");
+    let err = stderr(&out);
+    assert!(err.contains(&format!("http://{}/v2/", reg.host)), "{err}");
+
+    // certs.d/HOST/ (no ca.crt): HTTPS, but the CA is unknown — a certificate error naming the URL.
+    let host_dir = certs.join(&reg.host);
+    std::fs::create_dir_all(&host_dir).unwrap();
+    let out = run(&seed, &["push", "-q", "busybox", &target]);
+    assert!(
+        !out.status.success(),
+        "an untrusted certificate was accepted"
+    );
+    let err = stderr(&out);
+    assert!(err.contains(&format!("https://{}/v2/", reg.host)), "{err}");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+
+    // --registry-ca trusts it.
+    let ca_arg = ca.to_str().unwrap();
+    let out = run(
+        &seed,
+        &["--registry-ca", ca_arg, "push", "-q", "busybox", &target],
+    );
+    assert!(
+        out.status.success(),
+        "push with --registry-ca: {}",
+        stderr(&out)
+    );
+
+    // certs.d/HOST/ca.crt alone: a fresh store builds FROM the TLS registry.
+    std::fs::copy(&ca, host_dir.join("ca.crt")).unwrap();
+    let b = Client::new(Env::empty());
+    let ctx = b.env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            &format!("FROM {target}\nRUN echo tls > /tls\n"),
+        )],
+    );
+    let out = run(
+        &b,
+        &[
+            "build",
+            "--progress=plain",
+            "-t",
+            "app",
+            ctx.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "build FROM a TLS registry: {}",
+        stderr(&out)
+    );
+    assert!(run(&b, &["fsck"]).status.success());
+    // A bad --registry-ca file is a clear error naming it.
+    let bogus = b.env.path("bogus.pem");
+    std::fs::write(&bogus, "not a certificate\n").unwrap();
+    let out = run(
+        &b,
+        &["--registry-ca", bogus.to_str().unwrap(), "pull", &target],
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains(bogus.to_str().unwrap()), "{err}");
+}

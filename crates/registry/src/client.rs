@@ -86,7 +86,7 @@ impl Client {
             .connect_timeout(opts.connect_timeout)
             .redirect(reqwest::redirect::Policy::none())
             .tls_built_in_root_certs(true);
-        if let Some(path) = &opts.ca_file {
+        for path in opts.ca_file.iter().chain(&opts.extra_ca_files) {
             let pem = std::fs::read(path).map_err(|source| Error::Io {
                 path: path.clone(),
                 source,

@@ -13,6 +13,8 @@ pub struct Options {
     pub force_https: Vec<String>,
     /// An extra PEM CA bundle trusted besides the system roots.
     pub ca_file: Option<PathBuf>,
+    /// More PEM CA bundles trusted besides the system roots (docker's `certs.d/<host>/ca.crt`).
+    pub extra_ca_files: Vec<PathBuf>,
     /// Directory holding `config.json`; `None` means `$DOCKER_CONFIG`, else `~/.docker`.
     pub docker_config_dir: Option<PathBuf>,
     pub user_agent: String,
@@ -35,6 +37,7 @@ impl Default for Options {
             insecure_registries: Vec::new(),
             force_https: Vec::new(),
             ca_file: None,
+            extra_ca_files: Vec::new(),
             docker_config_dir: None,
             user_agent: concat!("rbuild/", env!("CARGO_PKG_VERSION")).to_string(),
             connect_timeout: Duration::from_secs(30),

@@ -33,17 +33,47 @@ pub struct Registry {
     pub dir: tempfile::TempDir,
     /// `127.0.0.1:<port>`.
     pub host: String,
+    /// TLS variant: the throw-away CA that signed the server certificate.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Registry {
     /// `htpasswd`: (user, password) for basic auth.
     pub fn start(htpasswd: Option<(&str, &str)>) -> Registry {
+        Registry::start_with(htpasswd, false)
+    }
+
+    /// Serving HTTPS with a certificate for 127.0.0.1 from a fresh CA (`ca_file`), made by
+    /// testdata/registry/make-ca.sh (openssl).
+    pub fn start_tls() -> Registry {
+        Registry::start_with(None, true)
+    }
+
+    fn start_with(htpasswd: Option<(&str, &str)>, tls: bool) -> Registry {
         let dir = tempfile::tempdir().expect("tempdir");
         let host = format!("127.0.0.1:{}", free_port());
         let mut config = format!(
             "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n  secret: rbuild-cli-test\n",
             dir.path().join("storage").display()
         );
+        let mut ca_file = None;
+        if tls {
+            let certs = dir.path().join("certs");
+            let script =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/registry/make-ca.sh");
+            let st = Command::new("sh")
+                .arg(script)
+                .arg(&certs)
+                .status()
+                .expect("run make-ca.sh");
+            assert!(st.success(), "make-ca.sh failed");
+            config.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                certs.join("server.crt").display(),
+                certs.join("server.key").display()
+            ));
+            ca_file = Some(certs.join("ca.crt"));
+        }
         if let Some((user, pass)) = htpasswd {
             let out = Command::new("htpasswd")
                 .args(["-Bbn", user, pass])
@@ -68,7 +98,12 @@ impl Registry {
             .stderr(log)
             .spawn()
             .expect("start docker-registry");
-        let mut r = Registry { child, dir, host };
+        let mut r = Registry {
+            child,
+            dir,
+            host,
+            ca_file,
+        };
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Ok(Some(st)) = r.child.try_wait() {
@@ -132,3 +167,4 @@ impl Drop for Registry {
         let _ = self.child.wait();
     }
 }
+pub mod proxy;
