@@ -6,12 +6,16 @@
 mod apply;
 mod compress;
 mod fsutil;
+mod lower;
+mod stream;
 mod tar_read;
 mod trim;
 mod write;
 
 pub use apply::{apply_layer, ApplyError, ApplyOptions, ApplyStats};
 pub use compress::{compress, decompress, detect, CompressError, CompressStats, Level};
+pub use lower::{lower_entry, LowerEntry};
+pub use stream::{EntryMeta, LayerTarWriter};
 pub use tar_read::TarError;
 pub use trim::trim_unchanged_dirs;
 pub use write::{write_layer, LayerOptions, LayerStats, WriteError};

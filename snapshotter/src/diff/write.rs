@@ -104,9 +104,6 @@ pub fn write_layer<W: Write>(
     })
 }
 
-/// PAX records for one member: key, value.
-type PaxRecords = Vec<(String, Vec<u8>)>;
-
 struct Walker<'a, W: Write> {
     root: &'a Path,
     builder: tar::Builder<Sha256Writer<W>>,
@@ -116,30 +113,7 @@ struct Walker<'a, W: Write> {
     entries: u64,
 }
 
-/// A reader that must yield exactly `remaining` bytes (a file that shrank mid-read would otherwise
-/// desync the tar stream).
-struct Exact<R> {
-    inner: R,
-    remaining: u64,
-}
-
-impl<R: Read> Read for Exact<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.remaining == 0 {
-            return Ok(0);
-        }
-        let want = (buf.len() as u64).min(self.remaining) as usize;
-        let n = self.inner.read(&mut buf[..want])?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "file shrank while being written into the layer",
-            ));
-        }
-        self.remaining -= n as u64;
-        Ok(n)
-    }
-}
+use super::stream::{set_name, ustar_header, Exact, PaxRecords};
 
 impl<W: Write> Walker<'_, W> {
     fn full(&self, rel: &[u8]) -> PathBuf {
@@ -310,42 +284,16 @@ impl<W: Write> Walker<'_, W> {
         size: u64,
         link: Option<&[u8]>,
     ) -> Result<(Header, PaxRecords), WriteError> {
-        const USTAR_ID_MAX: u64 = 0o7777777;
-        const USTAR_SIZE_MAX: u64 = 0o77777777777;
-        let mut h = Header::new_ustar();
-        h.set_entry_type(kind);
-        h.set_mode(st.st_mode & 0o7777);
-        let mut pax = set_name(&mut h, path);
-        let (uid, gid) = (u64::from(st.st_uid), u64::from(st.st_gid));
-        if uid > USTAR_ID_MAX {
-            pax.push(("uid".into(), uid.to_string().into_bytes()));
-            h.set_uid(0);
-        } else {
-            h.set_uid(uid);
-        }
-        if gid > USTAR_ID_MAX {
-            pax.push(("gid".into(), gid.to_string().into_bytes()));
-            h.set_gid(0);
-        } else {
-            h.set_gid(gid);
-        }
-        if size > USTAR_SIZE_MAX {
-            pax.push(("size".into(), size.to_string().into_bytes()));
-        }
-        h.set_size(size);
-        h.set_mtime(self.mtime(st) as u64);
-        if let Some(link) = link {
-            let ustar = h.as_ustar_mut().expect("new_ustar header is ustar");
-            if link.len() <= ustar.linkname.len() {
-                ustar.linkname[..link.len()].copy_from_slice(link);
-            } else {
-                pax.push(("linkpath".into(), link.to_vec()));
-                let n = ustar.linkname.len();
-                ustar.linkname.copy_from_slice(&link[..n]);
-            }
-        }
-        h.set_cksum();
-        Ok((h, pax))
+        Ok(ustar_header(
+            kind,
+            path,
+            st.st_mode,
+            st.st_uid,
+            st.st_gid,
+            size,
+            self.mtime(st),
+            link,
+        ))
     }
 
     fn append<R: Read>(
@@ -375,18 +323,5 @@ impl<W: Write> Walker<'_, W> {
         self.builder.append(&header, data).map_err(out)?;
         self.entries += 1;
         Ok(())
-    }
-}
-
-/// Put `path` into the ustar name field, or into a PAX `path` record when it does not fit.
-fn set_name(h: &mut Header, path: &[u8]) -> PaxRecords {
-    let ustar = h.as_ustar_mut().expect("new_ustar header is ustar");
-    let n = ustar.name.len();
-    if path.len() <= n {
-        ustar.name[..path.len()].copy_from_slice(path);
-        Vec::new()
-    } else {
-        ustar.name.copy_from_slice(&path[..n]);
-        vec![("path".into(), path.to_vec())]
     }
 }
