@@ -72,6 +72,12 @@ impl OutputSpec {
                     .map_err(|_| anyhow!("--output {s}: compression-level={v}: not a number"))
             })
             .transpose()?;
+        if let Some(l) = level {
+            if kind != OutputKind::Oci {
+                bail!("--output {s}: compression-level applies to type=oci only (docker archives hold uncompressed layers)");
+            }
+            rbuild_image::check_level(compression, l).map_err(|e| anyhow!("--output {s}: {e}"))?;
+        }
         let name = kv.remove("name");
         kv.remove("push");
         if let Some(k) = kv.keys().next() {
@@ -122,22 +128,23 @@ pub fn export(
             let dest = o.dest.as_ref().unwrap();
             if o.tar {
                 let mut w = open_dest(dest)?;
-                rbuild_image::export_oci(
+                rbuild_image::export_oci_with_level(
                     store,
                     &result.manifest,
                     &names,
                     Some(o.compression),
+                    o.level,
                     rbuild_image::OciDest::Tar(&mut w),
                 )
                 .with_context(|| format!("exporting OCI archive to {}", dest.display()))?;
-                let _ = o.level; // levels: see rbuild_image::ensure_compressed (memoized per compression)
                 w.flush().context("writing the OCI archive")?;
             } else {
-                rbuild_image::export_oci(
+                rbuild_image::export_oci_with_level(
                     store,
                     &result.manifest,
                     &names,
                     Some(o.compression),
+                    o.level,
                     rbuild_image::OciDest::Dir(dest),
                 )
                 .with_context(|| format!("exporting OCI layout to {}", dest.display()))?;
@@ -242,5 +249,13 @@ mod tests {
         assert!(OutputSpec::parse("type=nope,dest=x").is_err());
         assert!(OutputSpec::parse("type=oci").is_err());
         assert!(OutputSpec::parse("type=oci,dest=x,bogus=1").is_err());
+        let o = OutputSpec::parse("type=oci,dest=x,compression-level=9").unwrap();
+        assert_eq!(o.level, Some(9));
+        let e = OutputSpec::parse("type=oci,dest=x,compression-level=10").unwrap_err();
+        assert!(e.to_string().contains("out of range (0-9)"), "{e}");
+        let e =
+            OutputSpec::parse("type=oci,dest=x,compression=zstd,compression-level=23").unwrap_err();
+        assert!(e.to_string().contains("out of range (1-22)"), "{e}");
+        assert!(OutputSpec::parse("type=docker,dest=x,compression-level=1").is_err());
     }
 }

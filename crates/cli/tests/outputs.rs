@@ -81,6 +81,7 @@ fn every_output_type_in_one_build() {
     let oci_tar = env.path("img-oci.tar");
     let oci_dir = env.path("img-oci-dir");
     let oci_zstd = env.path("img-zstd.tar");
+    let oci_gz1 = env.path("img-gzip1.tar");
     let docker_tar = env.path("img-docker.tar");
     let local = env.path("rootfs");
     let rootfs_tar = env.path("rootfs.tar");
@@ -97,6 +98,11 @@ fn every_output_type_in_one_build() {
         &format!(
             "type=oci,dest={},compression=zstd,compression-level=3",
             oci_zstd.display()
+        ),
+        "-o",
+        &format!(
+            "type=oci,dest={},compression=gzip,compression-level=1",
+            oci_gz1.display()
         ),
         "-o",
         &format!("type=docker,dest={}", docker_tar.display()),
@@ -144,6 +150,24 @@ fn every_output_type_in_one_build() {
         );
     }
     assert_eq!(mz["config"]["digest"], id);
+
+    // compression-level is honoured: gzip level 1 gives other (bigger) blobs of the same layers.
+    let m1 = manifest_of_oci_tar(&oci_gz1);
+    assert_eq!(m1["config"]["digest"], id);
+    let (l6, l1) = (
+        m["layers"].as_array().unwrap(),
+        m1["layers"].as_array().unwrap(),
+    );
+    assert_eq!(l6.len(), l1.len());
+    let size = |l: &serde_json::Value| l["size"].as_u64().unwrap();
+    assert!(
+        l6.iter().zip(l1).all(|(a, b)| size(a) <= size(b)),
+        "level 1 layers are not bigger: {m} vs {m1}"
+    );
+    assert!(
+        l6.iter().zip(l1).any(|(a, b)| a["digest"] != b["digest"]),
+        "level 1 gave the same blobs as the default level"
+    );
 
     // docker-archive: skopeo reads it; dockerd loads it when one is running.
     let d = run_ok(

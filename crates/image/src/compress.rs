@@ -125,9 +125,41 @@ pub fn compress_stream(
     }
 }
 
+/// Check a compression level for `c`: gzip 0–9, zstd 1–22 (none takes no level).
+pub fn check_level(c: Compression, level: u32) -> std::result::Result<(), String> {
+    let (name, lo, hi) = match c {
+        Compression::Gzip => ("gzip", 0, 9),
+        Compression::Zstd => ("zstd", 1, 22),
+        Compression::None => return Err("an uncompressed layer takes no compression level".into()),
+    };
+    if (lo..=hi).contains(&level) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name} compression level {level} is out of range ({lo}-{hi})"
+        ))
+    }
+}
+
+/// `level` unless it is the default of `c` (so that an explicit default shares the memo).
+fn non_default_level(c: Compression, level: Option<u32>) -> Option<u32> {
+    match (c, level) {
+        (Compression::Gzip, Some(l)) if l == GZIP_LEVEL => None,
+        (Compression::Zstd, Some(l)) if l as i32 == ZSTD_LEVEL => None,
+        (Compression::None, _) => None,
+        (_, l) => l,
+    }
+}
+
 /// The layer `layer` (any compression) with uncompressed digest `diff_id`, as a blob compressed
 /// with `want`: the layer itself if it already is, a remembered variant if one exists, else
 /// compressed now (checking the diff_id on the way) and remembered.
+///
+/// `level` (gzip 0–9, zstd 1–22; `None` = gzip 6 / zstd 3) applies to layers that get compressed
+/// here. Only the default level is remembered in the store's `(diff_id, compression)` memo: a
+/// non-default level compresses again on each call (the result is deterministic, so the blob is
+/// the same one each time) and never returns or replaces the remembered default-level blob. A
+/// layer already stored in `want` (a pulled gzip layer) is used as it is, whatever the level.
 pub fn ensure_compressed(
     store: &Store,
     layer: &Descriptor,
@@ -141,6 +173,10 @@ pub fn ensure_compressed(
             media_type: layer.media_type.clone(),
         }
     })?;
+    if let (Some(l), false) = (level, want == Compression::None) {
+        check_level(want, l).map_err(ImageError::BadCompressionLevel)?;
+    }
+    let level = non_default_level(want, level);
     if have == want {
         return Ok(layer.clone());
     }
@@ -150,8 +186,10 @@ pub fn ensure_compressed(
             return Ok(Descriptor::new(media_type, diff_id.clone(), size));
         }
     }
-    if let Some((d, size)) = store.get_layer_variant(diff_id, want)? {
-        return Ok(Descriptor::new(media_type, d, size));
+    if level.is_none() {
+        if let Some((d, size)) = store.get_layer_variant(diff_id, want)? {
+            return Ok(Descriptor::new(media_type, d, size));
+        }
     }
     let src = store.open_blob(&layer.digest)?;
     let mut reader = HashingReader {
@@ -187,7 +225,9 @@ pub fn ensure_compressed(
         });
     }
     let (d, size) = w.commit(None)?;
-    store.put_layer_variant(diff_id, want, &d, size)?;
+    if level.is_none() {
+        store.put_layer_variant(diff_id, want, &d, size)?;
+    }
     Ok(Descriptor::new(media_type, d, size))
 }
 

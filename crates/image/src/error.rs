@@ -114,6 +114,9 @@ pub enum ImageError {
     #[error("too many nested indexes below {index}")]
     IndexTooDeep { index: Digest },
 
+    #[error("{0}")]
+    BadCompressionLevel(String),
+
     #[error("config {config} in {src}: file name says digest {named}")]
     ConfigNameMismatch {
         src: PathBuf,

@@ -43,13 +43,14 @@ pub(crate) fn prepare(
     store: &Store,
     manifest: &Digest,
     compression: Option<Compression>,
+    level: Option<u32>,
 ) -> Result<Exportable> {
     let (mut md, mut m) = resolve_manifest(store, manifest)?;
     if let Some(want) = compression {
         let layers = layer_blobs(store, &md)?;
         let mut new_layers = Vec::with_capacity(layers.len());
         for l in &layers {
-            let mut d = ensure_compressed(store, &l.blob, &l.diff_id, want, None)?;
+            let mut d = ensure_compressed(store, &l.blob, &l.diff_id, want, level)?;
             d.media_type = want.oci_layer_media_type().to_string();
             d.annotations = l.blob.annotations.clone();
             new_layers.push(d);
@@ -140,7 +141,20 @@ pub fn export_oci(
     compression: Option<Compression>,
     dest: OciDest<'_>,
 ) -> Result<Digest> {
-    let ex = prepare(store, manifest, compression)?;
+    export_oci_with_level(store, manifest, names, compression, None, dest)
+}
+
+/// [`export_oci`] with a compression level for the layers converted to `compression` (gzip 0–9,
+/// zstd 1–22; `None` = the default; see [`ensure_compressed`](crate::ensure_compressed)).
+pub fn export_oci_with_level(
+    store: &Store,
+    manifest: &Digest,
+    names: &[String],
+    compression: Option<Compression>,
+    level: Option<u32>,
+    dest: OciDest<'_>,
+) -> Result<Digest> {
+    let ex = prepare(store, manifest, compression, level)?;
     let entries = index_entries(&ex, names, MEDIA_TYPE_OCI_MANIFEST)?;
     match dest {
         OciDest::Tar(out) => {

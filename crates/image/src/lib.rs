@@ -6,7 +6,8 @@
 //!   [`resolve_manifest`] (index → host platform), [`layer_blobs`] and [`image_record`] read back.
 //! - **Compress**: [`ensure_compressed`] gives a layer in the wanted compression, compressing it
 //!   once (in parallel 4 MiB chunks: concatenated gzip members / zstd frames, deterministic on any
-//!   machine) and remembering `(diff_id, compression) → blob` in the store.
+//!   machine) and remembering `(diff_id, compression) → blob` in the store (default level only:
+//!   an explicit level — gzip 0–9, zstd 1–22 — compresses again, deterministically).
 //! - **Export**: [`export_oci`] writes an OCI image layout as a directory or a deterministic tar
 //!   (`oci-archive`); [`export_docker_archive`] writes what `docker save` writes.
 //! - **Import**: [`load`] reads an OCI layout directory, an OCI archive or a docker-archive (also
@@ -25,11 +26,11 @@ mod export_oci;
 mod load;
 mod tarout;
 
-pub use compress::{compress_stream, ensure_compressed};
+pub use compress::{check_level, compress_stream, ensure_compressed};
 pub use document::{
     image_record, layer_blobs, read_config, read_manifest, resolve_manifest, write_image, LayerBlob,
 };
 pub use error::{ImageError, Result};
 pub use export_docker::export_docker_archive;
-pub use export_oci::{export_oci, OciDest, ANNOTATION_CONTAINERD_NAME};
+pub use export_oci::{export_oci, export_oci_with_level, OciDest, ANNOTATION_CONTAINERD_NAME};
 pub use load::{load, LoadedImage};

@@ -476,3 +476,82 @@ fn write_image_checks_its_inputs() {
     let b = write_image(&store, &cfg, &[desc]).unwrap();
     assert_eq!(a, b);
 }
+
+#[test]
+fn compression_levels_give_different_blobs_of_the_same_content() {
+    let t = tempfile::tempdir().unwrap();
+    let store = Store::open(t.path()).unwrap();
+    // Text-like content, compressible to different degrees by different levels.
+    let mut text = Vec::new();
+    let mut x = 12345u32;
+    while text.len() < 2_000_000 {
+        x = x.wrapping_mul(1103515245).wrapping_add(12345);
+        let w = [
+            "alpha", "beta", "gamma", "delta", "layer", "image", "rbuild",
+        ][(x >> 16) as usize % 7];
+        text.extend_from_slice(w.as_bytes());
+        text.extend_from_slice(format!(" {} ", (x >> 8) % 1000).as_bytes());
+    }
+    let l = layer_tar(&[("data/words.txt", &text)]);
+    let diff_id = store.put_blob(&l).unwrap();
+    let layer = Descriptor::new(MEDIA_TYPE_OCI_LAYER, diff_id.clone(), l.len() as u64);
+    let unpack = |d: &Descriptor, c: Compression| -> Digest {
+        let mut raw = Vec::new();
+        store
+            .open_blob(&d.digest)
+            .unwrap()
+            .read_to_end(&mut raw)
+            .unwrap();
+        let mut out = Vec::new();
+        match c {
+            Compression::Gzip => {
+                flate2::read::MultiGzDecoder::new(&raw[..])
+                    .read_to_end(&mut out)
+                    .unwrap();
+            }
+            Compression::Zstd => {
+                zstd::stream::read::Decoder::new(&raw[..])
+                    .unwrap()
+                    .read_to_end(&mut out)
+                    .unwrap();
+            }
+            Compression::None => out = raw,
+        }
+        Digest::sha256_of(&out)
+    };
+    for (c, lo, hi) in [(Compression::Gzip, 1, 9), (Compression::Zstd, 1, 19)] {
+        let default = ensure_compressed(&store, &layer, &diff_id, c, None).unwrap();
+        let fast = ensure_compressed(&store, &layer, &diff_id, c, Some(lo)).unwrap();
+        let small = ensure_compressed(&store, &layer, &diff_id, c, Some(hi)).unwrap();
+        assert!(
+            small.size < fast.size,
+            "{c:?}: level {hi} gave {} bytes, level {lo} {} bytes",
+            small.size,
+            fast.size
+        );
+        assert_ne!(fast.digest, default.digest, "{c:?}");
+        for d in [&default, &fast, &small] {
+            assert_eq!(unpack(d, c), diff_id, "{c:?} {}", d.digest);
+        }
+        // Only the default level is remembered; a level is deterministic.
+        assert_eq!(
+            store.get_layer_variant(&diff_id, c).unwrap(),
+            Some((default.digest.clone(), default.size))
+        );
+        let again = ensure_compressed(&store, &layer, &diff_id, c, Some(lo)).unwrap();
+        assert_eq!(again, fast);
+        // An explicit default level is the remembered blob.
+        let dflt = if c == Compression::Gzip { 6 } else { 3 };
+        let explicit = ensure_compressed(&store, &layer, &diff_id, c, Some(dflt)).unwrap();
+        assert_eq!(explicit, default);
+    }
+    // Out-of-range levels are clear errors.
+    let e = ensure_compressed(&store, &layer, &diff_id, Compression::Gzip, Some(10)).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("gzip compression level 10 is out of range (0-9)"),
+        "{e}"
+    );
+    let e = ensure_compressed(&store, &layer, &diff_id, Compression::Zstd, Some(0)).unwrap_err();
+    assert!(e.to_string().contains("out of range (1-22)"), "{e}");
+}
