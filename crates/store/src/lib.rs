@@ -159,6 +159,64 @@ impl Store {
         self.inner.root.join("locks").join(format!("{name}.lock"))
     }
 
+    /// Hold the named lock `locks/<name>.lock` exclusively (blocking), until the file is dropped.
+    ///
+    /// Lock files that nobody holds may be deleted at any time by [`Store::remove_unheld_locks`]
+    /// (prune), so a lock is only ours once the path still names the very file we locked: if it
+    /// was unlinked (or replaced) while we waited, we try again on the new file.
+    pub fn lock_named(&self, name: &str) -> std::io::Result<std::fs::File> {
+        use std::os::unix::fs::MetadataExt;
+        let path = self.lock_path(name);
+        loop {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)?;
+            file.lock()?;
+            let ours = file.metadata()?;
+            match std::fs::metadata(&path) {
+                Ok(now) if now.ino() == ours.ino() && now.dev() == ours.dev() => return Ok(file),
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Delete the lock files `locks/<prefix>*.lock` that no process holds (taken with
+    /// [`Store::lock_named`]); returns how many. Each is unlinked while we hold it, so a process
+    /// that was waiting for it notices and locks the new file instead.
+    pub fn remove_unheld_locks(&self, prefix: &str) -> Result<u64> {
+        let dir = self.inner.root.join("locks");
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(self.io_err("list locks", &dir, e)),
+        };
+        let mut removed = 0;
+        for entry in rd.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if !name.starts_with(prefix) || !name.ends_with(".lock") {
+                continue;
+            }
+            let path = entry.path();
+            let Ok(file) = std::fs::OpenOptions::new().write(true).open(&path) else {
+                continue;
+            };
+            match file.try_lock() {
+                Ok(()) => {
+                    if std::fs::remove_file(&path).is_ok() {
+                        removed += 1;
+                    }
+                }
+                Err(_) => continue, // held (or cannot tell): keep it
+            }
+        }
+        Ok(removed)
+    }
+
     /// Run `f` with the database connection; SQLite errors name the database file.
     pub(crate) fn db<T>(
         &self,
