@@ -69,6 +69,12 @@ pub trait RemoteCache: Send + Sync {
     /// `Ok(false)` when this cache does not know the blob; `Err` when it knows it but fetching
     /// failed. Called from blocking threads, never from an async task.
     fn fetch(&self, store: &Store, layer: &LayerInfo) -> Result<bool, String>;
+    /// For a layer this cache names in its uncompressed form (`blob` = its diff_id, as the machine
+    /// that built it stores it) but holds compressed: the compressed layer as the cache holds it.
+    /// Lets an export name the layer without downloading it.
+    fn wire_layer(&self, _blob: &Digest) -> Option<LayerInfo> {
+        None
+    }
 }
 
 /// The remote caches of a build, consulted in order.
@@ -91,6 +97,12 @@ impl RemoteCaches {
     /// The first remote record for `key`.
     pub fn lookup(&self, key: &Digest) -> Option<RemoteRecord> {
         self.0.iter().find_map(|c| c.lookup(key))
+    }
+
+    /// The compressed form a cache holds of a layer it names uncompressed
+    /// ([`RemoteCache::wire_layer`]).
+    pub fn wire_layer(&self, blob: &Digest) -> Option<LayerInfo> {
+        self.0.iter().find_map(|c| c.wire_layer(blob))
     }
 
     /// Make every blob of `layers` present in `store`, fetching the missing ones from the first

@@ -5,7 +5,11 @@
 //! the registry crate's [`CacheConfig`]: `records` maps a key (hex) to the descriptors of the
 //! step's layer chain (compressed, as pushed), and `extra["rbuild.records"]` adds per key what the
 //! solver needs to reuse it — the chain's diff_ids, whether the last layer is the step's own, the
-//! time the layer was made (so the image id is the same) and the explanation of its inputs.
+//! time the layer was made (so the image id is the same), the explanation of its inputs, and which
+//! layers the exporter stored uncompressed (layers a build made). An importer names those
+//! uncompressed as well and decompresses the cache's blob once when it fetches one, so an image
+//! built from the cache is identical to the exporter's — manifest digest included, not only the
+//! config (image id).
 //!
 //! Where it lives:
 //! - `type=registry,ref=R`: an OCI artifact (manifest with `artifactType` [`CACHE_ARTIFACT_TYPE`],
@@ -191,6 +195,12 @@ struct RecordMeta {
     created: i64,
     #[serde(default)]
     explain: Explain,
+    /// Per chain layer: its uncompressed size when the exporting machine stored it uncompressed
+    /// (a layer a build made), else null (a pulled base layer). An importer names such a layer
+    /// uncompressed too — fetching it means decompressing the cache's blob once — so that its
+    /// image's manifest, not only its config, is identical to the exporter's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    local_sizes: Vec<Option<u64>>,
 }
 
 /// Records parsed out of a [`CacheConfig`], by key.
@@ -199,6 +209,59 @@ struct Index {
     records: HashMap<Digest, RemoteRecord>,
     /// Every blob the cache references.
     blobs: HashMap<Digest, Descriptor>,
+    /// Layers named uncompressed (by diff_id) that the cache holds compressed: diff_id -> blob.
+    wire: HashMap<Digest, Descriptor>,
+}
+
+impl Index {
+    /// [`RemoteCache::wire_layer`].
+    fn wire_layer(&self, blob: &Digest) -> Option<LayerInfo> {
+        self.wire.get(blob).map(|d| LayerInfo {
+            diff_id: blob.clone(),
+            blob: d.digest.clone(),
+            media_type: d.media_type.clone(),
+            size: d.size,
+        })
+    }
+
+    /// [`RemoteCache::fetch`], with `get` putting a blob of the cache into the store: a layer
+    /// named uncompressed is fetched compressed and decompressed once (checked against its
+    /// diff_id); the compressed blob stays, remembered as the layer's variant, for pushes.
+    fn fetch(
+        &self,
+        store: &Store,
+        layer: &LayerInfo,
+        get: &dyn Fn(&Descriptor) -> Result<(), String>,
+    ) -> Result<bool, String> {
+        if let Some(wire) = self.wire.get(&layer.blob) {
+            if !store.has_blob(&wire.digest) {
+                get(wire)?;
+            }
+            let d = rbuild_image::ensure_compressed(
+                store,
+                wire,
+                &layer.diff_id,
+                Compression::None,
+                None,
+            )
+            .map_err(|e| format!("decompressing layer {}: {e}", wire.digest))?;
+            if d.digest != layer.blob || d.size != layer.size {
+                return Err(format!(
+                    "layer {} decompresses to {} ({} bytes), the cache says {} ({} bytes)",
+                    wire.digest, d.digest, d.size, layer.blob, layer.size
+                ));
+            }
+            if let Some(c) = Compression::from_layer_media_type(&wire.media_type) {
+                let _ = store.put_layer_variant(&layer.diff_id, c, &wire.digest, wire.size);
+            }
+            return Ok(true);
+        }
+        let Some(desc) = self.blobs.get(&layer.blob) else {
+            return Ok(false);
+        };
+        get(desc)?;
+        Ok(true)
+    }
 }
 
 fn index_of(cfg: &CacheConfig) -> Index {
@@ -216,14 +279,37 @@ fn index_of(cfg: &CacheConfig) -> Index {
         if meta.diff_ids.len() != descs.len() || (meta.has_layer && descs.is_empty()) {
             continue;
         }
+        let local_sizes = if meta.local_sizes.len() == descs.len() {
+            meta.local_sizes.clone()
+        } else {
+            vec![None; descs.len()]
+        };
         let chain: Vec<LayerInfo> = descs
             .iter()
             .zip(&meta.diff_ids)
-            .map(|(d, diff_id)| LayerInfo {
-                diff_id: diff_id.clone(),
-                blob: d.digest.clone(),
-                media_type: d.media_type.clone(),
-                size: d.size,
+            .zip(local_sizes)
+            .map(|((d, diff_id), local)| {
+                let compressed = !matches!(
+                    Compression::from_layer_media_type(&d.media_type),
+                    Some(Compression::None)
+                );
+                match local {
+                    Some(size) if compressed && &d.digest != diff_id => {
+                        idx.wire.insert(diff_id.clone(), d.clone());
+                        LayerInfo {
+                            diff_id: diff_id.clone(),
+                            blob: diff_id.clone(),
+                            media_type: Compression::None.oci_layer_media_type().to_string(),
+                            size,
+                        }
+                    }
+                    _ => LayerInfo {
+                        diff_id: diff_id.clone(),
+                        blob: d.digest.clone(),
+                        media_type: d.media_type.clone(),
+                        size: d.size,
+                    },
+                }
             })
             .collect();
         for d in descs {
@@ -251,6 +337,7 @@ fn index_of(cfg: &CacheConfig) -> Index {
 /// (layers already compressed stay as they are).
 pub fn cache_config(
     store: &Store,
+    remote: &RemoteCaches,
     records: &[ExportRecord],
     mode: Mode,
     compression: Compression,
@@ -268,7 +355,22 @@ pub fn cache_config(
                 Some(d) => d.clone(),
                 None => {
                     let local = Descriptor::new(l.media_type.clone(), l.blob.clone(), l.size);
-                    let d = compressed_layer(store, &local, &l.diff_id, compression)?;
+                    // Named uncompressed but never fetched: export the imported cache's
+                    // compressed blob (the target may mount it, or it is fetched then).
+                    let wire = (!store.has_blob(&l.blob))
+                        .then(|| remote.wire_layer(&l.blob))
+                        .flatten()
+                        .filter(|_| {
+                            store
+                                .get_layer_variant(&l.diff_id, compression)
+                                .ok()
+                                .flatten()
+                                .is_none()
+                        });
+                    let d = match wire {
+                        Some(w) => Descriptor::new(w.media_type, w.blob, w.size),
+                        None => compressed_layer(store, &local, &l.diff_id, compression)?,
+                    };
                     done.insert(l.blob.clone(), d.clone());
                     d
                 }
@@ -284,6 +386,12 @@ pub fn cache_config(
                 has_layer: r.record.layer.is_some(),
                 created: r.record.created,
                 explain: r.record.explain.clone(),
+                local_sizes: r
+                    .record
+                    .chain
+                    .iter()
+                    .map(|l| (l.blob == l.diff_id).then_some(l.size))
+                    .collect(),
             },
         );
     }
@@ -308,17 +416,19 @@ impl RemoteCache for RegistryCache {
         self.index.records.get(key).cloned()
     }
     fn fetch(&self, store: &Store, layer: &LayerInfo) -> Result<bool, String> {
-        let Some(desc) = self.index.blobs.get(&layer.blob) else {
-            return Ok(false);
-        };
-        let ctx = self.registry.get().map_err(|e| format!("{e:#}"))?;
-        let printer = ProgressPrinter::new("fetching cache", self.quiet);
-        ctx.block(
-            ctx.client
-                .fetch_blob(store, &self.reference, desc, &|p| printer.report(p)),
-        )
-        .map_err(|e| e.to_string())?;
-        Ok(true)
+        self.index.fetch(store, layer, &|desc| {
+            let ctx = self.registry.get().map_err(|e| format!("{e:#}"))?;
+            let printer = ProgressPrinter::new("fetching cache", self.quiet);
+            ctx.block(
+                ctx.client
+                    .fetch_blob(store, &self.reference, desc, &|p| printer.report(p)),
+            )
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        })
+    }
+    fn wire_layer(&self, blob: &Digest) -> Option<LayerInfo> {
+        self.index.wire_layer(blob)
     }
 }
 
@@ -340,17 +450,20 @@ impl RemoteCache for LocalCache {
         self.index.records.get(key).cloned()
     }
     fn fetch(&self, store: &Store, layer: &LayerInfo) -> Result<bool, String> {
-        let Some(desc) = self.index.blobs.get(&layer.blob) else {
-            return Ok(false);
-        };
-        let path = layout_blob(&self.dir, &desc.digest);
-        let mut f =
-            std::fs::File::open(&path).map_err(|e| format!("opening {}: {e}", path.display()))?;
-        let mut w = store.ingest().map_err(|e| e.to_string())?;
-        std::io::copy(&mut f, &mut w).map_err(|e| format!("reading {}: {e}", path.display()))?;
-        w.commit(Some((&desc.digest, desc.size)))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(true)
+        self.index.fetch(store, layer, &|desc| {
+            let path = layout_blob(&self.dir, &desc.digest);
+            let mut f = std::fs::File::open(&path)
+                .map_err(|e| format!("opening {}: {e}", path.display()))?;
+            let mut w = store.ingest().map_err(|e| e.to_string())?;
+            std::io::copy(&mut f, &mut w)
+                .map_err(|e| format!("reading {}: {e}", path.display()))?;
+            w.commit(Some((&desc.digest, desc.size)))
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok(())
+        })
+    }
+    fn wire_layer(&self, blob: &Digest) -> Option<LayerInfo> {
+        self.index.wire_layer(blob)
     }
 }
 
@@ -477,7 +590,7 @@ pub fn export(
                 mode,
                 compression,
             } => {
-                let cfg = cache_config(store, records, *mode, *compression)?;
+                let cfg = cache_config(store, remote, records, *mode, *compression)?;
                 let r = parse_ref(reference, "--cache-to")?;
                 let ctx = registry.get()?;
                 let printer = ProgressPrinter::new("exporting cache", quiet);
@@ -516,7 +629,7 @@ pub fn export(
                 mode,
                 compression,
             } => {
-                let cfg = cache_config(store, records, *mode, *compression)?;
+                let cfg = cache_config(store, remote, records, *mode, *compression)?;
                 remote
                     .ensure_blobs(store, &layer_infos(&cfg))
                     .map_err(|e| anyhow!("exporting the cache to {}: {e}", dest.display()))?;
@@ -606,7 +719,13 @@ pub fn inline_annotation(
     store: &Store,
     records: &[ExportRecord],
 ) -> anyhow::Result<(String, String)> {
-    let cfg = cache_config(store, records, Mode::Min, Compression::Gzip)?;
+    let cfg = cache_config(
+        store,
+        &RemoteCaches::default(),
+        records,
+        Mode::Min,
+        Compression::Gzip,
+    )?;
     Ok((
         INLINE_ANNOTATION.to_string(),
         String::from_utf8(canonical_json(&cfg)).context("inline cache JSON")?,

@@ -46,6 +46,15 @@ impl Client {
         a.push(dir.to_str().unwrap());
         self.ok(&a)
     }
+    /// The manifest digest `rbuild inspect` shows ("Digest"): what users compare across machines.
+    fn digest(&self, image: &str) -> String {
+        let (out, _) = self.ok(&["inspect", image]);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("inspect JSON");
+        v["Digest"]
+            .as_str()
+            .expect("inspect has a Digest")
+            .to_string()
+    }
     /// The layer digests of a stored image's manifest.
     fn layers(&self, image: &str) -> Vec<String> {
         let (out, _) = self.ok(&["inspect", image]);
@@ -219,10 +228,13 @@ fn registry_cache_max_makes_a_fresh_store_fully_cached_and_downloads_only_what_i
     );
     assert_all_cached(&err_b);
     assert_eq!(id_of(&out_b), id_of(&out_a), "image ids differ");
+    assert_eq!(b.digest("app"), a.digest("app"), "manifest digests differ");
 
     // What B downloaded: configs and the final image's layers, never the build stage's layer.
+    // (B's image names the layers it built uncompressed, as A's does; what it fetched are their
+    // compressed forms in the cache, one per image layer.)
     let fetched: BTreeSet<String> = reg.blob_gets()[before..].iter().cloned().collect();
-    let needed: BTreeSet<String> = b.layers("app").into_iter().collect();
+    let image_layers = b.layers("app");
     let raw = common::run_ok(
         std::process::Command::new("skopeo")
             .args(["inspect", "--raw", "--tls-verify=false"])
@@ -235,22 +247,61 @@ fn registry_cache_max_makes_a_fresh_store_fully_cached_and_downloads_only_what_i
         .iter()
         .map(|l| l["digest"].as_str().unwrap().to_string())
         .collect();
-    let unneeded: Vec<&String> = cached_layers.difference(&needed).collect();
+    let fetched_layers: BTreeSet<&String> = cached_layers.intersection(&fetched).collect();
+    assert_eq!(
+        fetched_layers.len(),
+        image_layers.len(),
+        "B should fetch exactly one cache layer per image layer: fetched {fetched_layers:?}, \
+         image {image_layers:?}, cache {cached_layers:?}"
+    );
+    let unneeded: Vec<&String> = cached_layers
+        .iter()
+        .filter(|l| !fetched_layers.contains(l))
+        .collect();
     assert!(
         !unneeded.is_empty(),
-        "mode=max should export the build stage's layer too: {cached_layers:?} vs {needed:?}"
+        "mode=max should export the build stage's layer too (B must not fetch it): \
+         {cached_layers:?} vs fetched {fetched:?}"
     );
-    for u in &unneeded {
+    // Every layer of B's image is whole in B's store.
+    for l in &image_layers {
+        let hex = l.strip_prefix("sha256:").unwrap();
         assert!(
-            !fetched.contains(*u),
-            "B downloaded {u}, which it did not need"
+            b.env.root.join("blobs/sha256").join(hex).exists(),
+            "{l} missing"
         );
     }
-    for l in &needed {
-        assert!(
-            fetched.contains(l),
-            "B should have fetched the image layer {l}"
-        );
+
+    // B re-exports (mode=max, to a directory) the cache it imported, including the build stage's
+    // layer it never fetched; a third store built from that is fully cached and identical too.
+    let dir = b.env.path("re-export");
+    b.build(
+        &multi_stage(&b, &reg),
+        &[
+            "-t",
+            "app",
+            "--cache-from",
+            &format!("type=registry,ref={cache}"),
+            "--cache-to",
+            &format!("type=local,dest={},mode=max", dir.display()),
+        ],
+    );
+    let c = Client::new(Env::empty());
+    let (out_c, err_c) = c.build(
+        &multi_stage(&c, &reg),
+        &[
+            "-t",
+            "app",
+            "--cache-from",
+            &format!("type=local,src={}", dir.display()),
+        ],
+    );
+    assert_all_cached(&err_c);
+    assert_eq!(id_of(&out_c), id_of(&out_a));
+    assert_eq!(c.digest("app"), a.digest("app"), "manifest digests differ");
+    for s in [&b, &c] {
+        let out = s.run(&["fsck"]);
+        assert!(out.status.success(), "fsck: {}", stderr(&out));
     }
 }
 
@@ -280,6 +331,7 @@ fn local_cache_dir_makes_a_fresh_store_fully_cached() {
     );
     assert_all_cached(&err_b);
     assert_eq!(id_of(&out_b), id_of(&out_a));
+    assert_eq!(b.digest("app"), a.digest("app"), "manifest digests differ");
     // Only the layers the image needs were copied into B's store.
     let needed: BTreeSet<String> = b.layers("app").into_iter().collect();
     let mut unneeded = 0;
@@ -335,6 +387,7 @@ fn inline_cache_travels_in_the_pushed_image() {
     let (out_b, err_b) = b.build(&ctx_b, &["-t", "app", "--cache-from", &image]);
     assert_all_cached(&err_b);
     assert_eq!(id_of(&out_b), id_of(&out_a));
+    assert_eq!(b.digest("app"), a.digest(&image), "manifest digests differ");
 }
 
 #[test]
