@@ -389,3 +389,86 @@ fn bad_timeout_settings_are_usage_errors() {
         "{err}"
     );
 }
+
+#[test]
+fn concurrent_pulls_on_one_store_download_each_layer_once() {
+    let Some(s) = setup() else { return };
+    // The layer answers slowly, so both processes want it at the same time.
+    let layer = layer_rule(&s, Action::Delay(1500), None);
+    let env = Env::empty();
+    let spawn = || {
+        let mut c = client_cmd(&env);
+        // The delay is not a stall.
+        c.env("RBUILD_REGISTRY_STALL_TIMEOUT", "10")
+            .env("RBUILD_REGISTRY_DEADLINE", "20");
+        c.args(["pull", &format!("{}/busybox:latest", s.proxy.host)])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c.spawn().expect("spawn rbuild pull")
+    };
+    let (p1, p2) = (spawn(), spawn());
+    for p in [p1, p2] {
+        let out = p.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "a concurrent pull failed: {}",
+            stderr(&out)
+        );
+    }
+    for l in &s.pushed.layers {
+        assert_eq!(
+            s.proxy.count("GET", &format!("/blobs/{l}")),
+            1,
+            "layer {l} was downloaded more than once: {:?}",
+            s.proxy.seen()
+        );
+    }
+    assert!(has_blob(&env, &layer));
+    assert_store_sound(&env, "concurrent pulls");
+}
+
+#[test]
+fn a_crash_during_a_layer_download_leaves_a_sound_store_and_the_rebuild_completes() {
+    let Some(s) = setup() else { return };
+    let layer = s.pushed.layers[0].clone();
+    let env = Env::empty();
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            &format!("FROM {}/busybox\nRUN echo hi > /hi\n", s.proxy.host),
+        )],
+    );
+    let build = |crash: bool| {
+        let mut c = client_cmd(&env);
+        if crash {
+            c.env("RBUILD_CRASH_AT", "pull-layer");
+        }
+        c.args([
+            "build",
+            "--progress=plain",
+            "-t",
+            "app",
+            ctx.to_str().unwrap(),
+        ]);
+        run_bounded(c, LIMIT).0
+    };
+    let out = build(true);
+    assert!(!out.status.success(), "the crash point was not reached");
+    assert!(
+        stderr(&out).contains("RBUILD_CRASH_AT=pull-layer"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!has_blob(&env, &layer), "a partial layer was committed");
+    assert_store_sound(&env, "crash during a layer download");
+    let out = build(false);
+    assert!(
+        out.status.success(),
+        "rebuild after the crash: {}",
+        stderr(&out)
+    );
+    assert!(has_blob(&env, &layer));
+    assert_store_sound(&env, "rebuild after the crash");
+}

@@ -266,6 +266,33 @@ impl Client {
             digest: digest.to_string(),
             source: Box::new(source),
         };
+        // One download of a blob at a time per store, across processes: two pulls (or builds)
+        // sharing a layer fetch it once; the second finds it present when the lock is its own.
+        let lock_name = format!("pull-{}", digest.hex());
+        let _lock = {
+            let (s, name) = (store.clone(), lock_name.clone());
+            tokio::task::spawn_blocking(move || s.lock_named(&name))
+                .await
+                .map_err(|e| Error::ClientSetup(format!("blob lock task failed: {e}")))?
+                .map_err(|e| {
+                    store_err(
+                        "lock",
+                        rbuild_store::StoreError::Io {
+                            op: "lock blob download",
+                            path: store.lock_path(&lock_name),
+                            source: e,
+                        },
+                    )
+                })?
+        };
+        if store.has_blob(digest) {
+            self.known_locations().add(digest, repo);
+            progress(Progress::Skipped {
+                digest: digest.clone(),
+            });
+            return Ok(0);
+        }
+        let is_layer = desc.media_type.contains("layer");
         let mut writer = store.ingest().map_err(|e| store_err("ingest", e))?;
         let mut retry = Retrier::new(&self.opts);
         let mut downloaded = 0u64;
@@ -329,6 +356,10 @@ impl Client {
                             .write_all(&chunk)
                             .map_err(|e| store_err("write", writer.error("write blob", e)))?;
                         downloaded += chunk.len() as u64;
+                        if is_layer {
+                            // Crash tests: die with a partial layer in the ingest area.
+                            rbuild_store::crash_point("pull-layer");
+                        }
                         progress(Progress::Bytes {
                             digest: digest.clone(),
                             done: writer.written(),
@@ -365,6 +396,9 @@ impl Client {
                 },
                 other => store_err("commit", other),
             })?;
+        // The blob is whole: drop the lock file while we hold it (a waiter notices the unlink,
+        // locks afresh and finds the blob), so `locks/` does not grow with every blob pulled.
+        let _ = std::fs::remove_file(store.lock_path(&lock_name));
         self.known_locations().add(digest, repo);
         progress(Progress::Done {
             digest: digest.clone(),

@@ -1,7 +1,8 @@
 //! A crash hook for the crash tests: `RBUILD_CRASH_AT=<point>[:n]` makes the process abort at the
 //! `n`th (default first) time it reaches the named point. Inert (one env lookup, cached) without
 //! the variable. Points: `layer-apply`, `blob-before-rename`, `blob-after-rename`,
-//! `snapshot-commit`, `copy`, `run`, `cache-record`, `export`, `tag`.
+//! `snapshot-commit`, `copy`, `run`, `cache-record`, `export`, `tag`, `pull-layer` (after a chunk
+//! of a layer download is written, before the blob is committed).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;

@@ -29,6 +29,8 @@ pub enum Action {
     Status(u16, Option<u64>),
     /// Send the first half of the body, then nothing, forever.
     Stall,
+    /// Forward as usual, but only after this many milliseconds.
+    Delay(u64),
 }
 
 #[derive(Clone, Debug)]
@@ -221,6 +223,9 @@ async fn handle(
         ));
     }
 
+    if let Some(Action::Delay(ms)) = &action {
+        tokio::time::sleep(std::time::Duration::from_millis(*ms)).await;
+    }
     // Forward to the registry.
     let (parts, body) = req.into_parts();
     let body = body
