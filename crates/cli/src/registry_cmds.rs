@@ -283,6 +283,7 @@ pub fn push_image(
     quiet: bool,
 ) -> anyhow::Result<PushReport> {
     let digest = push_manifest(store, manifest, Compression::Gzip, annotations)?;
+    remember_locations(ctx, store, target);
     let printer = ProgressPrinter::new("pushing", quiet);
     let report = ctx
         .block(
@@ -302,6 +303,36 @@ pub fn push_image(
         );
     }
     Ok(report)
+}
+
+/// Cross-repository mount hints that outlive a process: every image named in the store after a
+/// repository of `target`'s registry (pulled from it, or pushed there under that name) is taken to
+/// hold its manifest's layers there, so a push mounts them instead of uploading. A stale hint costs
+/// one refused mount (the client then uploads).
+fn remember_locations(ctx: &RegistryCtx, store: &Store, target: &Reference) {
+    let Ok(images) = store.list_images() else {
+        return;
+    };
+    for (name, rec) in images {
+        let Ok(r) = Reference::parse(&name) else {
+            continue;
+        };
+        if !r.same_registry(target) || r.repository() == target.repository() {
+            continue;
+        }
+        let Ok((_, m)) = rbuild_image::resolve_manifest(store, &rec.manifest) else {
+            continue;
+        };
+        for l in &m.layers {
+            if Compression::from_layer_media_type(&l.media_type) != Some(Compression::None) {
+                ctx.client.known_locations().add(&l.digest, &r);
+            } else if let Ok(Some((gz, _))) = store.get_layer_variant(&l.digest, Compression::Gzip)
+            {
+                // A layer built here: pushed under that name as its (remembered) gzip form.
+                ctx.client.known_locations().add(&gz, &r);
+            }
+        }
+    }
 }
 
 /// `rbuild push IMAGE [DEST]`.

@@ -529,3 +529,82 @@ fn tls_registry_through_certs_d_and_registry_ca() {
     let err = stderr(&out);
     assert!(err.contains(bogus.to_str().unwrap()), "{err}");
 }
+
+/// Access-log request lines (`METHOD PATH STATUS`) of the registry.
+fn requests(reg: &Registry) -> Vec<String> {
+    reg.log()
+        .lines()
+        .filter_map(|l| {
+            let req = l.split('"').nth(1)?;
+            let status = l.split('"').nth(2)?.split_whitespace().next()?;
+            Some(format!("{req} {status}"))
+        })
+        .collect()
+}
+
+#[test]
+fn push_mounts_layers_from_another_repository_and_uploads_when_refused() {
+    let Some((reg, _seed)) = setup() else { return };
+    // Another process pulled the base: the hint comes from the store's image names.
+    let c = Client::new(Env::empty());
+    c.ok(&["pull", "-q", &format!("{}/busybox:latest", reg.host)]);
+    let base_layers = c.layers(&format!("{}/busybox:latest", reg.host));
+    let ctx = c.env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            &format!("FROM {}/busybox\nRUN echo m > /m\n", reg.host),
+        )],
+    );
+    c.build(&ctx, &["-t", "app"]);
+    let before = requests(&reg).len();
+    let (_, err) = c.ok(&["push", "app", &format!("{}/app:1", reg.host)]);
+    let log = requests(&reg)[before..].to_vec();
+    for l in &base_layers {
+        let hex = l.strip_prefix("sha256:").unwrap();
+        assert!(
+            log.iter()
+                .any(|r| r.starts_with("POST /v2/app/blobs/uploads/")
+                    && r.contains(hex)
+                    && r.contains("mount=")
+                    && r.ends_with(" 201")),
+            "no accepted mount of {l}:\n{}\n{err}",
+            log.join("\n")
+        );
+        assert!(
+            !log.iter()
+                .any(|r| (r.starts_with("PUT ") || r.starts_with("PATCH ")) && r.contains(hex)),
+            "{l} was uploaded although it was mounted:\n{}",
+            log.join("\n")
+        );
+    }
+    assert!(err.contains("mounted from busybox"), "{err}");
+
+    // A stale hint (a local name for a repository that lacks the blob) is refused: upload instead.
+    c.ok(&[
+        "tag",
+        &format!("{}/busybox:latest", reg.host),
+        &format!("{}/aaa-stale:1", reg.host),
+    ]);
+    let before = requests(&reg).len();
+    c.ok(&["push", "app", &format!("{}/app2:1", reg.host)]);
+    let log = requests(&reg)[before..].to_vec();
+    let hex = base_layers[0].strip_prefix("sha256:").unwrap();
+    assert!(
+        log.iter()
+            .any(|r| r.starts_with("POST /v2/app2/blobs/uploads/")
+                && r.contains("from=aaa-stale")
+                && r.ends_with(" 202")),
+        "the stale mount was not tried and refused:\n{}",
+        log.join("\n")
+    );
+    assert!(
+        log.iter()
+            .any(|r| r.starts_with("PUT /v2/app2/blobs/uploads/") && r.contains(hex)),
+        "the refused layer was not uploaded:\n{}",
+        log.join("\n")
+    );
+    // And the result is a whole image: a fresh store pulls it.
+    let d = Client::new(Env::empty());
+    d.ok(&["pull", "-q", &format!("{}/app2:1", reg.host)]);
+}
