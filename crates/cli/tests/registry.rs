@@ -332,6 +332,18 @@ fn local_cache_dir_makes_a_fresh_store_fully_cached() {
     assert_all_cached(&err_b);
     assert_eq!(id_of(&out_b), id_of(&out_a));
     assert_eq!(b.digest("app"), a.digest("app"), "manifest digests differ");
+    // Pushed, they are the same manifest too (compression is deterministic).
+    let pushed_a = a
+        .ok(&["push", "-q", "app", &format!("{}/from-a:1", reg.host)])
+        .0;
+    let pushed_b = b
+        .ok(&["push", "-q", "app", &format!("{}/from-b:1", reg.host)])
+        .0;
+    assert_eq!(
+        pushed_a.trim(),
+        pushed_b.trim(),
+        "pushed manifest digests differ"
+    );
     // Only the layers the image needs were copied into B's store.
     let needed: BTreeSet<String> = b.layers("app").into_iter().collect();
     let mut unneeded = 0;
