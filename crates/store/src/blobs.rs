@@ -123,9 +123,14 @@ impl Store {
 
     /// Write `data` as a blob and return its digest.
     pub fn put_blob(&self, data: &[u8]) -> Result<Digest> {
+        let d = Digest::sha256_of(data);
+        // Already stored (an unchanged image config or manifest on a rebuild): no temp file, no
+        // write, no fsync. `commit` would find it too, after writing it all out.
+        if self.has_blob(&d) {
+            return Ok(d);
+        }
         let mut w = self.ingest()?;
         w.write_all(data).map_err(|e| w.error("write blob", e))?;
-        let d = Digest::sha256_of(data);
         w.commit(Some((&d, data.len() as u64)))?;
         Ok(d)
     }

@@ -45,6 +45,12 @@ impl Store {
             record: rec.clone(),
         })
         .map_err(|e| self.io_err("encode ref file", &path, io::Error::other(e)))?;
+        // Unchanged (a no-op rebuild re-tags the same image): leave the file, skip two fsyncs.
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() == body.len() as u64)
+            && std::fs::read(&path).is_ok_and(|old| old == body)
+        {
+            return Ok(());
+        }
         let res = (|| {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(&body)?;
