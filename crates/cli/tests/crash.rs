@@ -284,10 +284,14 @@ fn kill_at_random_times() {
         "app:final",
         ctx.to_str().unwrap(),
     ]);
-    assert!(
-        err.matches("CACHED").count() >= 3,
-        "FROM, COPY and the first RUN: {err}"
-    );
+    // When at least one seeded build ran to the end, its first steps are reused (on a loaded
+    // machine every seed may be killed early: then there is nothing to reuse yet).
+    if killed < seeds {
+        assert!(
+            err.matches("CACHED").count() >= 3,
+            "FROM, COPY and the first RUN: {err}"
+        );
+    }
     let out = env.rbuild(&["fsck"]);
     assert!(stdout(&out).contains(": clean"), "{}", stdout(&out));
     assert!(Path::new(&env.root).is_dir());
