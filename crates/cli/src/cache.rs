@@ -18,6 +18,10 @@
 //! - `type=inline`: the config as the manifest annotation [`INLINE_ANNOTATION`] of the pushed image
 //!   (min mode: the image's own layers), so `--cache-from IMAGE` works.
 //!
+//! `cache-mounts=true` (registry and local) also exports every `RUN --mount=type=cache` directory of
+//! the store as a layer (config `extra["rbuild.cache-mounts"]`); an import restores those the
+//! importing store lacks, with the layer applier, before the build starts.
+//!
 //! `mode=min` exports the final image's own steps; `mode=max` every executed or cached step of every
 //! stage. Import is lazy ([`rbuild_solver::remote`]): only the artifact's config is read at the
 //! start; a layer is fetched when a later uncached step or the image needs it.
@@ -52,11 +56,14 @@ pub enum CacheTo {
         reference: String,
         mode: Mode,
         compression: Compression,
+        /// `cache-mounts=true`: export the `RUN --mount=type=cache` directories too.
+        cache_mounts: bool,
     },
     Local {
         dest: PathBuf,
         mode: Mode,
         compression: Compression,
+        cache_mounts: bool,
     },
     Inline,
 }
@@ -108,9 +115,11 @@ impl CacheTo {
             Some("zstd") => Compression::Zstd,
             Some(c) => bail!("{flag} {spec}: compression={c} (gzip or zstd)"),
         };
-        if kv.get("cache-mounts").is_some_and(|v| v == "true") {
-            bail!("{flag} {spec}: cache-mounts=true is not supported yet");
-        }
+        let cache_mounts = match kv.get("cache-mounts").map(String::as_str) {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(v) => bail!("{flag} {spec}: cache-mounts={v} (true or false)"),
+        };
         let common = ["type", "mode", "compression", "cache-mounts"];
         match kv.get("type").map(String::as_str) {
             Some("registry") => {
@@ -123,6 +132,7 @@ impl CacheTo {
                     reference: reference.clone(),
                     mode,
                     compression,
+                    cache_mounts,
                 })
             }
             Some("local") => {
@@ -134,12 +144,16 @@ impl CacheTo {
                     dest: PathBuf::from(dest),
                     mode,
                     compression,
+                    cache_mounts,
                 })
             }
             Some("inline") => {
                 unknown_keys(&kv, &common, flag, spec)?;
                 if mode == Mode::Max {
                     bail!("{flag} {spec}: an inline cache holds the image's own layers only (mode=min)");
+                }
+                if cache_mounts {
+                    bail!("{flag} {spec}: an inline cache cannot carry cache mounts (use type=registry or type=local)");
                 }
                 Ok(CacheTo::Inline)
             }
@@ -211,6 +225,8 @@ struct Index {
     blobs: HashMap<Digest, Descriptor>,
     /// Layers named uncompressed (by diff_id) that the cache holds compressed: diff_id -> blob.
     wire: HashMap<Digest, Descriptor>,
+    /// Exported cache mounts (`cache-mounts=true`).
+    mounts: BTreeMap<String, MountBlob>,
 }
 
 impl Index {
@@ -265,7 +281,10 @@ impl Index {
 }
 
 fn index_of(cfg: &CacheConfig) -> Index {
-    let mut idx = Index::default();
+    let mut idx = Index {
+        mounts: mounts_of(cfg),
+        ..Index::default()
+    };
     let metas: BTreeMap<String, RecordMeta> = cfg
         .extra
         .get(EXTRA_KEY)
@@ -408,6 +427,19 @@ struct RegistryCache {
     quiet: bool,
 }
 
+impl RegistryCache {
+    fn get_blob(&self, store: &Store, desc: &Descriptor) -> Result<(), String> {
+        let ctx = self.registry.get().map_err(|e| format!("{e:#}"))?;
+        let printer = ProgressPrinter::new("fetching cache", self.quiet);
+        ctx.block(
+            ctx.client
+                .fetch_blob(store, &self.reference, desc, &|p| printer.report(p)),
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    }
+}
+
 impl RemoteCache for RegistryCache {
     fn describe(&self) -> String {
         format!("registry {}", self.reference.familiar())
@@ -416,16 +448,8 @@ impl RemoteCache for RegistryCache {
         self.index.records.get(key).cloned()
     }
     fn fetch(&self, store: &Store, layer: &LayerInfo) -> Result<bool, String> {
-        self.index.fetch(store, layer, &|desc| {
-            let ctx = self.registry.get().map_err(|e| format!("{e:#}"))?;
-            let printer = ProgressPrinter::new("fetching cache", self.quiet);
-            ctx.block(
-                ctx.client
-                    .fetch_blob(store, &self.reference, desc, &|p| printer.report(p)),
-            )
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-        })
+        self.index
+            .fetch(store, layer, &|desc| self.get_blob(store, desc))
     }
     fn wire_layer(&self, blob: &Digest) -> Option<LayerInfo> {
         self.index.wire_layer(blob)
@@ -442,6 +466,19 @@ fn layout_blob(dir: &Path, d: &Digest) -> PathBuf {
     dir.join("blobs").join(d.algorithm()).join(d.hex())
 }
 
+impl LocalCache {
+    fn get_blob(&self, store: &Store, desc: &Descriptor) -> Result<(), String> {
+        let path = layout_blob(&self.dir, &desc.digest);
+        let mut f =
+            std::fs::File::open(&path).map_err(|e| format!("opening {}: {e}", path.display()))?;
+        let mut w = store.ingest().map_err(|e| e.to_string())?;
+        std::io::copy(&mut f, &mut w).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        w.commit(Some((&desc.digest, desc.size)))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(())
+    }
+}
+
 impl RemoteCache for LocalCache {
     fn describe(&self) -> String {
         format!("local {}", self.dir.display())
@@ -450,17 +487,8 @@ impl RemoteCache for LocalCache {
         self.index.records.get(key).cloned()
     }
     fn fetch(&self, store: &Store, layer: &LayerInfo) -> Result<bool, String> {
-        self.index.fetch(store, layer, &|desc| {
-            let path = layout_blob(&self.dir, &desc.digest);
-            let mut f = std::fs::File::open(&path)
-                .map_err(|e| format!("opening {}: {e}", path.display()))?;
-            let mut w = store.ingest().map_err(|e| e.to_string())?;
-            std::io::copy(&mut f, &mut w)
-                .map_err(|e| format!("reading {}: {e}", path.display()))?;
-            w.commit(Some((&desc.digest, desc.size)))
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            Ok(())
-        })
+        self.index
+            .fetch(store, layer, &|desc| self.get_blob(store, desc))
     }
     fn wire_layer(&self, blob: &Digest) -> Option<LayerInfo> {
         self.index.wire_layer(blob)
@@ -561,10 +589,15 @@ pub fn import(
     let mut out: Vec<Arc<dyn RemoteCache>> = Vec::new();
     for f in from {
         let loaded: anyhow::Result<Arc<dyn RemoteCache>> = match f {
-            CacheFrom::Registry { reference } => {
-                load_registry(store, registry, reference, quiet).map(|c| Arc::new(c) as _)
-            }
-            CacheFrom::Local { src } => load_local(src).map(|c| Arc::new(c) as _),
+            CacheFrom::Registry { reference } => load_registry(store, registry, reference, quiet)
+                .map(|c| {
+                    restore_mounts(store, &c.index.mounts, &|d| c.get_blob(store, d));
+                    Arc::new(c) as _
+                }),
+            CacheFrom::Local { src } => load_local(src).map(|c| {
+                restore_mounts(store, &c.index.mounts, &|d| c.get_blob(store, d));
+                Arc::new(c) as _
+            }),
         };
         match loaded {
             Ok(c) => out.push(c),
@@ -589,8 +622,12 @@ pub fn export(
                 reference,
                 mode,
                 compression,
+                cache_mounts,
             } => {
-                let cfg = cache_config(store, remote, records, *mode, *compression)?;
+                let mut cfg = cache_config(store, remote, records, *mode, *compression)?;
+                if *cache_mounts {
+                    add_cache_mounts(store, &mut cfg, *compression)?;
+                }
                 let r = parse_ref(reference, "--cache-to")?;
                 let ctx = registry.get()?;
                 let printer = ProgressPrinter::new("exporting cache", quiet);
@@ -628,8 +665,12 @@ pub fn export(
                 dest,
                 mode,
                 compression,
+                cache_mounts,
             } => {
-                let cfg = cache_config(store, remote, records, *mode, *compression)?;
+                let mut cfg = cache_config(store, remote, records, *mode, *compression)?;
+                if *cache_mounts {
+                    add_cache_mounts(store, &mut cfg, *compression)?;
+                }
                 remote
                     .ensure_blobs(store, &layer_infos(&cfg))
                     .map_err(|e| anyhow!("exporting the cache to {}: {e}", dest.display()))?;
@@ -640,6 +681,156 @@ pub fn export(
         }
     }
     Ok(())
+}
+
+/// Key of [`CacheConfig::extra`] listing the exported cache mounts: directory name -> [`MountBlob`].
+const MOUNTS_KEY: &str = "rbuild.cache-mounts";
+/// Prefix of the [`CacheConfig::records`] entries that carry the cache mounts' blobs (so they
+/// travel with the artifact); such keys are not cache keys and lookups never see them.
+const MOUNT_RECORD_PREFIX: &str = "cache-mount-";
+
+/// One exported cache mount: the layer (compressed) holding its files, and the tar's digest.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct MountBlob {
+    layer: Descriptor,
+    diff_id: Digest,
+}
+
+/// The store's directory of `RUN --mount=type=cache` contents.
+fn cache_mounts_dir(store: &Store) -> PathBuf {
+    store.root().join("cache-mounts")
+}
+
+/// A cache mount directory name the solver makes for an id (a sha256 hex; `-N` private instances
+/// and temporary names are not exported).
+fn is_mount_name(name: &str) -> bool {
+    name.len() == 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
+/// `cache-mounts=true`: every cache mount directory of the store as a layer (read under the
+/// mount's shared lock, so no `locked` user changes it meanwhile), added to `cfg`.
+fn add_cache_mounts(
+    store: &Store,
+    cfg: &mut CacheConfig,
+    compression: Compression,
+) -> anyhow::Result<usize> {
+    let dir = cache_mounts_dir(store);
+    let mut names: Vec<String> = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .filter(|n| is_mount_name(n))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+    };
+    names.sort();
+    let mut mounts = BTreeMap::new();
+    for name in &names {
+        let path = dir.join(name);
+        let lock_path = dir.join(format!("{name}.lock"));
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("opening {}", lock_path.display()))?;
+        lock.lock_shared()
+            .with_context(|| format!("locking {}", lock_path.display()))?;
+        let mut w = store.ingest().context("exporting a cache mount")?;
+        let stats = rbuild_snapshotter::diff::write_layer(
+            &path,
+            &mut w,
+            &rbuild_snapshotter::diff::LayerOptions::default(),
+        )
+        .with_context(|| format!("reading cache mount {}", path.display()))?;
+        let (d, size) = w.commit(None).context("storing a cache mount layer")?;
+        drop(lock);
+        let tar = Descriptor::new(Compression::None.oci_layer_media_type(), d, size);
+        let layer = compressed_layer(store, &tar, &stats.diff_id, compression)?;
+        cfg.records
+            .insert(format!("{MOUNT_RECORD_PREFIX}{name}"), vec![layer.clone()]);
+        mounts.insert(
+            name.clone(),
+            MountBlob {
+                layer,
+                diff_id: stats.diff_id,
+            },
+        );
+    }
+    let n = mounts.len();
+    cfg.extra
+        .insert(MOUNTS_KEY.to_string(), serde_json::to_value(&mounts)?);
+    Ok(n)
+}
+
+/// The cache mounts a cache config carries (invalid entries dropped).
+fn mounts_of(cfg: &CacheConfig) -> BTreeMap<String, MountBlob> {
+    let mut m: BTreeMap<String, MountBlob> = cfg
+        .extra
+        .get(MOUNTS_KEY)
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default();
+    m.retain(|name, _| is_mount_name(name));
+    m
+}
+
+/// Restore the imported cache mounts this store does not have (a local cache mount always wins):
+/// each layer is fetched, checked, and applied with the layer applier into a temporary directory
+/// that is renamed into place. Failures are warnings: a cache mount is an optimisation.
+fn restore_mounts(
+    store: &Store,
+    mounts: &BTreeMap<String, MountBlob>,
+    get: &dyn Fn(&Descriptor) -> Result<(), String>,
+) {
+    if mounts.is_empty() {
+        return;
+    }
+    let dir = cache_mounts_dir(store);
+    for (name, m) in mounts {
+        let target = dir.join(name);
+        if target.exists() {
+            continue;
+        }
+        let res = (|| -> anyhow::Result<()> {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            if !store.has_blob(&m.layer.digest) {
+                get(&m.layer).map_err(|e| anyhow!(e))?;
+            }
+            let tar = rbuild_image::ensure_compressed(
+                store,
+                &m.layer,
+                &m.diff_id,
+                Compression::None,
+                None,
+            )?;
+            let tmp = dir.join(format!(".import-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&tmp);
+            std::fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+            let f = store.open_blob(&tar.digest)?;
+            let applied = rbuild_snapshotter::diff::apply_layer(
+                std::io::BufReader::new(f),
+                &tmp,
+                &rbuild_snapshotter::diff::ApplyOptions::default(),
+            );
+            if let Err(e) = applied {
+                let _ = std::fs::remove_dir_all(&tmp);
+                return Err(e.into());
+            }
+            if std::fs::rename(&tmp, &target).is_err() {
+                // Someone created it meanwhile: theirs wins.
+                let _ = std::fs::remove_dir_all(&tmp);
+            }
+            Ok(())
+        })();
+        if let Err(e) = res {
+            eprintln!("warning: cache mount {name} not restored: {e:#}");
+        }
+    }
 }
 
 fn layer_infos(cfg: &CacheConfig) -> Vec<LayerInfo> {
@@ -744,7 +935,8 @@ mod tests {
             CacheTo::Registry {
                 reference: "localhost:5000/c:1".into(),
                 mode: Mode::Max,
-                compression: Compression::Zstd
+                compression: Compression::Zstd,
+                cache_mounts: false,
             }
         );
         assert_eq!(CacheTo::parse("type=inline").unwrap(), CacheTo::Inline);
@@ -760,7 +952,18 @@ mod tests {
                 src: "/tmp/c".into()
             }
         );
+        assert_eq!(
+            CacheTo::parse("type=local,dest=/tmp/c,cache-mounts=true").unwrap(),
+            CacheTo::Local {
+                dest: "/tmp/c".into(),
+                mode: Mode::Min,
+                compression: Compression::Gzip,
+                cache_mounts: true,
+            }
+        );
         for bad in [
+            "type=inline,cache-mounts=true",
+            "type=local,dest=/tmp/c,cache-mounts=maybe",
             "type=registry",
             "type=registry,ref=x,mode=all",
             "type=local",

@@ -620,3 +620,50 @@ fn push_mounts_layers_from_another_repository_and_uploads_when_refused() {
     let d = Client::new(Env::empty());
     d.ok(&["pull", "-q", &format!("{}/app2:1", reg.host)]);
 }
+
+#[test]
+fn cache_mounts_travel_with_cache_mounts_true() {
+    if !require_root(&[]) {
+        return;
+    }
+    let a = Client::new(Env::with_busybox());
+    let dir = a.env.path("cache-dir");
+    let ctx = a.env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN --mount=type=cache,id=dl,target=/c echo from-A > /c/seed\n",
+        )],
+    );
+    a.build(
+        &ctx,
+        &[
+            "--cache-to",
+            &format!("type=local,dest={},cache-mounts=true", dir.display()),
+        ],
+    );
+    // Another store, another step using the same cache id: it sees A's cache contents.
+    let reader = "FROM busybox\nRUN --mount=type=cache,id=dl,target=/c cp /c/seed /got\n";
+    let b = Client::new(Env::with_busybox());
+    let ctx_b = b.env.context("ctx", &[("Dockerfile", reader)]);
+    let out_dir = b.env.path("out");
+    b.build(
+        &ctx_b,
+        &[
+            "--cache-from",
+            &format!("type=local,src={}", dir.display()),
+            "-o",
+            &format!("type=local,dest={}", out_dir.display()),
+        ],
+    );
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("got")).unwrap(),
+        "from-A\n"
+    );
+    assert!(b.run(&["fsck"]).status.success());
+    // Without the import the cache is empty and the same step fails: the content came from A.
+    let c = Client::new(Env::with_busybox());
+    let ctx_c = c.env.context("ctx", &[("Dockerfile", reader)]);
+    let out = c.run(&["build", "--progress=plain", ctx_c.to_str().unwrap()]);
+    assert!(!out.status.success(), "the cache mount was not empty on C");
+}
