@@ -28,6 +28,7 @@ mod mounts;
 pub mod record;
 pub mod remote;
 mod solve;
+mod stream_copy;
 mod unpack;
 
 pub use events::{Event, EventSink, Stream, VertexRef};
