@@ -293,6 +293,7 @@ pub(crate) async fn realize(run: Arc<Run>, id: VertexId) -> Result<Realized, Sol
             .await
             .map_err(|e| SolveError::Internal(format!("download task failed: {e}")))?
         }
+        Op::Merge(_) => realize_merge(run, node).await,
         Op::Exec(_) | Op::File(_) => {
             if let Some(rec) = node.record.clone() {
                 // Cached: the snapshot may still be there; else rebuild it from the layer blob.
@@ -324,57 +325,183 @@ pub(crate) async fn realize(run: Arc<Run>, id: VertexId) -> Result<Realized, Sol
                 .await
                 .map_err(|e| SolveError::Internal(format!("task failed: {e}")))?;
             }
-            let inputs = run.inputs(id).await?;
-            run.check_cancelled()?;
-            let _permit = run
-                .jobs
-                .acquire()
-                .await
-                .map_err(|_| SolveError::Cancelled)?;
-            run.check_cancelled()?;
-            let vref = run.vref(&node);
-            let reason = run.solver.explain(&node, vertex.meta.ignore_cache);
-            run.solver.events.send(Event::Started {
-                vertex: vref.clone(),
-            });
-            let details = if run.solver.opts.explain {
-                run.solver.explain_full(&node)
-            } else {
-                Vec::new()
-            };
-            run.solver.events.send(Event::CacheMiss {
-                vertex: vref.clone(),
-                reason,
-                details,
-            });
-            run.run_count.fetch_add(1, Ordering::SeqCst);
-            let started = Instant::now();
-            let r2 = run.clone();
-            let n2 = node.clone();
-            let res = tokio::task::spawn_blocking(move || execute_locked(&r2, &n2, &inputs))
-                .await
-                .map_err(|e| SolveError::Internal(format!("step task failed: {e}")))
-                .and_then(|r| r);
-            match &res {
-                Ok(_) => run.solver.events.send(Event::Done {
-                    vertex: vref,
-                    duration: started.elapsed(),
-                }),
-                Err(SolveError::Cancelled) => {
-                    run.solver.events.send(Event::Cancelled { vertex: vref })
-                }
-                Err(e) => {
-                    run.cancel_all();
-                    run.solver.events.send(Event::Failed {
-                        vertex: vref,
-                        duration: started.elapsed(),
-                        error: e.to_string(),
-                    })
-                }
-            }
-            res
+            run_missed(run, id, false).await
         }
     }
+}
+
+/// Execute a vertex that missed the cache (an Exec or File), with its progress events. `stream`:
+/// only its layer is needed, so a simple COPY may be streamed ([`crate::stream_copy`]).
+pub(crate) async fn run_missed(
+    run: Arc<Run>,
+    id: VertexId,
+    stream: bool,
+) -> Result<Realized, SolveError> {
+    let node = run.nodes[&id].clone();
+    let vertex = run.def.graph.vertex(id).clone();
+    let inputs = run.inputs(id).await?;
+    run.check_cancelled()?;
+    let _permit = run
+        .jobs
+        .acquire()
+        .await
+        .map_err(|_| SolveError::Cancelled)?;
+    run.check_cancelled()?;
+    let vref = run.vref(&node);
+    let reason = run.solver.explain(&node, vertex.meta.ignore_cache);
+    run.solver.events.send(Event::Started {
+        vertex: vref.clone(),
+    });
+    let details = if run.solver.opts.explain {
+        run.solver.explain_full(&node)
+    } else {
+        Vec::new()
+    };
+    run.solver.events.send(Event::CacheMiss {
+        vertex: vref.clone(),
+        reason,
+        details,
+    });
+    run.run_count.fetch_add(1, Ordering::SeqCst);
+    let started = Instant::now();
+    let r2 = run.clone();
+    let n2 = node.clone();
+    let res = tokio::task::spawn_blocking(move || {
+        if stream {
+            if let Some(r) = crate::stream_copy::execute(&r2, &n2, &inputs)? {
+                return Ok(r);
+            }
+        }
+        execute_locked(&r2, &n2, &inputs)
+    })
+    .await
+    .map_err(|e| SolveError::Internal(format!("step task failed: {e}")))
+    .and_then(|r| r);
+    match &res {
+        Ok(_) => run.solver.events.send(Event::Done {
+            vertex: vref,
+            duration: started.elapsed(),
+        }),
+        Err(SolveError::Cancelled) => run.solver.events.send(Event::Cancelled { vertex: vref }),
+        Err(e) => {
+            run.cancel_all();
+            run.solver.events.send(Event::Failed {
+                vertex: vref,
+                duration: started.elapsed(),
+                error: e.to_string(),
+            })
+        }
+    }
+    res
+}
+
+/// A merge (`COPY --link`): input 0's filesystem with input 1's layer applied on top. Only input 0
+/// is materialized; input 1 is needed as a layer blob, so a cached link copy is never re-run or
+/// re-applied to an empty filesystem.
+async fn realize_merge(run: Arc<Run>, node: Arc<Node>) -> Result<Realized, SolveError> {
+    let (base_id, diff_id) = match node.inputs[..] {
+        [a, b] => (a, b),
+        _ => {
+            return Err(SolveError::Internal(format!(
+                "a merge needs two inputs, it has {}",
+                node.inputs.len()
+            )))
+        }
+    };
+    if let Some(rec) = &node.record {
+        if run
+            .solver
+            .snapshotter
+            .stat(&rec.snapshot)
+            .ok()
+            .flatten()
+            .is_some()
+        {
+            return Ok(Realized {
+                snapshot: Some(rec.snapshot.clone()),
+                chain: rec.chain.clone(),
+                layer: rec.layer.clone(),
+                context: None,
+                created: Some(rec.created),
+            });
+        }
+    }
+    let (base, diff) = futures::future::try_join(
+        run.clone().materialize(base_id),
+        run.clone().layers(diff_id),
+    )
+    .await?;
+    run.check_cancelled()?;
+    let r2 = run.clone();
+    tokio::task::spawn_blocking(move || merge_locked(&r2, &node, &base, &diff))
+        .await
+        .map_err(|e| SolveError::Internal(format!("merge task failed: {e}")))?
+}
+
+/// Commit `step-<key>` as `base` plus `diff`'s layer, under the step lock (see [`execute_locked`]).
+fn merge_locked(
+    run: &Run,
+    node: &Node,
+    base: &Realized,
+    diff: &Realized,
+) -> Result<Realized, SolveError> {
+    let store = &run.solver.store;
+    let path = store.lock_path(&format!("step-{}", node.key.hex()));
+    let file = store
+        .lock_named(&format!("step-{}", node.key.hex()))
+        .map_err(|e| SolveError::Internal(format!("locking {}: {e}", path.display())))?;
+    let name = format!("step-{}", node.key.hex());
+    let exists = |n: &str| run.solver.snapshotter.stat(n).ok().flatten().is_some();
+    let mut chain = base.chain.clone();
+    chain.extend(diff.layer.clone());
+    let rec = match store
+        .get_cache_record(&node.key)
+        .ok()
+        .flatten()
+        .and_then(|t| serde_json::from_str::<CacheRecord>(&t).ok())
+        .filter(|r| r.chain == chain)
+    {
+        // Another process merged it while we waited, or only the snapshot was pruned.
+        Some(r) if exists(&r.snapshot) => r,
+        Some(r) => {
+            return rematerialize(run, &node.key, &r, base.snapshot.as_deref());
+        }
+        None => {
+            let remote = &run.solver.opts.remote_cache;
+            if !remote.is_empty() {
+                remote
+                    .ensure_blobs(store, diff.layer.iter())
+                    .map_err(SolveError::Internal)?;
+            }
+            let rec = CacheRecord::new(
+                name.clone(),
+                diff.layer.clone(),
+                chain,
+                // The copy's time: a merge of a cached copy gives the same history.
+                diff.created.unwrap_or_else(now_unix),
+                node.explain.clone(),
+            );
+            // A snapshot under this key without a record (a merge interrupted before recording)
+            // holds exactly this content: the key fixes both the base and the layer.
+            if !exists(&name) {
+                rematerialize(run, &node.key, &rec, base.snapshot.as_deref())?;
+            }
+            if let Ok(text) = serde_json::to_string(&rec) {
+                store
+                    .put_cache_record(&node.key, &text)
+                    .map_err(|e| SolveError::Internal(format!("recording cache: {e}")))?;
+            }
+            rec
+        }
+    };
+    drop(file);
+    Ok(Realized {
+        snapshot: Some(rec.snapshot.clone()),
+        chain: rec.chain.clone(),
+        layer: rec.layer.clone(),
+        context: None,
+        created: Some(rec.created),
+    })
 }
 
 /// Whether every layer of the image `manifest` is already unpacked (its top chain-id snapshot exists).
@@ -688,17 +815,15 @@ fn execute_locked(
     node: &Node,
     inputs: &[Arc<Realized>],
 ) -> Result<Realized, SolveError> {
+    // Held until the step is committed; prune may delete unheld step locks (Store::lock_named).
     let path = run
         .solver
         .store
         .lock_path(&format!("step-{}", node.key.hex()));
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| SolveError::Internal(format!("opening lock {}: {e}", path.display())))?;
-    file.lock()
+    let file = run
+        .solver
+        .store
+        .lock_named(&format!("step-{}", node.key.hex()))
         .map_err(|e| SolveError::Internal(format!("locking {}: {e}", path.display())))?;
     if !run.def.graph.vertex(node.id).meta.ignore_cache {
         let done = run
@@ -743,7 +868,7 @@ fn execute(run: &Run, node: &Node, inputs: &[Arc<Realized>]) -> Result<Realized,
     match &vertex.op {
         Op::Exec(e) => run_exec(run, node, e, &active.mnt, inputs)?,
         Op::File(f) => run_file(run, node, f, &active.mnt, inputs)?,
-        Op::Source(_) => unreachable!("sources are realized elsewhere"),
+        Op::Source(_) | Op::Merge(_) => unreachable!("sources and merges are realized elsewhere"),
     }
     rbuild_store::crash_point(if matches!(vertex.op, Op::Exec(_)) {
         "run"
@@ -878,9 +1003,23 @@ fn run_file(
             })
         })
         .collect();
+    // ADD's archive budgets: the layer budgets' environment variables, when set, apply too.
+    let layer_limits = rbuild_snapshotter::diff::ApplyOptions::from_env()
+        .map_err(|e| step_err(run, node.id, e))?;
+    let mut limits = rbuild_fileop::ExtractLimits::default();
+    let set = |v: &str| std::env::var_os(v).is_some();
+    if set("RBUILD_MAX_LAYER_BYTES") {
+        limits.max_bytes = layer_limits.max_bytes;
+    }
+    if set("RBUILD_MAX_LAYER_ENTRIES") {
+        limits.max_entries = layer_limits.max_entries;
+    }
+    if set("RBUILD_MAX_LAYER_DEPTH") {
+        limits.max_depth = layer_limits.max_depth;
+    }
     let ctx = rbuild_fileop::ApplyContext {
         source_date_epoch: run.solver.opts.source_date_epoch,
-        ..Default::default()
+        limits,
     };
     rbuild_fileop::apply(&dest, &op.actions, &sources, &ctx)
         .map_err(|e| step_err(run, node.id, e.to_string()))?;
@@ -928,6 +1067,8 @@ fn run_exec(
     let mut mounts = Vec::new();
     let mut _views = Vec::new();
     let mut _tmpfiles = Vec::new();
+    // Declared before `_scratch`, so dropped after it: an rw overlay's lower dir is a pinned source.
+    let mut _pinned = Vec::new();
     let mut _scratch = Vec::new();
     let mut _scratch_locks = Vec::new();
     for m in &op.mounts {
@@ -952,16 +1093,19 @@ fn run_exec(
                 };
                 let src_root = rbuild_fileop::Root::open(&base)
                     .map_err(|e| step_err(run, node.id, e.to_string()))?;
-                // Resolved beneath its root; the sandbox binds the fd's path, never a string
-                // that could be swapped for a symlink afterwards.
+                // Resolved beneath its root and pinned by its fd: the sandbox binds a staging
+                // point rbuild owns, never a path string that could be swapped for a symlink.
                 let fd = src_root
                     .resolve(source, true)
                     .map_err(|e| step_err(run, node.id, format!("--mount source {source}: {e}")))?;
-                let host = std::fs::read_link(format!(
-                    "/proc/self/fd/{}",
-                    std::os::fd::AsRawFd::as_raw_fd(&fd)
-                ))
-                .map_err(|e| step_err(run, node.id, format!("--mount source {source}: {e}")))?;
+                let pinned =
+                    crate::mounts::PinnedSource::new(&solver.store.root().join("mnt"), &fd)
+                        .map_err(|e| {
+                            step_err(run, node.id, format!("--mount source {source}: {e}"))
+                        })?;
+                drop(fd);
+                let host = pinned.path.clone();
+                _pinned.push(pinned);
                 // rw: writes go to a scratch overlay (or copy) that is thrown away.
                 let source = if *readwrite {
                     let s = crate::mounts::RwScratch::new(&solver.store.root().join("mnt"), &host)
@@ -985,32 +1129,60 @@ fn run_exec(
                 mode,
                 uid,
                 gid,
-                ..
+                from,
+                source,
             } => {
-                let dir = solver
-                    .store
-                    .root()
-                    .join("cache-mounts")
-                    .join(Digest::sha256_of(id.as_bytes()).hex());
-                if !dir.exists() {
-                    std::fs::create_dir_all(&dir)
-                        .map_err(|e| step_err(run, node.id, format!("cache mount {id}: {e}")))?;
-                    use std::os::unix::fs::PermissionsExt;
-                    let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(*mode));
-                    let _ = std::os::unix::fs::chown(&dir, Some(*uid), Some(*gid));
-                }
-                if *sharing == rbuild_ops::CacheSharing::Locked {
-                    _scratch_locks.push(
-                        crate::mounts::lock_cache_dir(&dir).map_err(|e| {
-                            step_err(run, node.id, format!("cache mount {id}: {e}"))
-                        })?,
-                    );
-                }
+                // `from=`: the cache starts as a copy of that input's `source`.
+                let seed_root = match from {
+                    Some(i) => {
+                        let r = inputs.get(*i).ok_or_else(|| {
+                            SolveError::Internal(format!("cache mount input {i} missing"))
+                        })?;
+                        let key = run
+                            .def
+                            .graph
+                            .inputs(node.id)
+                            .get(*i)
+                            .map(|v| &run.nodes[v].key);
+                        let root = match &r.context {
+                            Some(d) => (d.clone(), false),
+                            None => {
+                                let v = View::open(run, r.snapshot.as_deref())
+                                    .map_err(|e| step_err(run, node.id, e))?;
+                                let p = v.mnt.clone();
+                                _views.push(v);
+                                (p, true)
+                            }
+                        };
+                        key.map(|k| (root, k))
+                    }
+                    None => None,
+                };
+                let seed =
+                    seed_root
+                        .as_ref()
+                        .map(|((root, keep_owner), key)| crate::mounts::CacheSeed {
+                            root,
+                            source,
+                            keep_owner: *keep_owner,
+                            key,
+                        });
+                let dir = crate::mounts::cache_dir(
+                    &solver.store.root().join("cache-mounts"),
+                    id,
+                    *sharing,
+                    seed.as_ref(),
+                    *mode,
+                    *uid,
+                    *gid,
+                )
+                .map_err(|e| step_err(run, node.id, format!("cache mount {id}: {e}")))?;
                 mounts.push(rbuild_sandbox::SandboxMount::Bind {
-                    source: dir,
+                    source: dir.path.clone(),
                     target: m.target.clone(),
                     readonly: *readonly,
                 });
+                _scratch_locks.push(dir);
             }
             MountKind::Tmpfs { size } => mounts.push(rbuild_sandbox::SandboxMount::Tmpfs {
                 target: m.target.clone(),

@@ -70,6 +70,10 @@ pub struct Explain {
     /// Context selections: action index -> (checksum, blob listing the files).
     #[serde(default)]
     pub content: BTreeMap<usize, ContentInfo>,
+    /// The names of the op's env that come from `ARG`s (VertexMeta::arg_names), to tell
+    /// `build arg X changed` from `env X changed`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -109,7 +113,7 @@ pub fn explain_all(
     }
     // The op itself (command, env, user, workdir…).
     if old.op != now.op {
-        let why = diff_op(&old.op, &now.op);
+        let why = diff_op(old, now);
         if why.is_empty() {
             out.push("step definition changed".to_string());
         }
@@ -122,7 +126,7 @@ pub fn explain_all(
                 if label.contains("FROM ") || label.starts_with("image ") {
                     out.push("base image digest changed".to_string());
                 } else {
-                    out.push(format!("parent step changed: {label}"));
+                    out.push(parent_changed(&now.stage, label));
                 }
             }
         }
@@ -157,7 +161,7 @@ pub fn distance(now: &Explain, old: &Explain) -> usize {
         d += 4;
     }
     if old.op != now.op {
-        d += diff_op(&old.op, &now.op).len().max(1);
+        d += diff_op(old, now).len().max(1);
     }
     d += now
         .inputs
@@ -174,7 +178,29 @@ pub fn distance(now: &Explain, old: &Explain) -> usize {
     d
 }
 
-fn diff_op(old: &serde_json::Value, now: &serde_json::Value) -> Vec<String> {
+/// `parent step 3 changed: [stage-1 3/7] COPY app/ /app/` for a parent labelled with its step
+/// number (`parent step build 2 changed: …` when it belongs to another stage), else
+/// `parent step changed: <label>`.
+fn parent_changed(stage: &str, label: &str) -> String {
+    let step = label
+        .strip_prefix('[')
+        .and_then(|l| l.split_once(']'))
+        .and_then(|(inner, _)| {
+            let (prefix, num) = inner.trim().rsplit_once(' ').unwrap_or(("", inner.trim()));
+            let (i, n) = num.split_once('/')?;
+            i.trim().parse::<u32>().ok()?;
+            n.trim().parse::<u32>().ok()?;
+            Some((prefix.trim().to_string(), i.trim().to_string()))
+        });
+    match step {
+        Some((p, i)) if p.is_empty() || p == stage => format!("parent step {i} changed: {label}"),
+        Some((p, i)) => format!("parent step {p} {i} changed: {label}"),
+        None => format!("parent step changed: {label}"),
+    }
+}
+
+fn diff_op(old_ex: &Explain, now_ex: &Explain) -> Vec<String> {
+    let (old, now) = (&old_ex.op, &now_ex.op);
     let mut out = Vec::new();
     let (Some(o), Some(n)) = (old.get("exec"), now.get("exec")) else {
         return out;
@@ -194,15 +220,23 @@ fn diff_op(old: &serde_json::Value, now: &serde_json::Value) -> Vec<String> {
             .unwrap_or_default()
     };
     let (eo, en) = (env(o), env(n));
+    // An ARG now (or, for a removed name, then) says "build arg"; an ENV "env".
+    let kind = |k: &str, ex: &Explain| {
+        if ex.args.iter().any(|a| a == k) {
+            "build arg"
+        } else {
+            "env"
+        }
+    };
     for (k, v) in &en {
         match eo.get(k) {
             Some(ov) if ov == v => {}
-            Some(_) => out.push(format!("build arg or env {k} changed")),
-            None => out.push(format!("build arg or env {k} added")),
+            Some(_) => out.push(format!("{} {k} changed", kind(k, now_ex))),
+            None => out.push(format!("{} {k} added", kind(k, now_ex))),
         }
     }
     for k in eo.keys().filter(|k| !en.contains_key(*k)) {
-        out.push(format!("build arg or env {k} removed"));
+        out.push(format!("{} {k} removed", kind(k, old_ex)));
     }
     let shown = |v: Option<&serde_json::Value>| match v {
         Some(serde_json::Value::String(s)) if s.is_empty() => "root".to_string(),
@@ -321,7 +355,45 @@ mod tests {
             op: serde_json::json!({"exec": {"env": env, "cwd": "/", "args": ["sh"]}}),
             inputs: vec![],
             content: BTreeMap::new(),
+            args: vec!["V".into()],
         }
+    }
+
+    #[test]
+    fn parents_and_env_kinds() {
+        let none = |_: &Digest| None;
+        assert_eq!(
+            explain_miss(&ex("RUN a", &["E=2"]), Some(&ex("RUN a", &["E=1"])), &none),
+            "env E changed"
+        );
+        assert_eq!(
+            explain_all(&ex("RUN a", &[]), Some(&ex("RUN a", &["V=1"])), &none),
+            ["build arg V removed"]
+        );
+        assert_eq!(
+            parent_changed("stage-0", "[stage-0  3/12] COPY . /app"),
+            "parent step 3 changed: [stage-0  3/12] COPY . /app"
+        );
+        assert_eq!(
+            parent_changed("stage-1", "[build 2/4] RUN make"),
+            "parent step build 2 changed: [build 2/4] RUN make"
+        );
+        assert_eq!(
+            parent_changed("s", "[2/4] RUN make"),
+            "parent step 2 changed: [2/4] RUN make"
+        );
+        assert_eq!(
+            parent_changed("s", "[internal] load build context"),
+            "parent step changed: [internal] load build context"
+        );
+        let mut now = ex("RUN a", &[]);
+        let mut old = ex("RUN a", &[]);
+        now.inputs = vec![(Digest::sha256_of(b"2"), "[stage-0 1/3] FROM busybox".into())];
+        old.inputs = vec![(Digest::sha256_of(b"1"), "[stage-0 1/3] FROM busybox".into())];
+        assert_eq!(
+            explain_miss(&now, Some(&old), &none),
+            "base image digest changed"
+        );
     }
 
     #[test]
@@ -333,7 +405,7 @@ mod tests {
         );
         assert_eq!(
             explain_miss(&ex("RUN a", &["V=2"]), Some(&ex("RUN a", &["V=1"])), &none),
-            "build arg or env V changed"
+            "build arg V changed"
         );
         assert!(
             explain_miss(&ex("RUN b", &[]), Some(&ex("RUN a", &[])), &none)

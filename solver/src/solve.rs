@@ -121,10 +121,20 @@ pub(crate) struct Node {
     pub explain: Explain,
     pub number: AtomicU32,
     pub realized: OnceCell<Arc<Realized>>,
+    /// The result of a streamed COPY (`stream_copy`): layers only, no snapshot. Kept apart from
+    /// `realized` so a later `materialize` of the vertex still makes its filesystem.
+    pub layer_only: std::sync::OnceLock<Arc<Realized>>,
     pub reported_cached: AtomicBool,
     /// Why this step must run whatever the cache holds (`--no-cache`, `--no-cache-filter`, or an
     /// input that must).
     pub rebuilt_by: Option<String>,
+}
+
+impl Node {
+    /// What this build made of the vertex: its materialized result, else its streamed layer.
+    pub(crate) fn result(&self) -> Option<&Arc<Realized>> {
+        self.realized.get().or_else(|| self.layer_only.get())
+    }
 }
 
 pub(crate) struct Run {
@@ -214,13 +224,14 @@ impl Solver {
                     .map(|i| (nodes[i].key.clone(), def.graph.vertex(*i).meta.name.clone()))
                     .collect(),
                 content: content.get(&id).cloned().unwrap_or_default(),
+                args: v.meta.arg_names.clone(),
             };
             // Pass 2: lookup.
             // A step fed by a step that must re-run (`--no-cache-filter`) re-runs too: its
             // input's content will be new even though its key is not.
             let rebuilt_input = inputs.iter().find(|i| nodes[*i].rebuilt_by.is_some());
             let rebuilt_by = match &v.op {
-                Op::Exec(_) | Op::File(_) if v.meta.ignore_cache => {
+                Op::Exec(_) | Op::File(_) | Op::Merge(_) if v.meta.ignore_cache => {
                     Some("cache disabled for this step (--no-cache)".to_string())
                 }
                 _ => rebuilt_input.map(|i| {
@@ -231,7 +242,9 @@ impl Solver {
                 }),
             };
             let record = match &v.op {
-                Op::Exec(_) | Op::File(_) if rebuilt_by.is_none() => self.lookup(&key),
+                Op::Exec(_) | Op::File(_) | Op::Merge(_) if rebuilt_by.is_none() => {
+                    self.lookup(&key)
+                }
                 _ => None,
             };
             nodes.insert(
@@ -244,6 +257,7 @@ impl Solver {
                     explain,
                     number: AtomicU32::new(0),
                     realized: OnceCell::new(),
+                    layer_only: Default::default(),
                     reported_cached: AtomicBool::new(false),
                     rebuilt_by,
                 }),
@@ -354,8 +368,10 @@ impl Solver {
                 .collect()
         });
         let mut cands: Vec<(u8, usize, i64, &Explain)> = Vec::new();
+        let kind = |v: &serde_json::Value| v.as_object().and_then(|o| o.keys().next().cloned());
         for (created, e) in all {
-            if e.stage != now.stage {
+            // A `COPY --link` is two vertices with one instruction: compare a copy with copies.
+            if e.stage != now.stage || kind(&e.op) != kind(&now.op) {
                 continue;
             }
             let rank = if e.instruction == now.instruction {
@@ -462,7 +478,7 @@ impl Solver {
                         _ => None,
                     })
                     .collect(),
-                Op::Source(_) => continue,
+                Op::Source(_) | Op::Merge(_) => continue,
             };
             for (ai, input, sources, exclude, parents) in reads {
                 let Some(src) = inputs.get(input) else {
@@ -562,8 +578,7 @@ impl Solver {
         // step before it. SOURCE_DATE_EPOCH clamps everything.
         let step_time = |v: Option<VertexId>| -> Option<i64> {
             let n = run.nodes.get(&v?)?;
-            n.realized
-                .get()
+            n.result()
                 .and_then(|r| r.created)
                 .or_else(|| n.record.as_ref().map(|r| r.created))
         };
@@ -601,8 +616,7 @@ impl Solver {
                 ..Default::default()
             };
             let layer = step.vertex.and_then(|v| run.nodes.get(&v)).and_then(|n| {
-                n.realized
-                    .get()
+                n.result()
                     .and_then(|r| r.layer.clone())
                     .or_else(|| n.record.as_ref().and_then(|r| r.layer.clone()))
             });
@@ -650,7 +664,10 @@ fn export_records(run: &Run) -> Vec<crate::remote::ExportRecord> {
         .collect();
     let mut out = Vec::new();
     for (id, node) in &run.nodes {
-        if !matches!(run.def.graph.vertex(*id).op, Op::Exec(_) | Op::File(_)) {
+        if !matches!(
+            run.def.graph.vertex(*id).op,
+            Op::Exec(_) | Op::File(_) | Op::Merge(_)
+        ) {
             continue;
         }
         let mut explain = node.explain.clone();
@@ -658,7 +675,7 @@ fn export_records(run: &Run) -> Vec<crate::remote::ExportRecord> {
         for c in explain.content.values_mut() {
             c.files = None;
         }
-        let record = match (node.realized.get(), &node.record) {
+        let record = match (node.result(), &node.record) {
             (Some(r), _) => CacheRecord::new(
                 r.snapshot
                     .clone()
@@ -767,12 +784,28 @@ impl Run {
                     created: Some(rec.created),
                 }));
             }
+            // A COPY whose filesystem nothing reads: stream its layer instead of writing files.
+            // (Not through `node.realized`: that holds materialized snapshots only.)
+            if node.realized.get().is_none() && crate::stream_copy::eligible(&self, id) {
+                let r = Arc::new(exec::run_missed(self, id, true).await?);
+                // Streamed: layers only. Declined (materialized instead): an ordinary result.
+                if r.snapshot.is_none() {
+                    let _ = node.layer_only.set(r.clone());
+                } else {
+                    let _ = node.realized.set(r.clone());
+                }
+                return Ok(r);
+            }
             self.materialize(id).await
         }
         .boxed()
     }
 
     pub(crate) fn report_cached(&self, node: &Node) {
+        // A merge (`COPY --link`) is not a step of its own: its copy is the step shown.
+        if matches!(self.def.graph.vertex(node.id).op, Op::Merge(_)) {
+            return;
+        }
         if !node.reported_cached.swap(true, Ordering::SeqCst) {
             self.cached_count.fetch_add(1, Ordering::SeqCst);
             self.solver.events.send(Event::Cached {

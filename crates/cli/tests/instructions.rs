@@ -100,6 +100,38 @@ RUN echo "MULTI=$(ls /multi | tr '\n' ,)"; \
     assert_eq!(val(&log, "SPACE"), "S");
 }
 
+/// Several sources into a destination without a trailing slash: the classic builder refuses it
+/// ("the destination must be a directory and end with a /"); BuildKit accepts it without an error
+/// (docker 20.10's BuildKit, checked here: each source is copied onto the same path and the last
+/// one wins, moby/buildkit#1853 and #4550, open bugs). rbuild accepts what BuildKit accepts and
+/// does what the Dockerfile reference says the destination is: a directory holding every source.
+#[test]
+fn copy_several_sources_to_a_destination_without_slash() {
+    if !require_root(&[]) {
+        return;
+    }
+    let env = Env::with_busybox();
+    let log = build_with(
+        &env,
+        "multinoslash",
+        r#"FROM busybox
+WORKDIR /w
+COPY a.txt b.txt /multi
+COPY *.txt /wild
+COPY a.txt b.txt .
+COPY a*.txt /one
+RUN echo "M=$(ls /multi | tr '\n' ,)"; echo "W=$(ls /wild | tr '\n' ,)"; \
+    echo "D=$(ls /w | tr '\n' ,)"; echo "ONE=$(test -f /one && cat /one)"
+"#,
+        &[("a.txt", "A"), ("b.txt", "B")],
+    );
+    assert_eq!(val(&log, "M"), "a.txt,b.txt,");
+    assert_eq!(val(&log, "W"), "a.txt,b.txt,");
+    assert_eq!(val(&log, "D"), "a.txt,b.txt,");
+    // A wildcard that matches one file copies it to the destination path itself.
+    assert_eq!(val(&log, "ONE"), "A");
+}
+
 #[test]
 fn copy_missing_source_names_the_path() {
     if !require_root(&[]) {
@@ -230,9 +262,103 @@ RUN echo "PAR=$(cd /par && find . -type f | sort | tr '\n' ,)"; \
         val(&log, "EX"),
         ".,./Dockerfile,./a,./a.txt,./a/x,./a/x/f1,"
     );
-    // --link gives the right files (whether the layer is independent of its parent is not
-    // checked here).
+    // --link gives the right files (its independence: copy_link_is_an_independent_layer).
     assert_eq!(val(&log, "LINK"), "A");
+}
+
+/// The image's diff_ids (`rbuild inspect`).
+fn diff_ids(env: &Env, image: &str) -> Vec<String> {
+    let out = env.rbuild(&["inspect", image]);
+    assert!(out.status.success(), "inspect {image}: {}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["Config"]["rootfs"]["diff_ids"]
+        .as_array()
+        .expect("diff_ids")
+        .iter()
+        .map(|d| d.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Whether the plain progress shows the step named `step` as CACHED.
+fn step_cached(log: &str, step: &str) -> bool {
+    let Some(num) = log.lines().find_map(|l| {
+        let (num, rest) = l.split_once(' ')?;
+        (num.starts_with('#') && rest.ends_with(step)).then(|| num.to_string())
+    }) else {
+        panic!("no step {step:?} in the build output:\n{log}")
+    };
+    log.lines().any(|l| l == format!("{num} CACHED"))
+}
+
+#[test]
+fn copy_link_is_an_independent_layer() {
+    if !require_root(&["tar"]) {
+        return;
+    }
+    let env = Env::with_busybox();
+    let base = diff_ids(&env, "busybox:latest").len();
+    let dockerfile = |n: u32| {
+        format!(
+            r#"FROM busybox
+RUN echo {n} > /r
+RUN ln -s /data /app2 && mkdir /data
+COPY --link a.txt /lnk/
+COPY --link a.txt /app2/x
+COPY --link --chmod=600 a.txt /chm
+COPY --link --chown=1:2 a.txt /own
+RUN echo "LINK=$(cat /lnk/a.txt)"; \
+    echo "APP2=$(test -L /app2 && echo symlink || echo dir) DATA=$(ls /data | wc -l)"; \
+    echo "CHM=$(stat -c %a /chm) OWN=$(stat -c %u:%g /own)"
+"#
+        )
+    };
+    let ctx = env.context("link", &[("a.txt", "A"), ("Dockerfile", &dockerfile(1))]);
+    let (_, log1) = env.build_ok(&["-t", "link:1", ctx.to_str().unwrap()]);
+    // A later RUN sees the linked files; a symlink in the destination path is not followed (the
+    // layer replaces it, as BuildKit's merge does), so nothing lands in /data.
+    assert_eq!(val(&log1, "LINK"), "A");
+    assert_eq!(val(&log1, "APP2"), "dir DATA=0");
+    assert_eq!(val(&log1, "CHM"), "600 OWN=1:2");
+    let ids1 = diff_ids(&env, "link:1");
+    // Layers: RUN, RUN, two link copies, the --chmod copy (not linked, as BuildKit), a linked
+    // copy with numeric --chown; the last RUN changes nothing.
+    assert_eq!(ids1.len(), base + 6, "{ids1:?}");
+    // A linked copy's layer holds only what it copied: it was made on an empty filesystem.
+    let listing = |d: &str| {
+        run_ok(
+            Command::new("tar")
+                .arg("-tf")
+                .arg(env.root.join("blobs/sha256").join(&d["sha256:".len()..])),
+        )
+    };
+    assert_eq!(listing(&ids1[base + 2]), "lnk/\nlnk/a.txt\n");
+    assert_eq!(listing(&ids1[base + 3]), "app2/\napp2/x\n");
+
+    // Change an earlier step: the linked copies stay cached, with the same layer blobs.
+    std::fs::write(ctx.join("Dockerfile"), dockerfile(2)).unwrap();
+    let (_, log2) = env.build_ok(&["-t", "link:2", ctx.to_str().unwrap()]);
+    assert!(step_cached(&log2, "] COPY --link a.txt /lnk/"), "{log2}");
+    assert!(step_cached(&log2, "] COPY --link a.txt /app2/x"), "{log2}");
+    // The --chmod copy is an ordinary copy: it depends on its parent.
+    assert!(!step_cached(&log2, "] COPY --link --chmod=600 a.txt /chm"));
+    assert!(step_cached(&log2, "] COPY --link --chown=1:2 a.txt /own"));
+    assert_eq!(val(&log2, "LINK"), "A");
+    let ids2 = diff_ids(&env, "link:2");
+    assert_ne!(ids1[base], ids2[base], "the changed RUN has a new layer");
+    assert_eq!(ids1[base + 2..base + 4], ids2[base + 2..base + 4]);
+    assert_eq!(ids1[base + 5], ids2[base + 5]);
+
+    // Changing the copied file re-runs that copy only.
+    std::fs::write(ctx.join("a.txt"), "B").unwrap();
+    let (_, log3) = env.build_ok(&["-t", "link:3", ctx.to_str().unwrap()]);
+    assert!(!step_cached(&log3, "] COPY --link a.txt /lnk/"));
+    assert!(step_cached(&log3, "] RUN echo 2 > /r"), "{log3}");
+    assert_eq!(val(&log3, "LINK"), "B");
+    // Nothing changed: every step (merges included) is cached and the image is the same.
+    let (id3, _) = env.build_ok(&["-q", ctx.to_str().unwrap()]);
+    let (id4, log4) = env.build_ok(&[ctx.to_str().unwrap()]);
+    assert_eq!(id3, id4);
+    assert!(!log4.contains("CACHE MISS"), "{log4}");
 }
 
 fn tar_ctx(env: &Env, ctx: &Path, name: &str, flag: &str) -> bool {
@@ -545,6 +671,52 @@ RUN echo "F=$(cat /dl/f.txt)"; echo "FSTAT=$(stat -c %a:%u:%g:%Y /dl/f.txt)"; \
     assert!(stderr(&out).contains("not supported"), "{}", stderr(&out));
 }
 
+#[test]
+fn add_unpack_flag() {
+    if !require_root(&["python3", "tar"]) {
+        return;
+    }
+    let env = Env::with_busybox();
+    let ctx = env.context("unpackflag", &[]);
+    let www = env.path("www-unpack");
+    std::fs::create_dir_all(&www).unwrap();
+    if !tar_ctx(&env, &ctx, "a.tar.gz", "-z") || !tar_ctx(&env, &www, "r.tar.gz", "-z") {
+        eprintln!("SKIP: tar -z failed");
+        return;
+    }
+    std::fs::write(www.join("plain.txt"), "plain").unwrap();
+    let Some(srv) = HttpServer::start(&www) else {
+        eprintln!("SKIP: could not start python3 -m http.server");
+        return;
+    };
+    let df = format!(
+        r#"FROM busybox
+ADD --unpack=false a.tar.gz /kept/
+ADD a.tar.gz /local/
+ADD {r} /remote/
+ADD --unpack=true {r} /remote-x/
+ADD --unpack=true {r} /remote-noslash
+ADD --unpack=true {p} /remote-plain
+RUN echo "KEPT=$(ls /kept)"; echo "LOCAL=$(cat /local/top/sub/file)"; \
+    echo "REMOTE=$(ls /remote)"; echo "REMOTEX=$(cat /remote-x/top/sub/file)"; \
+    echo "NOSLASH=$(cat /remote-noslash/top/sub/file)"; echo "PLAIN=$(cat /remote-plain)"
+"#,
+        r = srv.url("r.tar.gz"),
+        p = srv.url("plain.txt"),
+    );
+    std::fs::write(ctx.join("Dockerfile"), df).unwrap();
+    let (_, log) = env.build_ok(&[ctx.to_str().unwrap()]);
+    // --unpack=false keeps a local archive as a file; a local archive is extracted by default.
+    assert_eq!(val(&log, "KEPT"), "a.tar.gz");
+    assert_eq!(val(&log, "LOCAL"), "in-tar");
+    // A remote archive is not extracted by default; --unpack=true extracts it into the
+    // destination; a remote file that is no archive is copied as it is.
+    assert_eq!(val(&log, "REMOTE"), "r.tar.gz");
+    assert_eq!(val(&log, "REMOTEX"), "in-tar");
+    assert_eq!(val(&log, "NOSLASH"), "in-tar");
+    assert_eq!(val(&log, "PLAIN"), "plain");
+}
+
 fn sha256_hex(data: &[u8]) -> String {
     let out = Command::new("sha256sum")
         .stdin(std::process::Stdio::piped())
@@ -620,6 +792,52 @@ RUN --mount=type=cache,target=/c,id=lk,sharing=locked echo "LOG=$(tr '\n' , < /c
         l == "start-a,end-a,start-b,end-b," || l == "start-b,end-b,start-a,end-a,",
         "locked cache sections interleaved: {l}"
     );
+}
+
+#[test]
+fn run_mount_cache_private_from_source_mode() {
+    if !require_root(&[]) {
+        return;
+    }
+    let env = Env::with_busybox();
+    // Stages a and b run at once (they meet in a shared rendezvous cache before going on); each
+    // gets its own instance of the private cache, so each sees only its own marker. The last
+    // stage's private use gets a free instance again: one marker, the cache persisted.
+    let step = |me: &str, other: &str| {
+        format!(
+            "RUN --mount=type=cache,id=rv,target=/r --mount=type=cache,id=pv,sharing=private,target=/c \
+             touch /r/{me} /c/{me}; i=0; while [ ! -e /r/{other} ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done; \
+             sleep 1; echo \"PRIV_{me}=$(ls /c | tr '\\n' ,)\""
+        )
+    };
+    let df = format!(
+        r#"FROM busybox AS a
+{}
+FROM busybox AS b
+{}
+FROM busybox AS seed
+RUN mkdir -p /s/sub && echo seeded > /s/sub/f && chown 1000:2000 /s/sub/f
+FROM busybox
+COPY --from=a /etc/hostname /a
+COPY --from=b /etc/hostname /b
+RUN --mount=type=cache,id=pv,sharing=private,target=/c echo "LATER=$(ls /c | wc -l)"
+RUN --mount=type=cache,id=sd,target=/c,from=seed,source=/s/sub \
+    echo "SEED=$(cat /c/f) $(stat -c %u:%g /c/f)"
+RUN --mount=type=cache,id=sd2,target=/c,from=seed,source=../../s/../s/sub echo "DOTS=$(cat /c/f)"
+RUN --mount=type=cache,id=md,target=/m,mode=0700,uid=123,gid=456 echo "MODE=$(stat -c '%a %u:%g' /m)"
+"#,
+        step("A", "B"),
+        step("B", "A")
+    );
+    let ctx = env.context("cachemodes", &[("Dockerfile", &df)]);
+    let (_, log) = env.build_ok(&[ctx.to_str().unwrap()]);
+    assert_eq!(val(&log, "PRIV_A"), "A,", "{log}");
+    assert_eq!(val(&log, "PRIV_B"), "B,", "{log}");
+    assert_eq!(val(&log, "LATER"), "1");
+    // Seeded from the stage's path, owners kept; `..` stays inside the stage's root.
+    assert_eq!(val(&log, "SEED"), "seeded 1000:2000");
+    assert_eq!(val(&log, "DOTS"), "seeded");
+    assert_eq!(val(&log, "MODE"), "700 123:456");
 }
 
 #[test]

@@ -13,7 +13,8 @@
 //!
 //! ## Results
 //! Every vertex yields a filesystem: a [`Source`] its contents, an [`ExecOp`] its rootfs input after the
-//! command ran, a [`FileOp`] its destination input after the copies. Input 0 of an `Exec` or `File`
+//! command ran, a [`FileOp`] its destination input after the copies, a [`MergeOp`] input 0 with
+//! input 1's layer on top. Input 0 of an `Exec` or `File`
 //! op is always the filesystem it modifies (its rootfs); further inputs are read-only sources (copy
 //! sources, bind-mount sources).
 //!
@@ -38,7 +39,20 @@ pub enum Op {
     Source(Source),
     Exec(ExecOp),
     File(FileOp),
+    Merge(MergeOp),
 }
+
+/// `COPY --link` / `ADD --link` (BuildKit's MergeOp, two inputs): the filesystem of input 0 with the
+/// *layer* of input 1 (the changes input 1 made to its own input 0) applied on top of it, as a layer
+/// is applied: paths are replaced, never resolved through symlinks of input 0.
+///
+/// The Dockerfile frontend makes input 1 a [`FileOp`] whose input 0 is [`Source::Scratch`], so the
+/// copy's key does not depend on the stage it lands in: changing an earlier step re-keys the merge
+/// (which only re-applies the cached layer) but leaves the copy cached, with the same layer blob.
+/// The merge adds exactly input 1's layer to input 0's layer chain; it runs nothing and is not shown
+/// as a step of its own.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MergeOp {}
 
 /// Where a filesystem comes from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -267,6 +281,10 @@ pub struct VertexMeta {
     /// `--no-cache` or a matching `--no-cache-filter`: never reuse a cache record for this vertex.
     #[serde(default)]
     pub ignore_cache: bool,
+    /// For an [`ExecOp`]: the names in its `env` that come from an `ARG` (not an `ENV`), sorted,
+    /// so a cache miss can say `build arg VERSION changed`. A hint for explanations only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub arg_names: Vec<String>,
 }
 
 /// A node of the build graph.

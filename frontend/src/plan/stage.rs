@@ -271,6 +271,7 @@ impl<'a, 'd> Planner<'a, 'd> {
             stage_name: Some(st.stage_name.clone()),
             instruction: text.to_string(),
             ignore_cache: st.ignore_cache,
+            arg_names: Vec::new(),
         }
     }
 
@@ -482,6 +483,7 @@ impl<'a, 'd> Planner<'a, 'd> {
             stage_name: Some(stage_name.clone()),
             instruction: from.display(),
             ignore_cache,
+            arg_names: Vec::new(),
         };
         let (vertex, mut config, history, shown) = match &r {
             Ref::Scratch => (None, scratch_config(), Vec::new(), "scratch".to_string()),
@@ -986,6 +988,7 @@ impl<'a, 'd> Planner<'a, 'd> {
                                 stage_name: Some(st.stage_name.clone()),
                                 instruction: ins.display(),
                                 ignore_cache: st.ignore_cache,
+                                arg_names: Vec::new(),
                             },
                         },
                         &[scratch],
@@ -1179,6 +1182,9 @@ impl<'a, 'd> Planner<'a, 'd> {
         if !image_env.contains_key("PATH") && !added.contains_key("PATH") {
             env.push(format!("PATH={DEFAULT_PATH}"));
         }
+        // Which env names are ARGs (a hint for cache-miss explanations, never keyed).
+        let mut arg_names: Vec<String> = added.keys().map(|k| k.to_string()).collect();
+        arg_names.sort();
         let mut unkeyed_env = Vec::new();
         for p in PROXY_ARGS {
             if let Some(v) = self.opts.build_args.get(*p) {
@@ -1229,7 +1235,8 @@ impl<'a, 'd> Planner<'a, 'd> {
             Some(l) => display_line(ins, l),
             None => ins.display(),
         };
-        let meta = self.meta(st, &text, Some(ins.span.clone()));
+        let mut meta = self.meta(st, &text, Some(ins.span.clone()));
+        meta.arg_names = arg_names;
         let v = self.graph.add(
             Vertex {
                 op: Op::Exec(exec),
@@ -1365,6 +1372,7 @@ impl<'a, 'd> Planner<'a, 'd> {
                             stage_name: Some(st.stage_name.clone()),
                             instruction: ins.display(),
                             ignore_cache: st.ignore_cache,
+                            arg_names: Vec::new(),
                         },
                     },
                     &[],
@@ -1375,13 +1383,21 @@ impl<'a, 'd> Planner<'a, 'd> {
                 } else {
                     dest.clone()
                 };
+                // A remote archive is extracted only with `--unpack=true` (BuildKit), into the
+                // destination directory (a file that is no archive is copied as without it).
+                let unpack = Self::bool_flag(ins, "unpack").unwrap_or(false);
+                let to = match unpack {
+                    true if dest_is_dir && !dest.ends_with('/') => format!("{dest}/"),
+                    true => dest.clone(),
+                    false => to,
+                };
                 actions.push(FileAction::Copy {
                     input: inputs.len() - 1,
                     sources: vec![filename],
                     dest: to,
                     chown: chown.clone(),
                     chmod: chmod.clone(),
-                    unpack: false,
+                    unpack,
                     parents: false,
                     exclude: Vec::new(),
                     link,
@@ -1435,13 +1451,44 @@ impl<'a, 'd> Planner<'a, 'd> {
             None => ins.display(),
         };
         let meta = self.meta(st, &text, Some(ins.span.clone()));
-        let v = self.graph.add(
-            Vertex {
-                op: Op::File(FileOp { actions }),
-                meta,
-            },
-            &inputs,
-        );
+        // `--link` (as BuildKit, not with --chmod): the copy lands on an empty filesystem, so its
+        // key and layer do not depend on the stage; a merge puts its layer on top of the stage.
+        // A `--chown` by name needs the stage's /etc/passwd, which an empty filesystem lacks: such
+        // a copy stays an ordinary one (it works, but depends on its parent).
+        let numeric = |s: &str| s.parse::<u32>().is_ok();
+        let chown_by_id = chown
+            .as_ref()
+            .is_none_or(|c| numeric(&c.user) && c.group.as_deref().is_none_or(numeric));
+        let v = if link && chmod.is_none() && chown_by_id {
+            inputs[0] = self.scratch_vertex();
+            let mut merge_meta = meta.clone();
+            let copy = self.graph.add(
+                Vertex {
+                    op: Op::File(FileOp { actions }),
+                    meta,
+                },
+                &inputs,
+            );
+            merge_meta.name = match merge_meta.name.split_once("] ") {
+                Some((num, rest)) => format!("{num}] LINK {rest}"),
+                None => format!("LINK {}", merge_meta.name),
+            };
+            self.graph.add(
+                Vertex {
+                    op: Op::Merge(rbuild_ops::MergeOp {}),
+                    meta: merge_meta,
+                },
+                &[st.vertex, copy],
+            )
+        } else {
+            self.graph.add(
+                Vertex {
+                    op: Op::File(FileOp { actions }),
+                    meta,
+                },
+                &inputs,
+            )
+        };
         st.vertex = v;
         Self::history(st, format!("{msg} # buildkit"), Some(v));
         Ok(())
