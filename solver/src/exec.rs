@@ -504,6 +504,93 @@ fn merge_locked(
     })
 }
 
+/// A merge known by its layers only (nothing reads its filesystem): `base`'s chain plus `diff`'s
+/// layer, recorded under the name its snapshot gets if it is ever needed ([`rematerialize`] makes
+/// it then).
+pub(crate) fn merge_layers(
+    run: &Run,
+    node: &Node,
+    base: &Realized,
+    diff: &Realized,
+) -> Result<Realized, SolveError> {
+    let mut chain = base.chain.clone();
+    chain.extend(diff.layer.clone());
+    let created = diff.created.unwrap_or_else(now_unix);
+    let rec = CacheRecord::new(
+        format!("step-{}", node.key.hex()),
+        diff.layer.clone(),
+        chain.clone(),
+        created,
+        node.explain.clone(),
+    );
+    if let Ok(text) = serde_json::to_string(&rec) {
+        run.solver
+            .store
+            .put_cache_record(&node.key, &text)
+            .map_err(|e| SolveError::Internal(format!("recording cache: {e}")))?;
+    }
+    Ok(Realized {
+        snapshot: None,
+        chain,
+        layer: diff.layer.clone(),
+        context: None,
+        created: Some(created),
+    })
+}
+
+/// A base image's layers, its blobs made present, without unpacking it.
+pub(crate) fn image_layers(
+    run: &Run,
+    node: &Node,
+    reference: &str,
+    manifest: &Digest,
+) -> Result<Realized, SolveError> {
+    let solver = &run.solver;
+    solver
+        .images
+        .ensure(reference, manifest)
+        .map_err(|e| step_err(run, node.id, e))?;
+    let m = rbuild_image::read_manifest(&solver.store, manifest)
+        .map_err(|e| step_err(run, node.id, format!("reading manifest {manifest}: {e}")))?;
+    let config = rbuild_image::read_config(&solver.store, &m.config.digest).map_err(|e| {
+        step_err(
+            run,
+            node.id,
+            format!("reading config {}: {e}", m.config.digest),
+        )
+    })?;
+    if config.rootfs.diff_ids.len() != m.layers.len() {
+        return Err(step_err(
+            run,
+            node.id,
+            format!(
+                "image {reference}: manifest has {} layers but config lists {} diff_ids",
+                m.layers.len(),
+                config.rootfs.diff_ids.len()
+            ),
+        ));
+    }
+    run.report_cached(node);
+    let chain = m
+        .layers
+        .iter()
+        .zip(&config.rootfs.diff_ids)
+        .map(|(layer, diff_id)| LayerInfo {
+            diff_id: diff_id.clone(),
+            blob: layer.digest.clone(),
+            media_type: layer.media_type.clone(),
+            size: layer.size,
+        })
+        .collect();
+    Ok(Realized {
+        snapshot: None,
+        chain,
+        layer: None,
+        context: None,
+        created: None,
+    })
+}
+
 /// Whether every layer of the image `manifest` is already unpacked (its top chain-id snapshot exists).
 pub(crate) fn image_unpacked(
     store: &Store,

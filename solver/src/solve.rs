@@ -784,6 +784,36 @@ impl Run {
                     created: Some(rec.created),
                 }));
             }
+            // A merge (`COPY --link`) whose filesystem nothing reads: its layers are its base's
+            // plus its copy's; a base image is not even unpacked for it.
+            if let (Op::Merge(_), None, &[b, d]) = (
+                &self.def.graph.vertex(id).op,
+                node.realized.get(),
+                &node.inputs[..],
+            ) {
+                let base = async {
+                    match &self.def.graph.vertex(b).op {
+                        Op::Source(Source::Image {
+                            reference,
+                            manifest,
+                        }) => {
+                            let (run, n) = (self.clone(), self.nodes[&b].clone());
+                            let (r, m) = (reference.clone(), manifest.clone());
+                            tokio::task::spawn_blocking(move || {
+                                exec::image_layers(&run, &n, &r, &m)
+                            })
+                            .await
+                            .map_err(|e| SolveError::Internal(format!("image task failed: {e}")))?
+                            .map(Arc::new)
+                        }
+                        _ => self.clone().layers(b).await,
+                    }
+                };
+                let (base, diff) = futures::future::try_join(base, self.clone().layers(d)).await?;
+                let r = Arc::new(exec::merge_layers(&self, &node, &base, &diff)?);
+                let _ = node.layer_only.set(r.clone());
+                return Ok(r);
+            }
             // A COPY whose filesystem nothing reads: stream its layer instead of writing files.
             // (Not through `node.realized`: that holds materialized snapshots only.)
             if node.realized.get().is_none() && crate::stream_copy::eligible(&self, id) {

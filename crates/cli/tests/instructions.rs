@@ -361,6 +361,38 @@ RUN echo "LINK=$(cat /lnk/a.txt)"; \
     assert!(!log4.contains("CACHE MISS"), "{log4}");
 }
 
+#[test]
+fn copy_link_onto_an_image_needs_no_unpack() {
+    if !require_root(&[]) {
+        return;
+    }
+    let env = Env::with_busybox();
+    let ctx = env.context(
+        "linkbase",
+        &[
+            ("a.txt", "A"),
+            ("Dockerfile", "FROM busybox\nCOPY --link a.txt /a.txt\n"),
+        ],
+    );
+    env.build_ok(&["-t", "linkbase:1", ctx.to_str().unwrap()]);
+    // Only the copy may have a snapshot: the base image is not unpacked, the merge not applied.
+    let snapshots = std::fs::read_dir(env.root.join("snapshots"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().is_dir())
+        .count();
+    assert!(snapshots <= 1, "{snapshots} snapshots");
+    let out = env.rbuild(&["run", "--rm", "linkbase:1", "cat", "/a.txt"]);
+    assert_eq!(stdout(&out), "A", "{}", stderr(&out));
+    // A later step that reads the merged filesystem gets it made from the recorded layers.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nCOPY --link a.txt /a.txt\nRUN echo \"A=$(cat /a.txt)\"\n",
+    )
+    .unwrap();
+    let (_, log) = env.build_ok(&[ctx.to_str().unwrap()]);
+    assert_eq!(val(&log, "A"), "A");
+}
+
 fn tar_ctx(env: &Env, ctx: &Path, name: &str, flag: &str) -> bool {
     let src = env.path("tarsrc");
     std::fs::create_dir_all(src.join("top/sub")).unwrap();
