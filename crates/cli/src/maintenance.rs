@@ -279,6 +279,26 @@ fn prune_snapshots(
     Ok(out)
 }
 
+/// How many `locks/step-*.lock` files no process holds (what prune would remove).
+fn unheld_step_locks(store: &Store) -> u64 {
+    let Ok(rd) = std::fs::read_dir(store.root().join("locks")) else {
+        return 0;
+    };
+    rd.flatten()
+        .filter(|e| {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            n.starts_with("step-") && n.ends_with(".lock")
+        })
+        .filter(|e| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(e.path())
+                .is_ok_and(|f| f.try_lock().is_ok())
+        })
+        .count() as u64
+}
+
 pub fn prune(
     store: &Store,
     all: bool,
@@ -320,15 +340,24 @@ pub fn prune(
             m.display()
         );
     }
+    // Step lock files (one per step ever built) pile up: remove those no build holds.
+    let locks = if dry_run {
+        unheld_step_locks(store)
+    } else {
+        store
+            .remove_unheld_locks("step-")
+            .with_context(|| format!("pruning lock files in {}", store.root().display()))?
+    };
     let verb = if dry_run { "would remove" } else { "removed" };
     println!(
-        "{verb}: {} cache records, {} snapshots ({} stale), {} blobs, {} layer variants, {} temp files",
+        "{verb}: {} cache records, {} snapshots ({} stale), {} blobs, {} layer variants, {} temp files, {} lock files",
         report.cache_records_removed,
         sp.removed,
         sp.stale,
         report.blobs_removed,
         report.layer_variants_removed,
-        report.ingest_files_removed
+        report.ingest_files_removed,
+        locks
     );
     println!(
         "Total reclaimed space: {}",

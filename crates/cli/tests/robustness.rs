@@ -76,11 +76,29 @@ fn prune_df_fsck() {
     assert_eq!(cache[0], "2", "two RUN records: {cache:?}");
     fsck_clean(&env);
 
-    // While the image exists, prune keeps everything it and its cache records use.
+    // While the image exists, prune keeps everything it and its cache records use; the step
+    // lock files that no build holds go.
+    let step_locks = || {
+        std::fs::read_dir(env.root.join("locks"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("step-"))
+            .count()
+    };
+    let locks = step_locks();
+    assert!(locks >= 2, "each built step left a lock file");
+    let out = env.rbuild(&["prune", "-f", "--dry-run"]);
+    assert!(
+        stdout(&out).contains(&format!("{locks} lock files")),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(step_locks(), locks, "--dry-run removes nothing");
     let before = env.blob_count();
     let snaps_before = snapshot_dirs(&env);
     let out = env.rbuild(&["prune", "-f"]);
     assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(step_locks(), 0, "{}", stdout(&out));
     assert_eq!(env.blob_count(), before);
     assert_eq!(snapshot_dirs(&env), snaps_before);
     let (_, err) = env.build_ok(&["-t", "big", c]);
@@ -395,6 +413,11 @@ fn corpus() -> Vec<Case> {
             env: &[("RBUILD_MAX_LAYER_BYTES", "1048576")],
         },
         Case {
+            name: "zstd-bomb",
+            want: Err(&["byte budget of 1048576", "bomb"]),
+            env: &[("RBUILD_MAX_LAYER_BYTES", "1048576")],
+        },
+        Case {
             name: "legit-abs-symlinks",
             want: Ok(
                 r#"test "$(cat /var/run/x)" = r && test "$(cat /etc/ssl/certs/java/cacerts)" = c"#,
@@ -526,6 +549,117 @@ fn hostile_images_end_to_end() {
         "hostile corpus: {} cases through rbuild load + build",
         cases.len()
     );
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// `ADD` of a hostile local tar: the same generator, the archive put in the build context.
+/// Each case is a clear error naming the archive member, or is extracted inside the destination;
+/// the host sentinel and the host root stay unchanged.
+#[test]
+fn hostile_add_archives_are_contained() {
+    if !require_root(&["python3", "zstd"]) {
+        return;
+    }
+    let env = Env::with_busybox();
+    let host = env.path("host");
+    std::fs::create_dir_all(host.join("dir")).unwrap();
+    std::fs::write(host.join("file"), b"sentinel").unwrap();
+    let host_before = host_state(&host);
+    let escapes = ["/rbuild-breakout-escape", "/escape", "/etc/escape", "/c"];
+    let escapes_before: Vec<bool> = escapes.iter().map(|p| Path::new(p).exists()).collect();
+    const NO: &[(&str, &str)] = &[];
+    // (case, env, Ok(check run in the image) | Err(needles in stderr))
+    #[allow(clippy::type_complexity)]
+    let cases: Vec<(&str, &[(&str, &str)], Result<&str, &[&str]>)> = vec![
+        ("dotdot", NO, Err(&["../../escape"])),
+        (
+            "absolute",
+            NO,
+            Ok("test -f /x/etc/escape && test ! -e /etc/escape"),
+        ),
+        ("dotdot-middle", NO, Err(&["a/../../../b/../c"])),
+        (
+            "symlink-root-write",
+            NO,
+            Ok("test -f /x/rbuild-breakout-escape && test ! -e /rbuild-breakout-escape"),
+        ),
+        ("symlink-updir-write", NO, Ok("test -f /x/escape")),
+        ("symlink-host-write", NO, Ok("true")),
+        ("symlink-host-mkdir", NO, Ok("true")),
+        ("hardlink-outside", NO, Err(&["hl"])),
+        (
+            "devices-setuid",
+            NO,
+            Ok("test -c /x/devnull && test -u /x/suid"),
+        ),
+        (
+            "gzip-bomb",
+            &[("RBUILD_MAX_LAYER_BYTES", "1048576")],
+            Err(&["exceeds the limit of 1048576"]),
+        ),
+        (
+            "zstd-bomb",
+            &[("RBUILD_MAX_LAYER_BYTES", "1048576")],
+            Err(&["exceeds the limit of 1048576"]),
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (i, (name, vars, want)) in cases.iter().enumerate() {
+        let check = match want {
+            Ok(c) => *c,
+            Err(_) => "true",
+        };
+        let ctx = env.context(
+            &format!("add-{i}"),
+            &[(
+                "Dockerfile",
+                &format!("FROM busybox\nADD evil.tar /x/\nRUN {check}\n"),
+            )],
+        );
+        run_ok(
+            Command::new("python3")
+                .arg(hostile_script())
+                .args(["--tar", name])
+                .arg(&host)
+                .arg(ctx.join("evil.tar")),
+        );
+        let mut cmd = env.cmd();
+        cmd.args(["build", "--progress=plain", ctx.to_str().unwrap()]);
+        for (k, v) in vars.iter() {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        let err = stderr(&out);
+        if err.contains("panicked") {
+            failures.push(format!("{name}: panic:\n{err}"));
+        }
+        match want {
+            Ok(_) if !out.status.success() => {
+                failures.push(format!("{name}: expected success, got:\n{err}"))
+            }
+            Err(needles) if out.status.success() => failures.push(format!(
+                "{name}: expected an error naming {needles:?}, the build succeeded"
+            )),
+            Err(needles) if needles.iter().any(|n| !err.contains(n)) => {
+                failures.push(format!("{name}: the error must name {needles:?}:\n{err}"))
+            }
+            _ => {}
+        }
+        if host_state(&host) != host_before {
+            failures.push(format!("{name}: the host sentinel changed"));
+        }
+        let now: Vec<bool> = escapes.iter().map(|p| Path::new(p).exists()).collect();
+        if now != escapes_before {
+            failures.push(format!("{name}: a file appeared on the host root"));
+        }
+    }
+    fsck_clean(&env);
+    eprintln!("hostile ADD archives: {} cases", cases.len());
     assert!(
         failures.is_empty(),
         "{} failures:\n{}",
@@ -833,6 +967,132 @@ fn full_disk_fails_clearly_and_recovers() {
     assert!(
         out.status.success() && stdout(&out).contains(": clean"),
         "{}",
+        stdout(&out)
+    );
+}
+
+/// A full disk while a COPY's layer is written to the store: the build fails with the store's
+/// "disk full … in the rbuild store at <root>" message, fsck finds the store clean, and the same
+/// build succeeds once space is freed. Two ways: a COPY materialized as files (room for the files,
+/// not for the layer blob after them) and a COPY whose layer is streamed straight into the store
+/// (room for half of it).
+#[test]
+fn full_disk_while_writing_a_copy_layer() {
+    if !require_root(&["mount", "umount", "df"]) {
+        return;
+    }
+    const BIG: u64 = 12 << 20;
+    for (materialized, free_after) in [(true, BIG + BIG / 2), (false, BIG / 2)] {
+        full_disk_copy_case(materialized, free_after);
+    }
+}
+
+fn full_disk_copy_case(materialized: bool, free_after: u64) {
+    const BIG: usize = 12 << 20;
+    let what = if materialized {
+        "materialized"
+    } else {
+        "streamed"
+    };
+    let env = Env::empty();
+    let mnt = env.path("tmpfs");
+    std::fs::create_dir_all(&mnt).unwrap();
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=40m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(status.success(), "mounting a tmpfs");
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(mnt.clone());
+    let root = mnt.join("store");
+    let rb = |args: &[&str]| {
+        let mut c = Command::new(rbuild_bin());
+        c.env("RBUILD_ROOT", &root).args(args);
+        if materialized {
+            c.env("RBUILD_NO_STREAM_COPY", "1");
+        }
+        c.output().unwrap()
+    };
+    let out = rb(&["load", busybox_layout().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Warm: unpack busybox, so only the COPY writes during the failing build.
+    let warm = env.context("warm", &[("Dockerfile", "FROM busybox\nRUN true\n")]);
+    assert!(rb(&["build", warm.to_str().unwrap()]).status.success());
+    // The context (outside the tmpfs) holds a 12 MiB file of incompressible bytes.
+    let ctx = env.context(
+        "ctx",
+        &[("Dockerfile", "FROM busybox\nCOPY big.bin /big.bin\n")],
+    );
+    let mut data = vec![0u8; BIG];
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for b in data.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    std::fs::write(ctx.join("big.bin"), &data).unwrap();
+    let avail = |p: &Path| -> u64 {
+        let out = Command::new("df")
+            .args(["--output=avail", "-B1"])
+            .arg(p)
+            .output()
+            .unwrap();
+        stdout(&out).lines().nth(1).unwrap().trim().parse().unwrap()
+    };
+    let free = avail(&mnt);
+    assert!(free > free_after, "{what}: tmpfs too small: {free}");
+    let filler = mnt.join("filler");
+    std::fs::write(&filler, vec![1u8; (free - free_after) as usize]).unwrap();
+    let build = || {
+        rb(&[
+            "build",
+            "--progress=plain",
+            "-t",
+            "big",
+            ctx.to_str().unwrap(),
+        ])
+    };
+    let out = build();
+    let err = stderr(&out);
+    assert!(
+        !out.status.success(),
+        "{what}: the build cannot fit:\n{err}"
+    );
+    assert!(!err.contains("panicked"), "{what}: {err}");
+    assert!(
+        err.contains("disk full while writing")
+            && err.contains(&format!("in the rbuild store at {}", root.display())),
+        "{what}: the store's disk-full message:\n{err}"
+    );
+    eprintln!(
+        "{what} COPY on a full disk: {}",
+        err.lines().last().unwrap_or_default()
+    );
+    let out = rb(&["fsck"]);
+    assert!(
+        out.status.success() && stdout(&out).contains(": clean"),
+        "{what}: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    std::fs::remove_file(&filler).unwrap();
+    let out = build();
+    assert!(
+        out.status.success(),
+        "{what}: after freeing space:\n{}",
+        stderr(&out)
+    );
+    let out = rb(&["fsck"]);
+    assert!(
+        out.status.success() && stdout(&out).contains(": clean"),
+        "{what}: {}",
         stdout(&out)
     );
 }

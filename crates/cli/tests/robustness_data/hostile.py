@@ -1,10 +1,15 @@
 """Write a two-layer OCI layout: the busybox base layer, then a hostile layer (one corpus case).
 
 usage: hostile.py BUSYBOX_LAYOUT OUT_DIR CASE HOST_DIR REF   -> prints the hostile layer's digest
+       hostile.py --tar CASE HOST_DIR OUT_FILE               -> writes the case as a (compressed) tar
 """
-import gzip, hashlib, io, json, os, shutil, sys, tarfile
+import gzip, hashlib, io, json, os, shutil, subprocess, sys, tarfile
 
-bb, out, case, host, ref = sys.argv[1:6]
+tar_mode = sys.argv[1] == "--tar"
+if tar_mode:
+    case, host, out = sys.argv[2:5]
+else:
+    bb, out, case, host, ref = sys.argv[1:6]
 
 def ti(name, kind=tarfile.REGTYPE, mode=0o644, **kw):
     t = tarfile.TarInfo(name)
@@ -46,6 +51,16 @@ def bomb():
         gz.write(bytes(1024))
     return None, raw.getvalue()
 
+def zstd_bomb():
+    # 64 MiB of zeros in one member: a few KiB of zstd.
+    raw = io.BytesIO()
+    raw.write(ti("bomb", size=64 << 20).tobuf(tarfile.USTAR_FORMAT))
+    raw.write(bytes(64 << 20))
+    raw.write(bytes(1024))
+    data = raw.getvalue()
+    z = subprocess.run(["zstd", "-q", "-19", "-c"], input=data, stdout=subprocess.PIPE, check=True).stdout
+    return "zstd", z, data
+
 def many():
     l = L()
     for i in range(150):
@@ -75,12 +90,22 @@ CASES = {
     "name-over-path-max": lambda: L().file("a/" * 2100 + "f", b"").done(),
     "many-entries": many,
     "gzip-bomb": bomb,
+    "zstd-bomb": zstd_bomb,
     "legit-abs-symlinks": lambda: L().dir("run").file("run/x", b"r").dir("var").sym("var/run", "/run")
         .dir("etc/ssl/certs/java").file("etc/ca-certificates-java", b"c").sym("etc/ssl/certs/java/cacerts", "/etc/ca-certificates-java").done(),
 }
 
 made = CASES[case]()
-if isinstance(made, tuple):
+if tar_mode:
+    with open(out, "wb") as f:
+        f.write(made[1] if isinstance(made, tuple) else made)
+    sys.exit(0)
+layer_type = "application/vnd.oci.image.layer.v1.tar+gzip"
+if isinstance(made, tuple) and len(made) == 3:
+    layer_gz = made[1]
+    layer_type = "application/vnd.oci.image.layer.v1.tar+zstd"
+    diff_id = "sha256:" + hashlib.sha256(made[2]).hexdigest()
+elif isinstance(made, tuple):
     layer_gz = made[1]
     diff_id = "sha256:" + hashlib.sha256(gzip.decompress(layer_gz)).hexdigest()
 else:
@@ -107,7 +132,7 @@ cfg = json.dumps(bc, sort_keys=True, separators=(",", ":")).encode()
 ld = blob(layer_gz)
 m = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
      "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": blob(cfg), "size": len(cfg)},
-     "layers": [base_layer, {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": ld, "size": len(layer_gz)}]}
+     "layers": [base_layer, {"mediaType": layer_type, "digest": ld, "size": len(layer_gz)}]}
 mb = json.dumps(m, sort_keys=True, separators=(",", ":")).encode()
 md = blob(mb)
 index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
