@@ -86,7 +86,7 @@ impl Store {
     pub fn open(root: &Path) -> Result<Store> {
         Self::create_layout(root)?;
         let db_path = root.join("meta.db");
-        let conn = db::open(&db_path)?;
+        let conn = Self::open_db(root, &db_path)?;
         Ok(Store {
             inner: Arc::new(Inner {
                 root: root.to_path_buf(),
@@ -94,6 +94,40 @@ impl Store {
                 conn: Mutex::new(conn),
             }),
         })
+    }
+
+    /// Open `meta.db`, serialized with other processes opening the same store (`locks/open.lock`):
+    /// switching a new database to WAL and migrating its schema need the database to themselves,
+    /// and SQLite answers a second opener "database is locked" without waiting. A busy answer
+    /// from a process closing the database at that moment is retried for a few seconds.
+    fn open_db(root: &Path, db_path: &Path) -> Result<rusqlite::Connection> {
+        let lock_path = root.join("locks").join("open.lock");
+        let lock_file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StoreError::io("open lock file", &lock_path, root, e))?;
+        let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, errno)| {
+                StoreError::io("lock", &lock_path, root, std::io::Error::from(errno))
+            })?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match db::open(db_path) {
+                Err(StoreError::Db {
+                    source: rusqlite::Error::SqliteFailure(e, _),
+                    ..
+                }) if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Like [`Store::open`], but a `meta.db` that cannot be opened is moved aside
