@@ -280,6 +280,11 @@ fn prune_snapshots(
 }
 
 /// How many `locks/step-*.lock` files no process holds (what prune would remove).
+/// Lock files taken per step (`step-<key>`) and per blob download (`pull-<digest>`): both kinds
+/// are taken with `Store::lock_named`, which notices a lock file removed under it, so the ones no
+/// process holds can go.
+const PRUNABLE_LOCKS: [&str; 2] = ["step-", "pull-"];
+
 fn unheld_step_locks(store: &Store) -> u64 {
     let Ok(rd) = std::fs::read_dir(store.root().join("locks")) else {
         return 0;
@@ -288,7 +293,7 @@ fn unheld_step_locks(store: &Store) -> u64 {
         .filter(|e| {
             let n = e.file_name();
             let n = n.to_string_lossy();
-            n.starts_with("step-") && n.ends_with(".lock")
+            PRUNABLE_LOCKS.iter().any(|p| n.starts_with(p)) && n.ends_with(".lock")
         })
         .filter(|e| {
             std::fs::OpenOptions::new()
@@ -340,13 +345,17 @@ pub fn prune(
             m.display()
         );
     }
-    // Step lock files (one per step ever built) pile up: remove those no build holds.
+    // Step and download lock files pile up: remove those no process holds.
     let locks = if dry_run {
         unheld_step_locks(store)
     } else {
-        store
-            .remove_unheld_locks("step-")
-            .with_context(|| format!("pruning lock files in {}", store.root().display()))?
+        let mut n = 0;
+        for prefix in PRUNABLE_LOCKS {
+            n += store
+                .remove_unheld_locks(prefix)
+                .with_context(|| format!("pruning lock files in {}", store.root().display()))?;
+        }
+        n
     };
     let verb = if dry_run { "would remove" } else { "removed" };
     println!(

@@ -78,11 +78,22 @@ fn prune_df_fsck() {
 
     // While the image exists, prune keeps everything it and its cache records use; the step
     // lock files that no build holds go.
+    // A download lock left by a crashed pull is just as stale.
+    std::fs::write(
+        env.root
+            .join("locks")
+            .join(format!("pull-{}.lock", "0".repeat(64))),
+        "",
+    )
+    .unwrap();
     let step_locks = || {
         std::fs::read_dir(env.root.join("locks"))
             .unwrap()
             .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with("step-"))
+            .filter(|e| {
+                let n = e.file_name().to_string_lossy().to_string();
+                n.starts_with("step-") || n.starts_with("pull-")
+            })
             .count()
     };
     let locks = step_locks();
