@@ -538,13 +538,14 @@ pub(crate) fn merge_layers(
     })
 }
 
-/// A base image's layers, its blobs made present, without unpacking it.
-pub(crate) fn image_layers(
+/// A base image's manifest and config, its blobs made present (pulled when a registry is
+/// configured), checked to agree on the number of layers.
+fn base_image(
     run: &Run,
     node: &Node,
     reference: &str,
     manifest: &Digest,
-) -> Result<Realized, SolveError> {
+) -> Result<(rbuild_oci::Manifest, rbuild_oci::ImageConfig), SolveError> {
     let solver = &run.solver;
     solver
         .images
@@ -570,6 +571,28 @@ pub(crate) fn image_layers(
             ),
         ));
     }
+    Ok((m, config))
+}
+
+/// Record a finished step under its cache key.
+pub(crate) fn put_record(store: &Store, key: &Digest, rec: &CacheRecord) -> Result<(), SolveError> {
+    rbuild_store::crash_point("cache-record");
+    if let Ok(text) = serde_json::to_string(rec) {
+        store
+            .put_cache_record(key, &text)
+            .map_err(|e| SolveError::Internal(format!("recording cache: {e}")))?;
+    }
+    Ok(())
+}
+
+/// A base image's layers, its blobs made present, without unpacking it.
+pub(crate) fn image_layers(
+    run: &Run,
+    node: &Node,
+    reference: &str,
+    manifest: &Digest,
+) -> Result<Realized, SolveError> {
+    let (m, config) = base_image(run, node, reference, manifest)?;
     run.report_cached(node);
     let chain = m
         .layers
@@ -627,30 +650,7 @@ fn unpack_image(
     let solver = &run.solver;
     let vref = run.vref(node);
     let started = Instant::now();
-    solver
-        .images
-        .ensure(reference, manifest)
-        .map_err(|e| step_err(run, node.id, e))?;
-    let m = rbuild_image::read_manifest(&solver.store, manifest)
-        .map_err(|e| step_err(run, node.id, format!("reading manifest {manifest}: {e}")))?;
-    let config = rbuild_image::read_config(&solver.store, &m.config.digest).map_err(|e| {
-        step_err(
-            run,
-            node.id,
-            format!("reading config {}: {e}", m.config.digest),
-        )
-    })?;
-    if config.rootfs.diff_ids.len() != m.layers.len() {
-        return Err(step_err(
-            run,
-            node.id,
-            format!(
-                "image {reference}: manifest has {} layers but config lists {} diff_ids",
-                m.layers.len(),
-                config.rootfs.diff_ids.len()
-            ),
-        ));
-    }
+    let (m, config) = base_image(run, node, reference, manifest)?;
     let mut chain = Vec::new();
     let mut prev: Option<Digest> = None;
     let mut parent: Option<String> = None;
@@ -1020,12 +1020,7 @@ fn execute(run: &Run, node: &Node, inputs: &[Arc<Realized>]) -> Result<Realized,
         created,
         node.explain.clone(),
     );
-    rbuild_store::crash_point("cache-record");
-    if let Ok(text) = serde_json::to_string(&rec) {
-        store
-            .put_cache_record(&node.key, &text)
-            .map_err(|e| SolveError::Internal(format!("recording cache: {e}")))?;
-    }
+    put_record(store, &node.key, &rec)?;
     Ok(Realized {
         snapshot: Some(name),
         chain,

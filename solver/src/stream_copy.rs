@@ -220,12 +220,7 @@ pub(crate) fn execute(
         now,
         node.explain.clone(),
     );
-    rbuild_store::crash_point("cache-record");
-    if let Ok(text) = serde_json::to_string(&rec) {
-        store
-            .put_cache_record(&node.key, &text)
-            .map_err(|e| SolveError::Internal(format!("recording cache: {e}")))?;
-    }
+    crate::exec::put_record(store, &node.key, &rec)?;
     drop(lock);
     Ok(Some(Realized {
         snapshot: None,
