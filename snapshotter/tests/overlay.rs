@@ -240,3 +240,84 @@ fn cleanup_removes_only_dead_owners() {
     assert!(s.stat("base").unwrap().is_some());
     other.commit("other-done", "other-live").unwrap();
 }
+
+/// A 200-deep chain: far more lowers than absolute `lowerdir=` paths fit in a page, mounted
+/// writable and as a view; 501 lowers is overlay's own limit, refused before any mount.
+#[test]
+fn deep_chain_mounts_past_the_page_limit() {
+    if !overlay_or_skip("deep_chain_mounts_past_the_page_limit") {
+        return;
+    }
+    // 500 commits are 500 syncfs + fsync'd transactions: on tmpfs where there is one, as the test
+    // is about depth, not durability (≈1 s instead of ≈12 s on this machine's disk).
+    let t = match tempfile::tempdir_in("/dev/shm") {
+        Ok(t) => t,
+        Err(_) => tempfile::tempdir().unwrap(),
+    };
+    let s = Snapshotter::open(&t.path().join("snapshots")).unwrap();
+    let depth = 200;
+    let mut parent: Option<String> = None;
+    for i in 0..depth {
+        let name = format!("l{i}");
+        let (f, c) = (format!("f{i}"), i.to_string());
+        layer(
+            &s,
+            &name,
+            parent.as_deref(),
+            &[(f.as_str(), c.as_str()), ("top", c.as_str())],
+        );
+        parent = Some(name);
+    }
+    let top = parent.unwrap();
+    assert_eq!(s.layer_chain(&top).unwrap().len(), depth);
+    let specs = s.prepare("deep", Some(&top)).unwrap();
+    let data_len: usize = specs[0].options.iter().map(|o| o.len() + 1).sum();
+    assert!(
+        data_len > rbuild_snapshotter::mount::MAX_MOUNT_DATA,
+        "{data_len}"
+    );
+    let mnt = t.path().join("mnt");
+    with_mount(&specs, &mnt, || {
+        assert_eq!(fs::read_to_string(mnt.join("f0")).unwrap(), "0");
+        assert_eq!(fs::read_to_string(mnt.join("f199")).unwrap(), "199");
+        assert_eq!(fs::read_to_string(mnt.join("top")).unwrap(), "199");
+        fs::write(mnt.join("top"), "changed").unwrap();
+    });
+    let upper = s.upper_dir("deep").unwrap();
+    assert_eq!(fs::read_to_string(upper.join("top")).unwrap(), "changed");
+    s.commit("deep-done", "deep").unwrap();
+
+    let view = s.view("deep-view", "deep-done").unwrap();
+    with_mount(&view, &mnt, || {
+        assert_eq!(fs::read_to_string(mnt.join("top")).unwrap(), "changed");
+        assert_eq!(fs::read_to_string(mnt.join("f100")).unwrap(), "100");
+        assert!(
+            fs::write(mnt.join("x"), "x").is_err(),
+            "a view is read-only"
+        );
+    });
+    s.remove("deep-view").unwrap();
+
+    // Up to overlay's 500 lowers; one more is refused with a hint, and nothing is left behind.
+    let mut parent = "deep-done".to_string();
+    for i in depth + 1..500 {
+        let name = format!("l{i}");
+        layer(&s, &name, Some(&parent), &[]);
+        parent = name;
+    }
+    assert_eq!(s.layer_chain(&parent).unwrap().len(), 500);
+    let specs = s.prepare("at-limit", Some(&parent)).unwrap();
+    with_mount(&specs, &mnt, || {
+        assert_eq!(fs::read_to_string(mnt.join("f0")).unwrap(), "0");
+    });
+    layer(&s, "l500", Some(&parent), &[]);
+    let before = s.list().unwrap().len();
+    match s.prepare("too-deep", Some("l500")) {
+        Err(e @ SnapshotError::ChainTooDeep { depth: 501, .. }) => {
+            assert!(e.to_string().contains("fewer layers"), "{e}");
+        }
+        other => panic!("expected ChainTooDeep, got {other:?}"),
+    }
+    assert_eq!(s.list().unwrap().len(), before);
+    assert!(s.stat("too-deep").unwrap().is_none());
+}

@@ -17,12 +17,11 @@
 //!
 //! # On disk
 //!
-//! `<root>/meta.db` (SQLite, WAL) and `<root>/<id>/{fs,work,lock}` with short numeric ids, because
-//! overlay's options (the `lowerdir=` list) must fit in one page (4096 bytes). With a root of length
-//! `L` and ids of `d` digits, each lower costs `L + d + 5` bytes, so the chain depth is about
-//! `(4000 - 2·(L + d + 7)) / (L + d + 5)`: ≈ 100 for `/var/lib/rbuild/snapshots` with 5-digit ids
-//! (Docker caps images at 125 layers; overlay at 500 lowers). [`Snapshotter::prepare`] refuses a
-//! chain whose options would not fit with [`SnapshotError::ChainTooDeep`] rather than fail at mount.
+//! `<root>/meta.db` (SQLite, WAL) and `<root>/<id>/{fs,work,lock}` with short numeric ids. A chain
+//! may be as deep as overlay stacks (500 lowers; Docker caps images at 125 layers): options longer
+//! than the page `mount(2)` takes are mounted by [`crate::mount`] with one `lowerdir+` per layer or
+//! relative paths. [`Snapshotter::prepare`] refuses a deeper chain with
+//! [`SnapshotError::ChainTooDeep`] rather than fail at mount.
 //!
 //! A process that creates an active or view snapshot holds an `flock` on its `lock` file until it
 //! commits or removes it (or exits); [`Snapshotter::cleanup_stale`] removes only snapshots whose lock
@@ -116,11 +115,13 @@ pub enum SnapshotError {
     InvalidKey { key: String, why: &'static str },
     #[error("snapshot root {path}: {why}")]
     InvalidRoot { path: PathBuf, why: &'static str },
-    #[error("parent chain of {key:?} has {depth} layers; overlay options would take {bytes} bytes, more than the {max}-byte page")]
+    #[error(
+        "parent chain of {key:?} has {depth} layers; overlayfs stacks at most {max}: use a base \
+         image with fewer layers, or merge RUN/COPY steps (each makes a layer)"
+    )]
     ChainTooDeep {
         key: String,
         depth: usize,
-        bytes: usize,
         max: usize,
     },
     #[error("{op} {path}: {source}")]
@@ -138,8 +139,8 @@ pub enum SnapshotError {
     },
 }
 
-/// Overlay's mount data must fit in one page, NUL included.
-const MAX_MOUNT_DATA: usize = 4095;
+/// The most lower dirs one overlay stacks (the kernel's `OVL_MAX_STACK`).
+pub const MAX_LOWERS: usize = 500;
 const MAX_KEY_LEN: usize = 1024;
 
 /// Snapshots under one root. Cheap to share between threads (`&Snapshotter` is `Sync`).
@@ -360,6 +361,13 @@ impl Snapshotter {
                     why: "a view needs a parent",
                 })
             }
+            _ if lowers.len() > MAX_LOWERS => {
+                return Err(SnapshotError::ChainTooDeep {
+                    key: key.to_string(),
+                    depth: lowers.len(),
+                    max: MAX_LOWERS,
+                })
+            }
             _ => {
                 let mut options = vec!["index=off".to_string()];
                 if self.overlay_knobs {
@@ -373,15 +381,6 @@ impl Snapshotter {
                     options.push(format!("workdir={}", dir.join("work").display()));
                 } else {
                     options.push("ro".into());
-                }
-                let bytes = options.iter().map(|o| o.len() + 1).sum::<usize>();
-                if bytes > MAX_MOUNT_DATA {
-                    return Err(SnapshotError::ChainTooDeep {
-                        key: key.to_string(),
-                        depth: lowers.len(),
-                        bytes,
-                        max: MAX_MOUNT_DATA,
-                    });
                 }
                 MountSpec {
                     kind: MountSpec::OVERLAY.into(),
