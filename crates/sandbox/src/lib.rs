@@ -20,9 +20,11 @@
 //! into the rootfs with its own `/proc` (Docker's masked and read-only paths), a minimal `/dev`
 //! (tmpfs with null, zero, full, random, urandom, tty, devpts, shm, mqueue), a read-only
 //! `/sys`, and generated `/etc/hosts`, `/etc/resolv.conf`, `/etc/hostname`. Capabilities are
-//! cut to Docker's default set (bounding 0xa80425fb), no_new_privs is set, and only fds 0-2
-//! survive the execve. The init is non-dumpable, so `/proc/1/exe` cannot be used to overwrite
-//! the rbuild binary. Memory, CPU and pids limits go through a per-run cgroup (v2, or v1 on
+//! cut to Docker's default set (bounding 0xa80425fb), no_new_privs is set, Docker's default
+//! seccomp profile is applied (denied syscalls get `EPERM`; see `seccomp.rs` for the list and
+//! why), and only fds 0-2 survive the execve. [`RunSpec::insecure`] keeps every capability and
+//! applies neither no_new_privs nor the seccomp filter, as BuildKit's `security.insecure`.
+//! The init is non-dumpable, so `/proc/1/exe` cannot be used to overwrite the rbuild binary. Memory, CPU and pids limits go through a per-run cgroup (v2, or v1 on
 //! hybrid hosts); a limit that cannot be applied is an error. When the command ends — or is
 //! cancelled, or times out — everything it started is killed, the cgroup is removed, and
 //! mountpoints the sandbox had to create in the rootfs are removed again so they do not show up
@@ -34,8 +36,8 @@
 //! CVE-2024-21626).
 //!
 //! # What it is not
-//! Not a container runtime: no OCI runtime spec, no user namespaces (rootless), no seccomp
-//! filter, no AppArmor/SELinux, no terminal allocation, no layers or snapshots (the caller
+//! Not a container runtime: no OCI runtime spec, no user namespaces (rootless), no custom
+//! seccomp profiles, no AppArmor/SELinux, no terminal allocation, no layers or snapshots (the caller
 //! mounts the rootfs and diffs it afterwards).
 #![allow(unsafe_code)]
 
@@ -46,6 +48,7 @@ mod init;
 mod protocol;
 mod rootfs;
 mod run;
+mod seccomp;
 mod spec;
 mod sys;
 mod user;

@@ -37,7 +37,8 @@ pub struct RunSpec {
     pub mounts: Vec<SandboxMount>,
     /// cgroup limits.
     pub limits: Limits,
-    /// `--security=insecure`: all capabilities, no no_new_privs, no masked /proc paths.
+    /// `--security=insecure`: all capabilities, no no_new_privs, no seccomp filter, no masked
+    /// /proc paths.
     pub insecure: bool,
     /// Where the command's stdio goes.
     pub stdio: Stdio,

@@ -1,5 +1,5 @@
-//! Raw syscalls nix does not wrap (capset, close_range, bringing `lo` up, resetting signal
-//! dispositions). Every `unsafe` block of the crate outside the init's fork points is here.
+//! Raw syscalls nix does not wrap (capset, close_range, seccomp, bringing `lo` up, resetting
+//! signal dispositions). Every `unsafe` block of the crate outside the init's fork points is here.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
@@ -197,6 +197,28 @@ pub(crate) fn reset_signal_dispositions() {
             libc::signal(sig, libc::SIG_DFL);
         }
     }
+}
+
+/// Install a seccomp filter on the calling thread (`seccomp(SECCOMP_SET_MODE_FILTER)`). Needs
+/// no_new_privs (or CAP_SYS_ADMIN); the filter stays for the life of the process and its
+/// children, across execve.
+pub(crate) fn seccomp_set_filter(prog: &[libc::sock_filter]) -> nix::Result<()> {
+    let len = u16::try_from(prog.len()).map_err(|_| Errno::E2BIG)?;
+    let fprog = libc::sock_fprog {
+        len,
+        filter: prog.as_ptr().cast_mut(),
+    };
+    // SAFETY: `fprog` points at `len` valid instructions that outlive the call; the kernel
+    // copies the program and never writes through the pointer.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0,
+            &fprog as *const libc::sock_fprog,
+        )
+    };
+    Errno::result(r).map(drop)
 }
 
 /// Set the process umask.

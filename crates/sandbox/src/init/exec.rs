@@ -1,5 +1,5 @@
 //! The command process (PID 2): credentials, capabilities, no_new_privs, working directory,
-//! fds, `PATH` lookup, execve.
+//! fds, `PATH` lookup, the seccomp filter, execve.
 
 use std::ffi::CString;
 use std::os::unix::fs::PermissionsExt;
@@ -51,6 +51,16 @@ fn prepare_and_exec(cfg: &InitConfig) -> InitError {
     ) else {
         return InitError::BadConfig("NUL byte in argv or env".into());
     };
+    // Last, so that nothing the sandbox setup needs is filtered: Docker's default seccomp
+    // profile (after no_new_privs, which lets an unprivileged user install it).
+    if !cfg.insecure {
+        if let Err(e) = crate::seccomp::default_filter().and_then(|prog| {
+            sys::seccomp_set_filter(&prog)
+                .map_err(|e| InitError::setup("install the seccomp filter", None, e))
+        }) {
+            return e;
+        }
+    }
     // Everything but stdio is closed at exec (our socket included, so the parent knows the
     // exec happened when it sees EOF and no failure).
     if let Err(e) = sys::close_range_from(3, true) {
