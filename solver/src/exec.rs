@@ -1249,22 +1249,33 @@ fn run_exec(
                             keep_owner: *keep_owner,
                             key,
                         });
-                let dir = crate::mounts::cache_dir(
-                    &solver.store.root().join("cache-mounts"),
-                    id,
-                    *sharing,
-                    seed.as_ref(),
-                    *mode,
-                    *uid,
-                    *gid,
-                )
-                .map_err(|e| step_err(run, node.id, format!("cache mount {id}: {e}")))?;
+                let name = crate::mounts::cache_name(id, seed.as_ref());
+                let held = _scratch_locks
+                    .iter()
+                    .find(|d: &&crate::mounts::CacheDir| d.name == name);
+                let source = match held {
+                    Some(d) => d.path.clone(),
+                    None => {
+                        let dir = crate::mounts::cache_dir(
+                            &solver.store.root().join("cache-mounts"),
+                            id,
+                            *sharing,
+                            seed.as_ref(),
+                            *mode,
+                            *uid,
+                            *gid,
+                        )
+                        .map_err(|e| step_err(run, node.id, format!("cache mount {id}: {e}")))?;
+                        let p = dir.path.clone();
+                        _scratch_locks.push(dir);
+                        p
+                    }
+                };
                 mounts.push(rbuild_sandbox::SandboxMount::Bind {
-                    source: dir.path.clone(),
+                    source,
                     target: m.target.clone(),
                     readonly: *readonly,
                 });
-                _scratch_locks.push(dir);
             }
             MountKind::Tmpfs { size } => mounts.push(rbuild_sandbox::SandboxMount::Tmpfs {
                 target: m.target.clone(),

@@ -144,6 +144,8 @@ pub(crate) struct CacheSeed<'a> {
 
 /// A cache mount's directory, with the lock that gives it to this step.
 pub(crate) struct CacheDir {
+    /// The cache's name under `cache-mounts` (see [`cache_name`]).
+    pub name: String,
     pub path: PathBuf,
     _lock: std::fs::File,
 }
@@ -157,7 +159,10 @@ const PRIVATE_INSTANCES: usize = 64;
 ///
 /// Sharing, across every rbuild process on the store: `shared` holds a shared lock (any number of
 /// users at once), `locked` an exclusive one (waits for every other user), `private` the first
-/// instance (`<name>`, `<name>-1`, …) no one else holds, creating a fresh one when all are busy.
+/// instance (`<name>`, `<name>-1`, …) no one else holds, creating a fresh (empty, or seeded) one
+/// when all are busy, as BuildKit does. Departure: `shared` and `locked` always use `<name>` and
+/// wait while a `locked` or `private` user holds it, where BuildKit would hand them another free
+/// instance; so every shared user of an id sees the same files.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn cache_dir(
     parent: &Path,
@@ -170,16 +175,7 @@ pub(crate) fn cache_dir(
 ) -> Result<CacheDir, String> {
     use rbuild_ops::CacheSharing;
     std::fs::create_dir_all(parent).map_err(|e| format!("creating {}: {e}", parent.display()))?;
-    let name = match seed {
-        None => rbuild_oci::Digest::sha256_of(id.as_bytes())
-            .hex()
-            .to_string(),
-        Some(s) => {
-            rbuild_oci::Digest::sha256_of(format!("{id}\0{}\0{}", s.key, s.source).as_bytes())
-                .hex()
-                .to_string()
-        }
-    };
+    let name = cache_name(id, seed);
     let open_lock = |dir: &Path| -> Result<std::fs::File, String> {
         let mut p = dir.as_os_str().to_owned();
         p.push(".lock");
@@ -233,7 +229,27 @@ pub(crate) fn cache_dir(
             create_cache_dir(parent, &path, seed, mode, uid, gid)?;
         }
     }
-    Ok(CacheDir { path, _lock: lock })
+    Ok(CacheDir {
+        name,
+        path,
+        _lock: lock,
+    })
+}
+
+/// The name of cache `id` (seeded by `seed`) under `cache-mounts`: a digest, so no id reaches
+/// outside it. One step that mounts the same cache twice (any sharing) gets the directory it
+/// already holds for both, as BuildKit does; taking a second lock would wait for itself.
+pub(crate) fn cache_name(id: &str, seed: Option<&CacheSeed<'_>>) -> String {
+    match seed {
+        None => rbuild_oci::Digest::sha256_of(id.as_bytes())
+            .hex()
+            .to_string(),
+        Some(s) => {
+            rbuild_oci::Digest::sha256_of(format!("{id}\0{}\0{}", s.key, s.source).as_bytes())
+                .hex()
+                .to_string()
+        }
+    }
 }
 
 fn open_lock_file(p: &std::ffi::OsStr) -> Result<std::fs::File, String> {

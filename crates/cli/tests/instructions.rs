@@ -872,6 +872,107 @@ RUN --mount=type=cache,id=md,target=/m,mode=0700,uid=123,gid=456 echo "MODE=$(st
     assert_eq!(val(&log, "MODE"), "700 123:456");
 }
 
+/// One cache id used at once by `shared`, `private` and `locked` steps of parallel stages, as
+/// BuildKit shares it: the shared users see each other's writes while both run; a private user
+/// that comes while the cache is in use gets a new, empty instance of its own (BuildKit creates a
+/// new mount when every instance is busy); locked users never overlap. A step that mounts the
+/// same id twice gets one directory at both targets (it must not wait for itself).
+#[test]
+fn run_mount_cache_private_shared_locked_on_one_id() {
+    if !require_root(&[]) {
+        return;
+    }
+    let env = Env::with_busybox();
+    // Wait (up to 30 s) for a file, else fail the step.
+    let wait = |f: &str| {
+        format!("i=0; while [ ! -e {f} ]; do [ $i -lt 300 ] || exit 7; sleep 0.1; i=$((i+1)); done")
+    };
+    let shared = |me: &str, other: &str| {
+        format!(
+            "RUN --mount=type=cache,id=rv,target=/r --mount=type=cache,id=mix,target=/c,sharing=shared \
+             echo {me} > /c/{me}; touch /r/{me}; {}; {}; echo \"SEEN_{me}=$(ls /c | tr '\\n' ,)\"",
+            wait(&format!("/c/{other}")),
+            wait("/r/p-done"),
+        )
+    };
+    let locked = |me: &str| {
+        format!(
+            "RUN --mount=type=cache,id=mix,target=/c,sharing=locked \
+             echo start-{me} >> /c/log; sleep 1; echo end-{me} >> /c/log"
+        )
+    };
+    let df = format!(
+        r#"FROM busybox AS s1
+{}
+FROM busybox AS s2
+{}
+FROM busybox AS p
+RUN --mount=type=cache,id=rv,target=/r {} && {}
+RUN --mount=type=cache,id=rv,target=/r --mount=type=cache,id=mix,target=/c,sharing=private \
+    echo "PRIVATE=$(ls -A /c | tr '\n' ,)"; echo p > /c/p; touch /r/p-done
+FROM busybox AS l1
+{}
+FROM busybox AS l2
+{}
+FROM busybox
+COPY --from=s1 /etc/hostname /s1
+COPY --from=s2 /etc/hostname /s2
+COPY --from=p /etc/hostname /p
+COPY --from=l1 /etc/hostname /l1
+COPY --from=l2 /etc/hostname /l2
+RUN --mount=type=cache,id=mix,target=/a,sharing=locked --mount=type=cache,id=mix,target=/b,sharing=private \
+    echo "LOG=$(tr '\n' , < /a/log)"; echo "MAIN=$(ls /b | tr '\n' ,)"
+"#,
+        shared("s1", "s2"),
+        shared("s2", "s1"),
+        wait("/r/s1"),
+        wait("/r/s2"),
+        locked("l1"),
+        locked("l2"),
+    );
+    let ctx = env.context("mixed", &[("Dockerfile", &df)]);
+    let (_, log) = env.build_ok(&["--jobs", "8", ctx.to_str().unwrap()]);
+    // Each shared user saw the other's file while it was still running, and not the private one's.
+    for me in ["s1", "s2"] {
+        let seen = val(&log, &format!("SEEN_{me}"));
+        let names: Vec<&str> = seen.split(',').filter(|n| !n.is_empty()).collect();
+        assert!(
+            names.contains(&"s1") && names.contains(&"s2") && !names.contains(&"p"),
+            "{me} saw {seen:?}:\n{log}"
+        );
+    }
+    // The private user came while both shared users held the cache: a new, empty instance.
+    assert_eq!(val(&log, "PRIVATE"), "", "{log}");
+    let l = val(&log, "LOG");
+    assert!(
+        l == "start-l1,end-l1,start-l2,end-l2," || l == "start-l2,end-l2,start-l1,end-l1,",
+        "locked sections interleaved: {l}"
+    );
+    // One directory at both targets of the last step: the main instance (no `p` in it).
+    let main = val(&log, "MAIN");
+    assert!(
+        main.contains("log,") && main.contains("s1,") && !main.contains("p,"),
+        "{main}"
+    );
+    // On disk: the main instance and the private one, which holds only what the private step wrote.
+    let mut private = Vec::new();
+    for e in std::fs::read_dir(env.root.join("cache-mounts"))
+        .unwrap()
+        .flatten()
+    {
+        let p = e.path();
+        if p.is_dir() && std::fs::read_to_string(p.join("p")).is_ok() {
+            let names: Vec<String> = std::fs::read_dir(&p)
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .collect();
+            private.push(names);
+        }
+    }
+    assert_eq!(private, vec![vec!["p".to_string()]], "private instances");
+}
+
 #[test]
 fn run_mount_bind_tmpfs() {
     if !require_root(&[]) {
