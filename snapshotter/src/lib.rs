@@ -20,7 +20,10 @@
 //! solver names snapshots), it runs nothing, and it does not choose where things are mounted.
 //!
 //! Needs root (or equivalent capabilities) for overlay mounts, `trusted.*` xattrs, device nodes and
-//! chown. Copy-based snapshots for hosts without overlay are not implemented yet.
+//! chown. Hosts without a usable overlay get copy-based snapshots ([`Driver::Native`]): a full copy
+//! per step, and layers written by comparing a tree with its parent ([`diff::write_tree_diff`]);
+//! [`Snapshotter::changes`] tells the caller which of the two a snapshot's layer comes from, and
+//! [`mount::overlay_usable`] probes the host.
 
 pub mod diff;
 pub mod mount;
@@ -28,4 +31,6 @@ mod mount_spec;
 mod snapshots;
 
 pub use mount_spec::MountSpec;
-pub use snapshots::{CleanupReport, Info, Kind, SnapshotError, Snapshotter};
+pub use snapshots::{
+    Changes, CleanupReport, Driver, Info, Kind, SnapshotError, Snapshotter, MAX_LOWERS,
+};

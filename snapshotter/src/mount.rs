@@ -314,6 +314,54 @@ fn overlay_relative(
     .map_err(err)
 }
 
+/// Whether an overlay can be mounted here: one is mounted for real on a scratch dir made under
+/// `parent` (on the file system the snapshots will use), then unmounted and removed. The error
+/// says why not (ENODEV: no overlayfs; EPERM: not allowed here; EINVAL: an upper file system overlay
+/// does not take, e.g. overlay itself).
+pub fn overlay_usable(parent: &Path) -> Result<(), MountError> {
+    let io = |e: std::io::Error| MountError::Mount {
+        kind: MountSpec::OVERLAY.into(),
+        source_path: PathBuf::from("overlay"),
+        target: parent.to_path_buf(),
+        options: "probe".into(),
+        errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+    };
+    std::fs::create_dir_all(parent).map_err(io)?;
+    let dir = tempfile_dir(parent).map_err(io)?;
+    let sub = |n: &str| dir.join(n);
+    let res = (|| {
+        for n in ["lower", "upper", "work", "merged"] {
+            std::fs::create_dir(sub(n)).map_err(io)?;
+        }
+        let spec = MountSpec {
+            kind: MountSpec::OVERLAY.into(),
+            source: PathBuf::from("overlay"),
+            options: vec![
+                format!("lowerdir={}", sub("lower").display()),
+                format!("upperdir={}", sub("upper").display()),
+                format!("workdir={}", sub("work").display()),
+            ],
+        };
+        mount_all(&[spec], &sub("merged"))?;
+        unmount(&sub("merged"))
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    res
+}
+
+/// A fresh directory under `parent` named for this process.
+fn tempfile_dir(parent: &Path) -> std::io::Result<PathBuf> {
+    for i in 0..100u32 {
+        let d = parent.join(format!(".overlay-probe-{}-{i}", std::process::id()));
+        match std::fs::create_dir(&d) {
+            Ok(()) => return Ok(d),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists))
+}
+
 /// Unmount the top mount on `target` (not following a symlink at `target`).
 ///
 /// EBUSY is retried for a short while: a sandbox being forked for a concurrent step briefly holds

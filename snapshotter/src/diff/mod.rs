@@ -1,11 +1,13 @@
-//! The diff module: an upper dir → an OCI layer tar ([`write_layer`]), a layer tar → a snapshot dir
-//! ([`apply_layer`]), and the compression around them ([`compress`], [`decompress`]).
+//! The diff module: an upper dir → an OCI layer tar ([`write_layer`]), a full tree compared with
+//! its parent tree → an OCI layer tar ([`write_tree_diff`], for copy-based snapshots), a layer tar →
+//! a snapshot dir ([`apply_layer`]), and the compression around them ([`compress`], [`decompress`]).
 //!
 //! It never mounts anything and knows nothing of snapshot metadata: it is given directories.
 
 mod apply;
+mod compare;
 mod compress;
-mod fsutil;
+pub(crate) mod fsutil;
 mod lower;
 mod stream;
 mod tar_read;
@@ -13,6 +15,7 @@ mod trim;
 mod write;
 
 pub use apply::{apply_layer, ApplyError, ApplyOptions, ApplyStats};
+pub use compare::write_tree_diff;
 pub use compress::{compress, decompress, detect, CompressError, CompressStats, Level};
 pub use lower::{lower_entry, LowerEntry};
 pub use stream::{EntryMeta, LayerTarWriter};

@@ -23,11 +23,23 @@
 //! relative paths. [`Snapshotter::prepare`] refuses a deeper chain with
 //! [`SnapshotError::ChainTooDeep`] rather than fail at mount.
 //!
+//! # Drivers
+//!
+//! [`Driver::Overlay`] (the default) is what the above describes. [`Driver::Native`] (containerd's
+//! and buildah's name) serves hosts where overlay cannot be mounted: an active snapshot's `fs` is a
+//! full copy of its parent's `fs` (made by `prepare`, outside the metadata transaction), mounted by a
+//! bind; a view binds the parent's `fs` read-only; a committed `fs` is a whole root file system, so
+//! its [`Snapshotter::layer_chain`] is that one dir. A layer applied into an active snapshot goes to
+//! its `upper` dir, in overlay format like everywhere else, and `commit` folds it into `fs`; a layer
+//! written from a snapshot compares `fs` with the parent's ([`Snapshotter::changes`]). Each driver
+//! keeps its own root ([`Driver::dir_name`]): the layouts never mix.
+//!
 //! A process that creates an active or view snapshot holds an `flock` on its `lock` file until it
 //! commits or removes it (or exits); [`Snapshotter::cleanup_stale`] removes only snapshots whose lock
 //! is free, so a live owner's snapshot is never removed.
 
 mod meta;
+mod native;
 
 use crate::MountSpec;
 use nix::fcntl::{Flock, FlockArg};
@@ -40,6 +52,62 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// How snapshots are stored: overlay layer dirs, or full copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Driver {
+    Overlay,
+    Native,
+}
+
+impl Driver {
+    /// The name users select it by (`--snapshotter`, `RBUILD_SNAPSHOTTER`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Driver::Overlay => "overlayfs",
+            Driver::Native => "native",
+        }
+    }
+
+    /// `overlayfs` (or `overlay`) or `native`.
+    pub fn parse(s: &str) -> Option<Driver> {
+        match s {
+            "overlayfs" | "overlay" => Some(Driver::Overlay),
+            "native" => Some(Driver::Native),
+            _ => None,
+        }
+    }
+
+    /// The directory of a store root that holds this driver's snapshots.
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            Driver::Overlay => "snapshots",
+            Driver::Native => "snapshots-native",
+        }
+    }
+}
+
+impl fmt::Display for Driver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where the layer of an active snapshot is written from ([`Snapshotter::changes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changes {
+    /// Overlay: the upper dir is the changeset; `lowers` are the parent chain's layer dirs,
+    /// nearest first (to trim copy-up noise against).
+    Upper {
+        upper: PathBuf,
+        lowers: Vec<PathBuf>,
+    },
+    /// Native: the whole tree, to compare with the parent's tree (none: everything is new).
+    Tree {
+        tree: PathBuf,
+        parent: Option<PathBuf>,
+    },
+}
 
 /// The state of a snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -152,6 +220,7 @@ pub struct Snapshotter {
     locks: Mutex<HashMap<i64, Flock<File>>>,
     /// Whether overlay knows `redirect_dir=` and `metacopy=` (kernel ≥ 4.19).
     overlay_knobs: bool,
+    driver: Driver,
 }
 
 fn now() -> i64 {
@@ -167,8 +236,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Snapshotter {
-    /// Open (creating if needed) the snapshot store at `root` (`$RBUILD_ROOT/snapshots`).
+    /// Open (creating if needed) the overlay snapshot store at `root` (`$RBUILD_ROOT/snapshots`).
     pub fn open(root: &Path) -> Result<Self, SnapshotError> {
+        Self::open_with(root, Driver::Overlay)
+    }
+
+    /// Open (creating if needed) the snapshot store of `driver` at `root`
+    /// (`$RBUILD_ROOT/<driver.dir_name()>`).
+    pub fn open_with(root: &Path, driver: Driver) -> Result<Self, SnapshotError> {
         let bad = |why| SnapshotError::InvalidRoot {
             path: root.to_path_buf(),
             why,
@@ -199,7 +274,13 @@ impl Snapshotter {
             db: Mutex::new(conn),
             locks: Mutex::new(HashMap::new()),
             overlay_knobs: Path::new("/sys/module/overlay/parameters/redirect_dir").exists(),
+            driver,
         })
+    }
+
+    /// How this store keeps snapshots.
+    pub fn driver(&self) -> Driver {
+        self.driver
     }
 
     /// The root directory.
@@ -278,6 +359,20 @@ impl Snapshotter {
             return Err(self.db_err()(e));
         }
         lock(&self.locks).insert(id, held);
+        if self.driver == Driver::Native && kind == Kind::Active {
+            if let Some(p) = chain.first() {
+                // Outside the transaction: a long copy must not hold other processes' writes up.
+                let (from, to) = (self.fs_dir(*p), self.fs_dir(id));
+                if let Err(source) = native::copy_tree(&from, &to) {
+                    let _ = self.remove(key);
+                    return Err(SnapshotError::Io {
+                        op: "copy the parent snapshot",
+                        path: from,
+                        source,
+                    });
+                }
+            }
+        }
         Ok(specs)
     }
 
@@ -317,7 +412,10 @@ impl Snapshotter {
             .create(&fs_dir)
             .map_err(io("create fs dir", &fs_dir))?;
         if kind == Kind::Active {
-            let work = dir.join("work");
+            let work = dir.join(match self.driver {
+                Driver::Overlay => "work",
+                Driver::Native => "upper",
+            });
             fs::DirBuilder::new()
                 .mode(0o700)
                 .create(&work)
@@ -337,13 +435,14 @@ impl Snapshotter {
             .iter()
             .map(|p| self.fs_dir(*p).to_string_lossy().into_owned())
             .collect();
+        let native = self.driver == Driver::Native;
         let spec = match (kind, lowers.len()) {
-            (Kind::Active, 0) => MountSpec {
+            (Kind::Active, n) if n == 0 || native => MountSpec {
                 kind: MountSpec::BIND.into(),
                 source: self.fs_dir(id),
                 options: vec!["bind".into(), "rw".into()],
             },
-            (Kind::View, 1) => MountSpec {
+            (Kind::View, n) if n == 1 || (native && n > 0) => MountSpec {
                 kind: MountSpec::BIND.into(),
                 source: PathBuf::from(&lowers[0]),
                 options: vec!["bind".into(), "ro".into()],
@@ -392,6 +491,23 @@ impl Snapshotter {
         Ok(vec![spec])
     }
 
+    /// The row of `key`, which must be of `kind`.
+    fn row_of(&self, conn: &Connection, key: &str, kind: Kind) -> Result<meta::Row, SnapshotError> {
+        let row = meta::by_name(conn, key)
+            .map_err(self.db_err())?
+            .ok_or_else(|| SnapshotError::NotFound {
+                key: key.to_string(),
+            })?;
+        if row.kind != kind {
+            return Err(SnapshotError::WrongKind {
+                key: key.to_string(),
+                actual: row.kind,
+                expected: kind.as_str(),
+            });
+        }
+        Ok(row)
+    }
+
     /// The mounts of active or view snapshot `key`.
     pub fn mounts(&self, key: &str) -> Result<Vec<MountSpec>, SnapshotError> {
         let conn = lock(&self.db);
@@ -408,58 +524,48 @@ impl Snapshotter {
     /// layer from, or applies a layer into. Unmount the snapshot before reading it.
     pub fn upper_dir(&self, key: &str) -> Result<PathBuf, SnapshotError> {
         let conn = lock(&self.db);
-        let row = meta::by_name(&conn, key)
-            .map_err(self.db_err())?
-            .ok_or_else(|| SnapshotError::NotFound {
-                key: key.to_string(),
-            })?;
-        if row.kind != Kind::Active {
-            return Err(SnapshotError::WrongKind {
-                key: key.to_string(),
-                actual: row.kind,
-                expected: "active",
-            });
-        }
-        Ok(self.fs_dir(row.id))
+        let row = self.row_of(&conn, key, Kind::Active)?;
+        Ok(match self.driver {
+            Driver::Overlay => self.fs_dir(row.id),
+            Driver::Native => self.dir(row.id).join("upper"),
+        })
     }
 
-    /// The layer dir of committed snapshot `name`: its changeset in overlay format. Read-only by
-    /// contract: children are stacked on it.
+    /// Where the layer of active snapshot `key` is written from, after its mount changed it.
+    /// Unmount the snapshot first.
+    pub fn changes(&self, key: &str) -> Result<Changes, SnapshotError> {
+        let conn = lock(&self.db);
+        let row = self.row_of(&conn, key, Kind::Active)?;
+        let chain = meta::chain(&conn, row.parent).map_err(self.db_err())?;
+        Ok(match self.driver {
+            Driver::Overlay => Changes::Upper {
+                upper: self.fs_dir(row.id),
+                lowers: chain.iter().map(|id| self.fs_dir(*id)).collect(),
+            },
+            Driver::Native => Changes::Tree {
+                tree: self.fs_dir(row.id),
+                parent: chain.first().map(|id| self.fs_dir(*id)),
+            },
+        })
+    }
+
+    /// The layer dir of committed snapshot `name`: its changeset in overlay format (native: its
+    /// whole tree). Read-only by contract: children are stacked on it.
     pub fn layer_dir(&self, name: &str) -> Result<PathBuf, SnapshotError> {
         let conn = lock(&self.db);
-        let row = meta::by_name(&conn, name)
-            .map_err(self.db_err())?
-            .ok_or_else(|| SnapshotError::NotFound {
-                key: name.to_string(),
-            })?;
-        if row.kind != Kind::Committed {
-            return Err(SnapshotError::WrongKind {
-                key: name.to_string(),
-                actual: row.kind,
-                expected: "committed",
-            });
-        }
+        let row = self.row_of(&conn, name, Kind::Committed)?;
         Ok(self.fs_dir(row.id))
     }
 
     /// The layer dirs of committed snapshot `name` and its ancestors, nearest first (the overlay
-    /// lowerdir order), e.g. to export a rootfs or compare against.
+    /// lowerdir order), e.g. to export a rootfs or compare against. Native: its one whole tree.
     pub fn layer_chain(&self, name: &str) -> Result<Vec<PathBuf>, SnapshotError> {
         let conn = lock(&self.db);
-        let row = meta::by_name(&conn, name)
-            .map_err(self.db_err())?
-            .ok_or_else(|| SnapshotError::NotFound {
-                key: name.to_string(),
-            })?;
-        if row.kind != Kind::Committed {
-            return Err(SnapshotError::WrongKind {
-                key: name.to_string(),
-                actual: row.kind,
-                expected: "committed",
-            });
-        }
+        let row = self.row_of(&conn, name, Kind::Committed)?;
         let mut ids = vec![row.id];
-        ids.extend(meta::chain(&conn, row.parent).map_err(self.db_err())?);
+        if self.driver == Driver::Overlay {
+            ids.extend(meta::chain(&conn, row.parent).map_err(self.db_err())?);
+        }
         Ok(ids.into_iter().map(|id| self.fs_dir(id)).collect())
     }
 
@@ -468,8 +574,18 @@ impl Snapshotter {
     /// thing first), ours is dropped and the call succeeds. The snapshot must be unmounted.
     pub fn commit(&self, name: &str, key: &str) -> Result<(), SnapshotError> {
         validate_key(name)?;
+        let mut upper = self.upper_dir(key)?;
+        if self.driver == Driver::Native {
+            // A layer applied into the snapshot: fold it into the tree.
+            let tree = upper.with_file_name("fs");
+            native::merge_changeset(&upper, &tree).map_err(|source| SnapshotError::Io {
+                op: "fold the applied layer into",
+                path: tree.clone(),
+                source,
+            })?;
+            upper = tree;
+        }
         // Make the changeset durable before the metadata says it is a layer.
-        let upper = self.upper_dir(key)?;
         let f = File::open(&upper).map_err(|source| SnapshotError::Io {
             op: "open for syncfs",
             path: upper.clone(),
@@ -514,8 +630,9 @@ impl Snapshotter {
         if lost_race {
             self.trash(&dir);
         } else {
-            // The work dir and the lock are for the active life only.
+            // The work (native: upper) dir and the lock are for the active life only.
             let _ = fs::remove_dir_all(dir.join("work"));
+            let _ = fs::remove_dir_all(dir.join("upper"));
             let _ = fs::remove_file(dir.join("lock"));
         }
         lock(&self.locks).remove(&row.id);
