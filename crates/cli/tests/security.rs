@@ -136,6 +136,41 @@ fn capabilities_are_dockers_default_set() {
 }
 
 #[test]
+fn seccomp_filter_is_on_and_insecure_turns_it_off() {
+    if !require_root(&[]) {
+        return;
+    }
+    let env = Env::with_busybox();
+    let s = Sentinel::new(&env);
+    // Docker's default profile: user namespaces and mounts refused (EPERM from the
+    // filter: `unshare -U` needs no capability, so only the filter stops it).
+    let (ok, log) = build(
+        &env,
+        "seccomp",
+        "FROM busybox\nRUN echo \"SECCOMP=$(grep '^Seccomp:' /proc/self/status | cut -f2)\"; \
+         unshare -U true 2>/dev/null; echo \"UNSHARE=$?\"; \
+         mkdir -p /mnt; mount -t tmpfs x /mnt 2>/dev/null; echo \"MOUNT=$?\"\n",
+        &[],
+    );
+    assert!(ok, "{log}");
+    assert_eq!(val(&log, "SECCOMP"), "2");
+    assert_ne!(val(&log, "UNSHARE"), "0");
+    assert_ne!(val(&log, "MOUNT"), "0");
+    // --security=insecure: no filter (and every capability), as BuildKit's.
+    let (ok, log) = build(
+        &env,
+        "insecure",
+        "FROM busybox\nRUN --security=insecure echo \"SECCOMP=$(grep '^Seccomp:' /proc/self/status | cut -f2)\"; \
+         unshare -U true; echo \"UNSHARE=$?\"\n",
+        &["--allow", "security.insecure"],
+    );
+    assert!(ok, "{log}");
+    assert_eq!(val(&log, "SECCOMP"), "0");
+    assert_eq!(val(&log, "UNSHARE"), "0");
+    s.check();
+}
+
+#[test]
 fn only_stdio_reaches_the_step() {
     if !require_root(&[]) {
         return;
