@@ -47,6 +47,10 @@ pub struct Cli {
     /// $RBUILD_REGISTRY_CA). Per registry, docker's /etc/docker/certs.d/HOST/ca.crt is honoured.
     #[arg(long = "registry-ca", global = true, value_name = "FILE")]
     pub registry_ca: Option<std::path::PathBuf>,
+    /// Snapshotter: overlayfs, or native (full copies, for hosts without a usable overlay).
+    /// Default: overlayfs if an overlay mount works here, else native.
+    #[arg(long, global = true, env = "RBUILD_SNAPSHOTTER", value_name = "NAME", value_parser = crate::snapshots::parse)]
+    pub snapshotter: Option<rbuild_snapshotter::Driver>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -139,19 +143,27 @@ pub enum Command {
         quiet: bool,
     },
     /// Log in to a registry (credentials go to docker's config.json).
+    ///
+    /// Asks for the user name and password on a terminal, checks them against the registry, and
+    /// stores them (or the identity token its token server issues) in the credential helper
+    /// config.json names, else in config.json itself.
     Login {
-        host: String,
+        /// The registry (default: Docker Hub).
+        host: Option<String>,
         #[arg(short, long)]
         username: Option<String>,
         /// Password (prefer --password-stdin: a flag is visible to other users).
         #[arg(short, long)]
         password: Option<String>,
-        /// Read the password from stdin.
+        /// Read the password from stdin (one trailing newline is dropped).
         #[arg(long)]
         password_stdin: bool,
     },
     /// Log out of a registry.
-    Logout { host: String },
+    Logout {
+        /// The registry (default: Docker Hub).
+        host: Option<String>,
+    },
     /// Generate shell completions.
     Completion { shell: clap_complete::Shell },
     /// Print the man page.

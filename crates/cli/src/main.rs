@@ -14,9 +14,11 @@ mod images;
 mod maintenance;
 mod outputs;
 mod progress;
+mod prompt;
 mod registry_cmds;
 mod resolver;
 mod run;
+mod snapshots;
 mod tty;
 
 use args::{Cli, Command};
@@ -153,6 +155,9 @@ pub(crate) fn nix_is_root() -> bool {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     registry_cmds::set_insecure_registries(cli.insecure_registries.clone());
+    if let Some(d) = cli.snapshotter {
+        snapshots::set_choice(d);
+    }
     if let Some(ca) = &cli.registry_ca {
         registry_cmds::set_registry_ca(ca.clone());
     }
@@ -217,12 +222,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             password,
             password_stdin,
         } => registry_cmds::login(
-            &host,
+            host.as_deref(),
             username.as_deref(),
             password.as_deref(),
             password_stdin,
         ),
-        Command::Logout { host } => registry_cmds::logout(&host),
+        Command::Logout { host } => registry_cmds::logout(host.as_deref()),
         Command::Completion { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "rbuild", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

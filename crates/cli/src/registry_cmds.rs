@@ -1,4 +1,4 @@
-//! The registry side of the CLI: `rbuild pull|push|login|logout`, pushing a built image
+//! The registry side of the CLI: `rbuild pull|push|login|logout` (prompts in [`crate::prompt`]), pushing a built image
 //! (`build --push`), and [`RegistryCtx`] — one registry client with its own small runtime, shared by
 //! the FROM resolver, the base-image fetcher and the registry cache of a build.
 //!
@@ -391,39 +391,108 @@ pub fn pull(store: &Store, image: &str, quiet: bool) -> anyhow::Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
-/// `rbuild login [-u U] [-p P | --password-stdin] HOST`.
+/// `rbuild login [-u U] [-p P | --password-stdin] [HOST]`, as `docker login` does it: with neither
+/// a user nor a password, the credentials already recorded are tried first; what is missing is
+/// asked for on the terminal (the password with echo off; "Username (alice): " offers the recorded
+/// user); without a terminal, missing answers are an error naming the flags. The credentials are
+/// checked against the registry before anything is stored.
 pub fn login(
-    host: &str,
+    host: Option<&str>,
     username: Option<&str>,
     password: Option<&str>,
     password_stdin: bool,
 ) -> anyhow::Result<ExitCode> {
-    let username =
-        username.ok_or_else(|| anyhow!("login {host}: give the user name with -u/--username"))?;
-    let password = match (password, password_stdin) {
-        (Some(_), true) => bail!("login: give either -p/--password or --password-stdin, not both"),
-        (Some(p), false) => p.to_string(),
-        (None, true) => {
-            let mut s = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
-                .context("reading the password from stdin")?;
-            s.trim_end_matches(['\n', '\r']).to_string()
-        }
-        (None, false) => bail!("login {host}: give the password with --password-stdin (or -p)"),
-    };
+    let host = host.unwrap_or(rbuild_registry::DEFAULT_REGISTRY);
+    if password.is_some() && password_stdin {
+        bail!("login: --password and --password-stdin are mutually exclusive");
+    }
+    if password_stdin && username.is_none() {
+        bail!("login {host}: --password-stdin needs the user name: add -u/--username");
+    }
+    let mut password = password.map(str::to_string);
+    if password.is_some() {
+        eprintln!("WARNING! Using --password via the CLI is insecure. Use --password-stdin.");
+    }
+    if password_stdin {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+            .context("reading the password from stdin")?;
+        let s = s.strip_suffix('\n').unwrap_or(&s);
+        password = Some(s.strip_suffix('\r').unwrap_or(s).to_string());
+    }
     let ctx = RegistryCtx::new()?;
-    ctx.block(ctx.client.login(host, username, &password))
+    if username.is_none() && password.is_none() {
+        match ctx.block(ctx.client.login_with_stored(host)) {
+            Ok(true) => {
+                eprintln!("Authenticating with existing credentials...");
+                eprintln!("Login Succeeded");
+                return Ok(ExitCode::SUCCESS);
+            }
+            Ok(false) => {}
+            Err(e) => eprintln!("Login with the existing credentials did not succeed: {e}"),
+        }
+    }
+    let tty = crate::prompt::stdin_is_terminal();
+    let not_tty = |what: &str| {
+        anyhow!(
+            "login {host}: no {what} given and stdin is not a terminal to ask for it \
+             (use -u USER --password-stdin)"
+        )
+    };
+    let username = match username {
+        Some(u) => u.to_string(),
+        None if !tty => return Err(not_tty("user name")),
+        None => {
+            let default = ctx.block(ctx.client.stored_username(host)).ok().flatten();
+            let label = match &default {
+                Some(d) => format!("Username ({d}): "),
+                None => "Username: ".to_string(),
+            };
+            let typed = crate::prompt::line(&label)?.trim().to_string();
+            match (typed.is_empty(), default) {
+                (false, _) => typed,
+                (true, Some(d)) => d,
+                (true, None) => bail!("login {host}: the user name is empty"),
+            }
+        }
+    };
+    let password = match password {
+        Some(p) => p,
+        None if !tty => return Err(not_tty("password")),
+        None => crate::prompt::password("Password: ")?,
+    };
+    if username.is_empty() {
+        bail!("login {host}: the user name is empty");
+    }
+    if password.is_empty() {
+        bail!("login {host}: the password is empty");
+    }
+    let outcome = ctx
+        .block(ctx.client.login(host, &username, &password))
         .with_context(|| format!("logging in to {host} as {username}"))?;
+    if let rbuild_registry::Saved::File(path) = &outcome.saved {
+        let what = if outcome.identity_token {
+            "identity token"
+        } else {
+            "password"
+        };
+        eprintln!(
+            "WARNING! Your {what} is stored unencrypted in {}.\n\
+             Configure a credential helper (\"credsStore\" in that file) to remove this warning.",
+            path.display()
+        );
+    }
     eprintln!("Login Succeeded");
     Ok(ExitCode::SUCCESS)
 }
 
-/// `rbuild logout HOST`.
-pub fn logout(host: &str) -> anyhow::Result<ExitCode> {
+/// `rbuild logout [HOST]`: `erase` in the credential helper, if one is configured, and the
+/// `config.json` entry.
+pub fn logout(host: Option<&str>) -> anyhow::Result<ExitCode> {
+    let host = host.unwrap_or(rbuild_registry::DEFAULT_REGISTRY);
     let ctx = RegistryCtx::new()?;
     let removed = ctx
-        .client
-        .logout(host)
+        .block(ctx.client.logout(host))
         .with_context(|| format!("logging out of {host}"))?;
     if removed {
         eprintln!("Removing login credentials for {host}");

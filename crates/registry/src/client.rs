@@ -44,6 +44,36 @@ struct HostState {
     challenge: Option<Challenge>,
     credential: Option<Option<Credential>>,
     tokens: HashMap<String, (String, Instant)>,
+    /// `login` is checking a password: ask the token server for an identity token.
+    login: bool,
+    /// The refresh token the token server issued during `login`.
+    issued_refresh_token: Option<String>,
+}
+
+/// What a token server answered (token spec and `oauth.md`).
+struct TokenResponse {
+    token: String,
+    expires_in: Option<u64>,
+    refresh_token: Option<String>,
+}
+
+/// The `client_id` rbuild names itself with to token servers.
+const OAUTH_CLIENT_ID: &str = "rbuild";
+
+/// The form fields every OAuth2 token request carries.
+fn oauth_form<'a>(
+    grant_type: &'a str,
+    service: Option<&'a str>,
+    scopes: &[String],
+) -> impl Iterator<Item = (&'static str, String)> + 'a {
+    [
+        ("grant_type", Some(grant_type.to_string())),
+        ("client_id", Some(OAUTH_CLIENT_ID.to_string())),
+        ("service", service.map(str::to_string)),
+        ("scope", (!scopes.is_empty()).then(|| scopes.join(" "))),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| Some((k, v?)))
 }
 
 /// One request, replayable: the body is `Bytes` so retries and auth round-trips can resend it.
@@ -203,12 +233,25 @@ impl Client {
         Ok(c)
     }
 
-    /// Use `cred` for `registry` instead of what config.json says (for `login`).
-    pub(crate) fn set_credential(&self, registry: &str, cred: Option<Credential>) {
+    /// Use `cred` for `registry` instead of what config.json says, asking token servers for an
+    /// identity token (for `login`).
+    pub(crate) fn begin_login(&self, registry: &str, cred: Credential) {
         let mut hosts = self.hosts.lock().expect("auth state lock");
-        let h = hosts.entry(registry.to_string()).or_default();
-        h.credential = Some(cred);
-        h.tokens.clear();
+        hosts.insert(
+            registry.to_string(),
+            HostState {
+                credential: Some(Some(cred)),
+                login: true,
+                ..HostState::default()
+            },
+        );
+    }
+
+    /// End what [`Client::begin_login`] began: forget the credential and tokens, and return the
+    /// identity token a token server issued meanwhile, if any.
+    pub(crate) fn end_login(&self, registry: &str) -> Option<String> {
+        let mut hosts = self.hosts.lock().expect("auth state lock");
+        hosts.remove(registry)?.issued_refresh_token
     }
 
     fn challenge(&self, registry: &str) -> Option<Challenge> {
@@ -274,6 +317,11 @@ impl Client {
         }
     }
 
+    /// A bearer token for `scopes` from the token server at `realm`, and how long to use it. With an
+    /// identity token the OAuth2 form is used (`POST`, `grant_type=refresh_token`); during `login`
+    /// the OAuth2 password grant asks for an identity token (`access_type=offline`), falling back to
+    /// the `GET` form when the server does not speak OAuth2 (distribution's `oauth.md`: a 4xx to the
+    /// `POST`); otherwise `GET` with Basic credentials, or anonymously.
     async fn fetch_token(
         &self,
         registry: &str,
@@ -281,7 +329,72 @@ impl Client {
         service: Option<&str>,
         scopes: &[String],
     ) -> Result<(String, Duration)> {
-        let mut url = Url::parse(realm).map_err(|e| Error::InvalidResponse {
+        let url = self.token_realm(realm)?;
+        let cred = self.credential(registry).await?;
+        let login = self
+            .hosts
+            .lock()
+            .expect("auth state lock")
+            .get(registry)
+            .is_some_and(|h| h.login);
+        let t = match &cred {
+            Some(Credential {
+                identity_token: Some(refresh),
+                ..
+            }) => {
+                let form: Vec<_> = oauth_form("refresh_token", service, scopes)
+                    .chain([("refresh_token", refresh.clone())])
+                    .collect();
+                let rb = self.http.post(url.clone()).form(&form);
+                self.token_exchange(registry, Method::POST, &url, rb)
+                    .await?
+            }
+            Some(c) if login => {
+                let form: Vec<_> = oauth_form("password", service, scopes)
+                    .chain([
+                        ("username", c.username.clone()),
+                        ("password", c.secret.clone()),
+                        ("access_type", "offline".to_string()),
+                    ])
+                    .collect();
+                let rb = self.http.post(url.clone()).form(&form);
+                match self.token_exchange(registry, Method::POST, &url, rb).await {
+                    Err(Error::Unauthorized { .. })
+                    | Err(Error::Status {
+                        status: 400..=499, ..
+                    }) => {
+                        tracing::debug!(%url, "no OAuth2 password grant at the token server; using GET");
+                        self.token_get(registry, &url, cred.as_ref(), service, scopes, true)
+                            .await?
+                    }
+                    r => r?,
+                }
+            }
+            c => {
+                self.token_get(registry, &url, c.as_ref(), service, scopes, login)
+                    .await?
+            }
+        };
+        if login {
+            if let Some(rt) = t.refresh_token.filter(|s| !s.is_empty()) {
+                if let Some(h) = self
+                    .hosts
+                    .lock()
+                    .expect("auth state lock")
+                    .get_mut(registry)
+                {
+                    h.issued_refresh_token = Some(rt);
+                }
+            }
+        }
+        let ttl = Duration::from_secs(t.expires_in.unwrap_or(60).max(60).saturating_sub(10));
+        Ok((t.token, ttl))
+    }
+
+    /// The token realm a challenge names, if credentials may be sent there: HTTPS, or plain HTTP
+    /// to a host that is spoken to over plain HTTP anyway.
+    fn token_realm(&self, realm: &str) -> Result<Url> {
+        let url = Url::parse(realm).map_err(|e| Error::InvalidResponse {
             url: realm.chars().take(200).collect(),
             what: "token realm in WWW-Authenticate",
             reason: e.to_string(),
@@ -299,6 +412,21 @@ impl Client {
                 reason: "refusing to send credentials to a non-HTTPS token server".into(),
             });
         }
+        Ok(url)
+    }
+
+    /// The token spec's `GET realm?service=…&scope=…` with Basic credentials, if any; `offline`
+    /// asks for a refresh token as docker's login does (`offline_token=true&client_id=…`).
+    async fn token_get(
+        &self,
+        registry: &str,
+        realm: &Url,
+        cred: Option<&Credential>,
+        service: Option<&str>,
+        scopes: &[String],
+        offline: bool,
+    ) -> Result<TokenResponse> {
+        let mut url = realm.clone();
         {
             let mut q = url.query_pairs_mut();
             if let Some(s) = service {
@@ -307,12 +435,28 @@ impl Client {
             for s in scopes {
                 q.append_pair("scope", s);
             }
+            if offline {
+                q.append_pair("offline_token", "true");
+                q.append_pair("client_id", OAUTH_CLIENT_ID);
+            }
         }
-        let cred = self.credential(registry).await?;
         let mut rb = self.http.get(url.clone());
-        if let Some(c) = &cred {
+        if let Some(c) = cred.filter(|c| c.identity_token.is_none()) {
             rb = rb.header(AUTHORIZATION, basic_header(c));
         }
+        self.token_exchange(registry, Method::GET, &url, rb).await
+    }
+
+    /// Send one token request and read its answer. `url` names it in errors; it never holds a
+    /// secret (form fields travel in the body, credentials in a sensitive header).
+    async fn token_exchange(
+        &self,
+        registry: &str,
+        method: Method,
+        url: &Url,
+        rb: reqwest::RequestBuilder,
+    ) -> Result<TokenResponse> {
+        let had_credentials = self.credential(registry).await?.is_some();
         let resp = tokio::time::timeout(self.opts.stall_timeout, rb.send())
             .await
             .map_err(|_| Error::Stalled {
@@ -320,14 +464,14 @@ impl Client {
                 digest: None,
                 after: self.opts.stall_timeout,
             })?
-            .map_err(|e| http_err(&Method::GET, &url, e))?;
+            .map_err(|e| http_err(&method, url, e))?;
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-            let detail = error_detail(self, &url, resp).await;
+            let detail = error_detail(self, url, resp).await;
             return Err(Error::Unauthorized {
                 registry: registry.to_string(),
                 url: url.to_string(),
-                had_credentials: cred.is_some(),
+                had_credentials,
                 reason: format!(
                     "token server answered {}{}",
                     status.as_u16(),
@@ -336,21 +480,22 @@ impl Client {
             });
         }
         if !status.is_success() {
-            return Err(status_error(self, &Method::GET, &url, resp).await);
+            return Err(status_error(self, &method, url, resp).await);
         }
-        let body = read_capped(self, resp, MAX_TOKEN_BODY, &url, "token response", None).await?;
+        let body = read_capped(self, resp, MAX_TOKEN_BODY, url, "token response", None).await?;
         #[derive(serde::Deserialize)]
-        struct TokenResponse {
+        struct Raw {
             token: Option<String>,
             access_token: Option<String>,
             expires_in: Option<u64>,
+            refresh_token: Option<String>,
         }
-        let t: TokenResponse =
-            serde_json::from_slice(&body).map_err(|e| Error::InvalidResponse {
-                url: url.to_string(),
-                what: "token response",
-                reason: e.to_string(),
-            })?;
+        // serde_json's messages name a position and what was expected, never the text read.
+        let t: Raw = serde_json::from_slice(&body).map_err(|e| Error::InvalidResponse {
+            url: url.to_string(),
+            what: "token response",
+            reason: e.to_string(),
+        })?;
         let token = t
             .token
             .filter(|s| !s.is_empty())
@@ -361,8 +506,11 @@ impl Client {
                 what: "token response",
                 reason: "no token in it".into(),
             })?;
-        let ttl = Duration::from_secs(t.expires_in.unwrap_or(60).max(60).saturating_sub(10));
-        Ok((token, ttl))
+        Ok(TokenResponse {
+            token,
+            expires_in: t.expires_in,
+            refresh_token: t.refresh_token,
+        })
     }
 
     /// One attempt: auth round-trip on 401 and redirects, no retries. Any status is returned except

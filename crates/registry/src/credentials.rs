@@ -1,8 +1,16 @@
 //! Docker's `config.json`: reading credentials (`auths`, `credsStore`, `credHelpers`) and writing
 //! them for `rbuild login` / `rbuild logout`.
 //!
-//! The only program ever run here is `docker-credential-<helper> get`, with the registry on stdin.
-//! Credentials are never logged: [`Credential`]'s `Debug` redacts the secret.
+//! Where a credential lives, as docker decides it: `credHelpers[registry]`, else `credsStore`, names a
+//! credential helper (`docker-credential-<name>`, spoken to with its `get`/`store`/`erase` protocol:
+//! the server URL or a `{"ServerURL","Username","Secret"}` JSON on stdin, never on the command
+//! line); otherwise `auths[registry]` in `config.json` holds it (`auth` = base64 `user:password`,
+//! plus `identitytoken` when the token server issued an OAuth2 refresh token at login). When a helper
+//! holds the secret, `config.json` gets only an empty `auths` entry, as docker writes it; an identity
+//! token goes to a helper as docker sends it, with the user name `<token>`.
+//!
+//! Credentials are never logged: [`Credential`]'s `Debug` redacts the secret and the identity token,
+//! and a helper's error output has them masked before it becomes part of an error.
 
 use crate::error::{Error, Result};
 use base64::Engine as _;
@@ -13,13 +21,52 @@ use std::time::Duration;
 
 /// The key docker uses in `auths` for Docker Hub.
 pub const DOCKER_HUB_AUTH_KEY: &str = "https://index.docker.io/v1/";
+/// The user name docker gives a credential helper for an identity token.
+const TOKEN_USERNAME: &str = "<token>";
 const HELPER_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A username and a password (or token) for one registry.
+/// A username and a password (or token), or an identity token, for one registry.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credential {
     pub username: String,
+    /// The password; empty when the registry issued an identity token instead.
     pub secret: String,
+    /// An OAuth2 refresh token (docker's `identitytoken`): bearer tokens are then fetched with
+    /// `grant_type=refresh_token` instead of the username and password.
+    pub identity_token: Option<String>,
+}
+
+impl Credential {
+    /// A username and a password.
+    pub fn password(username: &str, password: &str) -> Credential {
+        Credential {
+            username: username.to_string(),
+            secret: password.to_string(),
+            identity_token: None,
+        }
+    }
+
+    /// An identity token (OAuth2 refresh token) issued to `username`.
+    pub fn identity_token(username: &str, token: &str) -> Credential {
+        Credential {
+            username: username.to_string(),
+            secret: String::new(),
+            identity_token: Some(token.to_string()),
+        }
+    }
+
+    /// `text` with every secret of this credential replaced by `<redacted>`.
+    fn redact(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for s in [Some(&self.secret), self.identity_token.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter(|s| !s.is_empty())
+        {
+            out = out.replace(s.as_str(), "<redacted>");
+        }
+        out
+    }
 }
 
 impl fmt::Debug for Credential {
@@ -27,8 +74,21 @@ impl fmt::Debug for Credential {
         f.debug_struct("Credential")
             .field("username", &self.username)
             .field("secret", &"<redacted>")
+            .field(
+                "identity_token",
+                &self.identity_token.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
+}
+
+/// Where [`DockerConfig::store_login`] put a credential.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Saved {
+    /// In `config.json` itself (base64, not encrypted).
+    File(PathBuf),
+    /// In `docker-credential-<name>`; `config.json` holds an empty `auths` entry.
+    Helper(String),
 }
 
 /// The docker configuration directory and what its `config.json` says about credentials.
@@ -85,11 +145,11 @@ impl DockerConfig {
             .and_then(|h| h.get(registry).or_else(|| h.get(&server)))
             .and_then(|v| v.as_str())
         {
-            return run_helper(helper, registry, &server).await;
+            return helper_get(helper, registry, &server).await;
         }
         if let Some(helper) = cfg.get("credsStore").and_then(|v| v.as_str()) {
             if !helper.is_empty() {
-                if let Some(c) = run_helper(helper, registry, &server).await? {
+                if let Some(c) = helper_get(helper, registry, &server).await? {
                     return Ok(Some(c));
                 }
             }
@@ -101,21 +161,26 @@ impl DockerConfig {
             if normalize_auth_key(key) != normalize_auth_key(&server) {
                 continue;
             }
-            return self.entry_credential(key, entry).map(Some);
+            return self.entry_credential(key, entry);
         }
         Ok(None)
     }
 
-    fn entry_credential(&self, key: &str, entry: &serde_json::Value) -> Result<Credential> {
+    /// The credential of one `auths` entry; `None` for an empty entry (docker leaves one behind
+    /// when a credential helper holds the secret).
+    fn entry_credential(&self, key: &str, entry: &serde_json::Value) -> Result<Option<Credential>> {
         let bad = |reason: String| Error::Config {
             path: self.path(),
             reason: format!("auths[{key:?}]: {reason}"),
         };
-        if let Some(auth) = entry
-            .get("auth")
-            .and_then(|v| v.as_str())
-            .filter(|s| !s.is_empty())
-        {
+        let text = |field: &str| {
+            entry
+                .get(field)
+                .and_then(|v| v.as_str())
+                .filter(|s| !s.is_empty())
+        };
+        let (mut username, mut secret) = (None, None);
+        if let Some(auth) = text("auth") {
             let raw = base64::engine::general_purpose::STANDARD
                 .decode(auth.trim())
                 .map_err(|_| bad("\"auth\" is not base64".into()))?;
@@ -123,67 +188,72 @@ impl DockerConfig {
             let (u, p) = text
                 .split_once(':')
                 .ok_or_else(|| bad("\"auth\" is not user:password".into()))?;
-            return Ok(Credential {
-                username: u.to_string(),
-                secret: p.to_string(),
-            });
+            (username, secret) = (Some(u.to_string()), Some(p.to_string()));
+        } else if let (Some(u), Some(p)) = (text("username"), text("password")) {
+            (username, secret) = (Some(u.to_string()), Some(p.to_string()));
         }
-        let u = entry.get("username").and_then(|v| v.as_str());
-        let p = entry.get("password").and_then(|v| v.as_str());
-        match (u, p) {
-            (Some(u), Some(p)) => Ok(Credential {
-                username: u.to_string(),
-                secret: p.to_string(),
-            }),
-            _ => Err(bad("neither \"auth\" nor \"username\"/\"password\"".into())),
+        let username = username.or_else(|| text("username").map(str::to_string));
+        if let Some(token) = text("identitytoken") {
+            return Ok(Some(Credential::identity_token(
+                username.as_deref().unwrap_or(""),
+                token,
+            )));
+        }
+        match (username, secret) {
+            (Some(u), Some(p)) => Ok(Some(Credential::password(&u, &p))),
+            _ if entry.as_object().is_some_and(|o| {
+                o.iter()
+                    .all(|(k, v)| k == "email" || v.as_str().is_some_and(str::is_empty))
+            }) =>
+            {
+                Ok(None)
+            }
+            _ => Err(bad(
+                "neither \"auth\", \"username\"/\"password\" nor \"identitytoken\"".into(),
+            )),
         }
     }
 
-    /// Record `cred` for `registry` in `config.json` (created 0600 if missing, replaced atomically,
-    /// other settings kept).
-    pub fn store_login(&self, registry: &str, cred: &Credential) -> Result<()> {
+    /// Record `cred` for `registry`: in the credential helper `config.json` names for it (leaving an
+    /// empty `auths` entry), else in `config.json` itself. `config.json` is created 0600 if missing,
+    /// replaced atomically, and keeps its other settings.
+    pub async fn store_login(&self, registry: &str, cred: &Credential) -> Result<Saved> {
         let mut cfg = self.load()?;
         let key = auth_key(registry);
-        let auth = base64::engine::general_purpose::STANDARD
-            .encode(format!("{}:{}", cred.username, cred.secret));
-        let obj = cfg.as_object_mut().expect("load returns an object");
-        let auths = obj.entry("auths").or_insert_with(|| serde_json::json!({}));
-        if !auths.is_object() {
-            *auths = serde_json::json!({});
-        }
-        let auths = auths.as_object_mut().expect("just made an object");
-        let existing: Vec<String> = auths
-            .keys()
-            .filter(|k| normalize_auth_key(k) == normalize_auth_key(&key))
-            .cloned()
-            .collect();
-        for k in existing {
-            auths.remove(&k);
-        }
-        auths.insert(key, serde_json::json!({ "auth": auth }));
-        self.save(&cfg)
-    }
-
-    /// Forget the credentials of `registry`; `Ok(false)` if there were none in `auths`.
-    pub fn remove_login(&self, registry: &str) -> Result<bool> {
-        let mut cfg = self.load()?;
-        let key = auth_key(registry);
-        let Some(auths) = cfg.get_mut("auths").and_then(|a| a.as_object_mut()) else {
-            return Ok(false);
+        let (entry, saved) = match helper_for(&cfg, registry, &key) {
+            Some(helper) => {
+                helper_store(&helper, registry, &key, cred).await?;
+                (serde_json::json!({}), Saved::Helper(helper))
+            }
+            None => {
+                let auth = base64::engine::general_purpose::STANDARD
+                    .encode(format!("{}:{}", cred.username, cred.secret));
+                let mut entry = serde_json::json!({ "auth": auth });
+                if let Some(t) = &cred.identity_token {
+                    entry["identitytoken"] = serde_json::Value::String(t.clone());
+                }
+                (entry, Saved::File(self.path()))
+            }
         };
-        let existing: Vec<String> = auths
-            .keys()
-            .filter(|k| normalize_auth_key(k) == normalize_auth_key(&key))
-            .cloned()
-            .collect();
-        if existing.is_empty() {
-            return Ok(false);
-        }
-        for k in existing {
-            auths.remove(&k);
-        }
+        replace_auth_entry(&mut cfg, &key, Some(entry));
         self.save(&cfg)?;
-        Ok(true)
+        Ok(saved)
+    }
+
+    /// Forget the credentials of `registry`: `erase` in its credential helper, if one is
+    /// configured, and its `auths` entry. `Ok(false)` if there were none.
+    pub async fn remove_login(&self, registry: &str) -> Result<bool> {
+        let mut cfg = self.load()?;
+        let key = auth_key(registry);
+        let mut removed = match helper_for(&cfg, registry, &key) {
+            Some(helper) => helper_erase(&helper, registry, &key).await?,
+            None => false,
+        };
+        if replace_auth_entry(&mut cfg, &key, None) {
+            self.save(&cfg)?;
+            removed = true;
+        }
+        Ok(removed)
     }
 
     fn save(&self, cfg: &serde_json::Value) -> Result<()> {
@@ -221,6 +291,51 @@ impl DockerConfig {
     }
 }
 
+/// Remove every `auths` entry naming `key`'s registry, then insert `entry` under `key` if given.
+/// Whether an entry was removed.
+fn replace_auth_entry(
+    cfg: &mut serde_json::Value,
+    key: &str,
+    entry: Option<serde_json::Value>,
+) -> bool {
+    let Some(obj) = cfg.as_object_mut() else {
+        return false;
+    };
+    if entry.is_none() && !obj.get("auths").is_some_and(|a| a.is_object()) {
+        return false;
+    }
+    let auths = obj.entry("auths").or_insert_with(|| serde_json::json!({}));
+    if !auths.is_object() {
+        *auths = serde_json::json!({});
+    }
+    let Some(auths) = auths.as_object_mut() else {
+        return false;
+    };
+    let existing: Vec<String> = auths
+        .keys()
+        .filter(|k| normalize_auth_key(k) == normalize_auth_key(key))
+        .cloned()
+        .collect();
+    for k in &existing {
+        auths.remove(k);
+    }
+    if let Some(e) = entry {
+        auths.insert(key.to_string(), e);
+    }
+    !existing.is_empty()
+}
+
+/// The credential helper `config.json` names for a registry: `credHelpers[registry]`, else a
+/// non-empty `credsStore`.
+fn helper_for(cfg: &serde_json::Value, registry: &str, server: &str) -> Option<String> {
+    cfg.get("credHelpers")
+        .and_then(|h| h.get(registry).or_else(|| h.get(server)))
+        .and_then(|v| v.as_str())
+        .or_else(|| cfg.get("credsStore").and_then(|v| v.as_str()))
+        .filter(|h| !h.is_empty())
+        .map(str::to_string)
+}
+
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt as _;
     std::fs::DirBuilder::new()
@@ -250,7 +365,22 @@ fn normalize_auth_key(key: &str) -> String {
     }
 }
 
-async fn run_helper(helper: &str, registry: &str, server: &str) -> Result<Option<Credential>> {
+/// What a credential helper answered.
+enum HelperAnswer {
+    Output(Vec<u8>),
+    /// It exited non-zero saying "credentials not found".
+    NotFound,
+}
+
+/// Run `docker-credential-<helper> <verb>` with `input` on stdin. Any `secret` of `cred` is masked
+/// in the helper's output before it goes into an error.
+async fn run_helper(
+    helper: &str,
+    registry: &str,
+    verb: &str,
+    input: &[u8],
+    cred: Option<&Credential>,
+) -> Result<HelperAnswer> {
     let herr = |reason: String| Error::CredentialHelper {
         helper: helper.to_string(),
         registry: registry.to_string(),
@@ -265,7 +395,7 @@ async fn run_helper(helper: &str, registry: &str, server: &str) -> Result<Option
     }
     let program = format!("docker-credential-{helper}");
     let mut child = tokio::process::Command::new(&program)
-        .arg("get")
+        .arg(verb)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -275,23 +405,40 @@ async fn run_helper(helper: &str, registry: &str, server: &str) -> Result<Option
     if let Some(mut stdin) = child.stdin.take() {
         use tokio::io::AsyncWriteExt as _;
         stdin
-            .write_all(server.as_bytes())
+            .write_all(input)
             .await
-            .map_err(|e| herr(format!("writing to its stdin: {e}")))?;
+            .map_err(|e| herr(format!("writing to the stdin of `{program} {verb}`: {e}")))?;
     }
     let out = tokio::time::timeout(HELPER_TIMEOUT, child.wait_with_output())
         .await
-        .map_err(|_| herr(format!("no answer within {}s", HELPER_TIMEOUT.as_secs())))?
-        .map_err(|e| herr(format!("waiting for it: {e}")))?;
-    if !out.status.success() {
-        let text = String::from_utf8_lossy(&out.stdout).to_string()
-            + &String::from_utf8_lossy(&out.stderr);
-        if text.contains("credentials not found") {
-            return Ok(None);
-        }
-        let msg: String = text.trim().chars().take(200).collect();
-        return Err(herr(format!("exited with {}: {msg}", out.status)));
+        .map_err(|_| {
+            herr(format!(
+                "`{program} {verb}` gave no answer within {}s",
+                HELPER_TIMEOUT.as_secs()
+            ))
+        })?
+        .map_err(|e| herr(format!("waiting for `{program} {verb}`: {e}")))?;
+    if out.status.success() {
+        return Ok(HelperAnswer::Output(out.stdout));
     }
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    if text.contains("credentials not found") {
+        return Ok(HelperAnswer::NotFound);
+    }
+    let text = cred.map_or(text.clone(), |c| c.redact(&text));
+    let msg: String = text.trim().chars().take(200).collect();
+    Err(herr(format!(
+        "`{program} {verb}` exited with {}: {msg}",
+        out.status
+    )))
+}
+
+async fn helper_get(helper: &str, registry: &str, server: &str) -> Result<Option<Credential>> {
+    let out = match run_helper(helper, registry, "get", server.as_bytes(), None).await? {
+        HelperAnswer::NotFound => return Ok(None),
+        HelperAnswer::Output(out) => out,
+    };
     #[derive(serde::Deserialize)]
     struct HelperOutput {
         #[serde(rename = "Username")]
@@ -299,12 +446,42 @@ async fn run_helper(helper: &str, registry: &str, server: &str) -> Result<Option
         #[serde(rename = "Secret")]
         secret: String,
     }
-    let o: HelperOutput = serde_json::from_slice(&out.stdout)
-        .map_err(|e| herr(format!("output is not the expected JSON: {e}")))?;
-    Ok(Some(Credential {
-        username: o.username,
-        secret: o.secret,
+    // serde_json's message names a position and what it expected, never the text it read.
+    let o: HelperOutput = serde_json::from_slice(&out).map_err(|e| Error::CredentialHelper {
+        helper: helper.to_string(),
+        registry: registry.to_string(),
+        reason: format!("`get` output is not the expected JSON: {e}"),
+    })?;
+    Ok(Some(if o.username == TOKEN_USERNAME {
+        Credential::identity_token("", &o.secret)
+    } else {
+        Credential::password(&o.username, &o.secret)
     }))
+}
+
+async fn helper_store(helper: &str, registry: &str, server: &str, cred: &Credential) -> Result<()> {
+    let (username, secret) = match &cred.identity_token {
+        Some(t) => (TOKEN_USERNAME, t.as_str()),
+        None => (cred.username.as_str(), cred.secret.as_str()),
+    };
+    let input = serde_json::json!({ "ServerURL": server, "Username": username, "Secret": secret });
+    let input = serde_json::to_vec(&input).expect("a Value always serializes");
+    match run_helper(helper, registry, "store", &input, Some(cred)).await? {
+        HelperAnswer::Output(_) => Ok(()),
+        HelperAnswer::NotFound => Err(Error::CredentialHelper {
+            helper: helper.to_string(),
+            registry: registry.to_string(),
+            reason: "`store` answered \"credentials not found\"".into(),
+        }),
+    }
+}
+
+/// `erase`; `Ok(false)` when the helper held nothing for the server.
+async fn helper_erase(helper: &str, registry: &str, server: &str) -> Result<bool> {
+    Ok(matches!(
+        run_helper(helper, registry, "erase", server.as_bytes(), None).await?,
+        HelperAnswer::Output(_)
+    ))
 }
 
 #[cfg(test)]
@@ -371,16 +548,14 @@ mod tests {
         assert!(c.credentials_for("x").await.is_err());
     }
 
-    #[test]
-    fn login_logout_roundtrip_keeps_other_settings() {
+    #[tokio::test]
+    async fn login_logout_roundtrip_keeps_other_settings() {
         let (d, c) = cfg_with(
             r#"{"auths":{"http://localhost:5000/":{"auth":"eDp5"}},"detachKeys":"ctrl-x"}"#,
         );
-        let cred = Credential {
-            username: "me".into(),
-            secret: "s3cret".into(),
-        };
-        c.store_login("localhost:5000", &cred).unwrap();
+        let cred = Credential::password("me", "s3cret");
+        let saved = c.store_login("localhost:5000", &cred).await.unwrap();
+        assert_eq!(saved, Saved::File(c.path()));
         let v: serde_json::Value =
             serde_json::from_slice(&std::fs::read(d.path().join("config.json")).unwrap()).unwrap();
         assert_eq!(v["detachKeys"], "ctrl-x");
@@ -392,13 +567,44 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        assert!(c.remove_login("localhost:5000").unwrap());
-        assert!(!c.remove_login("localhost:5000").unwrap());
+        assert!(c.remove_login("localhost:5000").await.unwrap());
+        assert!(!c.remove_login("localhost:5000").await.unwrap());
         let fresh = tempfile::tempdir().unwrap();
         let c2 = DockerConfig::locate(Some(fresh.path().join("sub")));
-        c2.store_login("docker.io", &cred).unwrap();
+        c2.store_login("docker.io", &cred).await.unwrap();
         let v: serde_json::Value =
             serde_json::from_slice(&std::fs::read(c2.path()).unwrap()).unwrap();
         assert!(v["auths"][DOCKER_HUB_AUTH_KEY]["auth"].is_string());
+    }
+
+    #[tokio::test]
+    async fn identity_tokens_are_read_and_written_like_docker() {
+        // docker writes the user with an empty password, plus the token.
+        let (d, c) = cfg_with(
+            r#"{"auths":{"reg.example":{"auth":"Ym9iOg==","identitytoken":"rt-1"},
+                "empty.example":{},"mail.example":{"email":"a@b"}}}"#,
+        );
+        let got = c.credentials_for("reg.example").await.unwrap().unwrap();
+        assert_eq!(got, Credential::identity_token("bob", "rt-1"));
+        assert!(!format!("{got:?}").contains("rt-1"));
+        assert!(c.credentials_for("empty.example").await.unwrap().is_none());
+        assert!(c.credentials_for("mail.example").await.unwrap().is_none());
+        c.store_login("other.example", &Credential::identity_token("amy", "rt-2"))
+            .await
+            .unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(d.path().join("config.json")).unwrap()).unwrap();
+        assert_eq!(v["auths"]["other.example"]["identitytoken"], "rt-2");
+        assert_eq!(v["auths"]["other.example"]["auth"], "YW15Og==");
+        let back = c.credentials_for("other.example").await.unwrap().unwrap();
+        assert_eq!(back, Credential::identity_token("amy", "rt-2"));
+    }
+
+    #[test]
+    fn helper_errors_never_show_the_secret() {
+        let c = Credential::password("u", "hunter2");
+        assert_eq!(c.redact("bad input hunter2!"), "bad input <redacted>!");
+        let t = Credential::identity_token("", "rt-9");
+        assert_eq!(t.redact("rt-9 rt-9"), "<redacted> <redacted>");
     }
 }

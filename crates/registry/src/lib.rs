@@ -18,7 +18,10 @@
 //!   bytes moved.
 //! - [`Client::push_artifact`] / [`Client::pull_artifact`] and [`CacheConfig`]: the build cache as an
 //!   OCI artifact whose config blob maps cache keys to layer descriptors, read back lazily.
-//! - [`Client::login`] / [`Client::logout`].
+//! - [`Client::login`] / [`Client::logout`]: the password is checked against the registry, then
+//!   stored in the credential helper `config.json` names or in the file; a token server speaking
+//!   OAuth2 is asked for an identity token (refresh token), which is then stored instead and used
+//!   with `grant_type=refresh_token` for every later token.
 //!
 //! Security rules kept here: credentials go only to the registry's own origin (a redirect to another
 //! host, such as blob storage, is followed without `Authorization`) or to the token realm it names
@@ -27,7 +30,8 @@
 //!
 //! What it is not: it builds nothing, does not compress layers (pushes send blobs as they are in the
 //! store) and does not name images in the store (the caller records a pulled image under a name).
-//! It runs one program only: `docker-credential-<helper> get`.
+//! The only programs it runs are credential helpers: `docker-credential-<helper> get|store|erase`,
+//! secrets on stdin.
 
 mod artifact;
 mod challenge;
@@ -48,9 +52,10 @@ pub use artifact::{
 };
 pub use challenge::{parse_challenge, pull_scope, push_scope, Challenge};
 pub use client::Client;
-pub use credentials::{auth_key, Credential, DockerConfig, DOCKER_HUB_AUTH_KEY};
+pub use credentials::{auth_key, Credential, DockerConfig, Saved, DOCKER_HUB_AUTH_KEY};
 pub use error::{Error, Result};
 pub use locations::KnownLocations;
+pub use login::LoginOutcome;
 pub use options::{is_loopback_host, parse_retry_after, Options, RetryPolicy};
 pub use platform::{platform_string, select_manifest};
 pub use progress::{no_progress, Progress, ProgressFn};

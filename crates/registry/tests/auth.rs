@@ -1,5 +1,7 @@
 //! Authentication against a real registry: htpasswd Basic auth, a bearer-token flow (the proxy plays
-//! the token server), TLS with a private CA, login/logout, and no credentials across origins.
+//! the token server, in the token spec's GET form and distribution's OAuth2 POST form), identity
+//! tokens (refresh tokens) issued at login and used after it, a real credential helper, TLS with a
+//! private CA, login/logout, and no credentials across origins.
 
 mod common;
 
@@ -7,7 +9,7 @@ use common::image::make_image;
 use common::proxy::{Action, Proxy, Rule};
 use common::registry::{RegistryConfig, TestRegistry};
 use rbuild_oci::Platform;
-use rbuild_registry::{no_progress, Client, Error, Reference};
+use rbuild_registry::{no_progress, Client, Error, Reference, Saved};
 
 fn basic_registry() -> TestRegistry {
     TestRegistry::start(RegistryConfig {
@@ -96,7 +98,7 @@ async fn basic_auth_without_wrong_and_right_credentials() {
     assert_eq!(pulled.manifest, img.manifest);
 
     // Logout forgets them.
-    assert!(client.logout(&reg.host).unwrap());
+    assert!(client.logout(&reg.host).await.unwrap());
     let client = Client::new(common::test_options(cfg.path())).unwrap();
     assert!(client.resolve(&target).await.is_err());
 }
@@ -114,7 +116,14 @@ async fn bearer_token_flow_caches_tokens() {
     assert!(matches!(e, Error::Unauthorized { .. }), "{e}");
     assert!(e.to_string().contains("token server answered 401"), "{e}");
 
-    client.login(&proxy.host, "bob", "s3cret").await.unwrap();
+    // This token server knows only the GET form: login's OAuth2 POST gets a 404, then GET works
+    // and the password is stored (no identity token).
+    let out = client.login(&proxy.host, "bob", "s3cret").await.unwrap();
+    assert!(!out.identity_token);
+    assert!(proxy.count("POST", "/token") >= 1);
+    let cfg_json = config_json(cfg.path());
+    assert!(cfg_json["auths"][&proxy.host]["identitytoken"].is_null());
+    assert_eq!(cfg_json["auths"][&proxy.host]["auth"], "Ym9iOnMzY3JldA==");
     let client = Client::new(common::test_options(cfg.path())).unwrap();
     let (_d, store) = common::temp_store();
     let img = make_image(&store, 21, &[4_000, 5_000, 6_000]);
@@ -140,6 +149,216 @@ async fn bearer_token_flow_caches_tokens() {
             .count()
             > 8
     );
+}
+
+const REFRESH: &str = "refresh-4b1d-identity";
+
+/// A registry behind the proxy's bearer-token server, which speaks distribution's OAuth2 form and
+/// issues `REFRESH` for bob's password.
+async fn oauth_registry() -> (TestRegistry, Proxy) {
+    let reg = TestRegistry::start(RegistryConfig::default());
+    let proxy = Proxy::start(&reg.host).await;
+    proxy.enable_bearer("bob", "s3cret");
+    proxy.enable_oauth(REFRESH);
+    proxy.watch("s3cret");
+    (reg, proxy)
+}
+
+fn config_json(dir: &std::path::Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap()
+}
+
+/// Every request that carried a watched secret was an OAuth2 POST to the token server.
+fn secrets_only_went_to_the_token_server(proxy: &Proxy) {
+    for s in proxy.seen() {
+        assert!(
+            !s.carries_secret || (s.method == "POST" && s.target == "/token"),
+            "a secret was sent with {} {}",
+            s.method,
+            s.target
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth_login_stores_an_identity_token_that_later_tokens_use() {
+    require_registry!();
+    let (_reg, proxy) = oauth_registry().await;
+    let cfg = tempfile::tempdir().unwrap();
+    let client = Client::new(common::test_options(cfg.path())).unwrap();
+
+    let e = client.login(&proxy.host, "bob", "nope").await.unwrap_err();
+    assert!(matches!(e, Error::Unauthorized { .. }), "{e}");
+    assert!(!cfg.path().join("config.json").exists());
+
+    let out = client.login(&proxy.host, "bob", "s3cret").await.unwrap();
+    assert!(out.identity_token);
+    assert_eq!(out.saved, Saved::File(cfg.path().join("config.json")));
+    let grant = proxy.oauth_requests().pop().unwrap();
+    assert_eq!(grant.grant_type, "password");
+    assert_eq!(grant.access_type.as_deref(), Some("offline"));
+    assert_eq!(grant.client_id.as_deref(), Some("rbuild"));
+    assert_eq!(grant.service.as_deref(), Some("rbuild-test"));
+    // As docker writes it: the user with an empty password, and the token. No password.
+    let text = std::fs::read_to_string(cfg.path().join("config.json")).unwrap();
+    assert!(!text.contains("s3cret"), "{text}");
+    let v = config_json(cfg.path());
+    assert_eq!(v["auths"][&proxy.host]["identitytoken"], REFRESH);
+    assert_eq!(v["auths"][&proxy.host]["auth"], "Ym9iOg==");
+
+    // A new client (a new rbuild process) gets every token with the refresh-token grant.
+    proxy.reset_counts();
+    let before = proxy.oauth_requests().len();
+    let client = Client::new(common::test_options(cfg.path())).unwrap();
+    let (_d, store) = common::temp_store();
+    let img = make_image(&store, 24, &[4_000, 9_000]);
+    let target = Reference::parse(&format!("{}/idt/app:v1", proxy.host)).unwrap();
+    client
+        .push(&store, &img.manifest, &target, no_progress())
+        .await
+        .unwrap();
+    proxy.add_rule(Rule::new(
+        Some("GET"),
+        "/v2/idt/app/blobs/",
+        Action::Redirect,
+        None,
+    ));
+    let (_e, store_b) = common::temp_store();
+    let pulled = Client::new(common::test_options(cfg.path()))
+        .unwrap()
+        .pull(&store_b, &target, &Platform::host(), no_progress())
+        .await
+        .unwrap();
+    assert_eq!(pulled.manifest, img.manifest);
+    let grants = &proxy.oauth_requests()[before..];
+    assert!(grants.len() >= 2, "{grants:?}");
+    for g in grants {
+        assert_eq!(g.grant_type, "refresh_token", "{g:?}");
+        assert!(g.refresh_token_ok, "{g:?}");
+        assert_eq!(g.client_id.as_deref(), Some("rbuild"));
+        assert_eq!(g.service.as_deref(), Some("rbuild-test"));
+        assert!(
+            g.scope
+                .as_deref()
+                .is_some_and(|s| s.contains("repository:idt/app:")),
+            "{g:?}"
+        );
+    }
+    assert_eq!(proxy.count("GET", "/token"), 0, "the GET form was used");
+    let storage: Vec<_> = proxy
+        .seen()
+        .into_iter()
+        .filter(|s| s.target.starts_with("/__storage/"))
+        .collect();
+    assert_eq!(
+        storage.len(),
+        3,
+        "config and both layers fetched from storage"
+    );
+    assert!(storage.iter().all(|s| s.auth_scheme.is_none()));
+    secrets_only_went_to_the_token_server(&proxy);
+
+    // A revoked identity token is a clear error, without the token in it.
+    let mut v = config_json(cfg.path());
+    v["auths"][&proxy.host]["identitytoken"] = "revoked-token-99".into();
+    std::fs::write(cfg.path().join("config.json"), v.to_string()).unwrap();
+    let e = Client::new(common::test_options(cfg.path()))
+        .unwrap()
+        .resolve(&target)
+        .await
+        .unwrap_err();
+    let msg = error_chain(&e);
+    assert!(matches!(e, Error::Unauthorized { .. }), "{msg}");
+    assert!(msg.contains("token server answered 401"), "{msg}");
+    assert!(!msg.contains("revoked-token-99"), "{msg}");
+}
+
+/// docker-credential-testhelper (testdata/registry), a helper by docker's protocol, on PATH.
+/// Returns its directory (its store/ and calls log are there).
+fn install_test_helper() -> &'static std::path::Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let bin = tempfile::tempdir().unwrap();
+        let dest = bin.path().join("docker-credential-testhelper");
+        std::fs::copy(
+            common::testdata().join("docker-credential-testhelper"),
+            &dest,
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = format!(
+            "{}:{}",
+            bin.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        // Rust 2021: set_var is synchronized with Command's reading of the environment.
+        std::env::set_var("PATH", path);
+        bin
+    })
+    .path()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_token_in_a_credential_helper() {
+    require_registry!();
+    let (_reg, proxy) = oauth_registry().await;
+    let helper = install_test_helper();
+    let cfg = tempfile::tempdir().unwrap();
+    std::fs::write(
+        cfg.path().join("config.json"),
+        r#"{"credsStore":"testhelper","auths":{}}"#,
+    )
+    .unwrap();
+    let client = Client::new(common::test_options(cfg.path())).unwrap();
+    let out = client.login(&proxy.host, "bob", "s3cret").await.unwrap();
+    assert_eq!(out.saved, Saved::Helper("testhelper".into()));
+    assert!(out.identity_token);
+    // config.json keeps an empty entry; the helper holds the token under docker's "<token>" user.
+    let text = std::fs::read_to_string(cfg.path().join("config.json")).unwrap();
+    assert!(
+        !text.contains(REFRESH) && !text.contains("s3cret"),
+        "{text}"
+    );
+    assert_eq!(
+        config_json(cfg.path())["auths"][&proxy.host],
+        serde_json::json!({})
+    );
+    // The helper names its file after the server.
+    let key = &proxy.host;
+    let held: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(helper.join("store").join(key)).unwrap()).unwrap();
+    assert_eq!(
+        held,
+        serde_json::json!({"ServerURL": proxy.host, "Username": "<token>", "Secret": REFRESH})
+    );
+
+    // Read back through `get`: tokens come from the refresh-token grant.
+    let before = proxy.oauth_requests().len();
+    let target = Reference::parse(&format!("{}/helper/app:v1", proxy.host)).unwrap();
+    let (_d, store) = common::temp_store();
+    let img = make_image(&store, 25, &[3_000]);
+    Client::new(common::test_options(cfg.path()))
+        .unwrap()
+        .push(&store, &img.manifest, &target, no_progress())
+        .await
+        .unwrap();
+    let grants = &proxy.oauth_requests()[before..];
+    assert!(!grants.is_empty());
+    assert!(grants
+        .iter()
+        .all(|g| g.grant_type == "refresh_token" && g.refresh_token_ok));
+    secrets_only_went_to_the_token_server(&proxy);
+
+    // logout erases it from the helper and drops the entry.
+    let client = Client::new(common::test_options(cfg.path())).unwrap();
+    assert!(client.logout(&proxy.host).await.unwrap());
+    assert!(!helper.join("store").join(key).exists());
+    assert!(config_json(cfg.path())["auths"].get(&proxy.host).is_none());
+    let calls = std::fs::read_to_string(helper.join("calls")).unwrap();
+    assert!(calls.contains(&format!("store {}", proxy.host)), "{calls}");
+    assert!(calls.contains(&format!("erase {}", proxy.host)), "{calls}");
+    assert!(!client.logout(&proxy.host).await.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

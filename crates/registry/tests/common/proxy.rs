@@ -1,7 +1,9 @@
 //! A small fault-injecting HTTP proxy (hyper) in front of the test registry. It counts requests
 //! per method and path, can corrupt or withhold responses (flip a byte, truncate, lie in
 //! Docker-Content-Digest, answer a status with Retry-After, stall, redirect to another origin), and
-//! can play a bearer-token auth server in front of an auth-less registry.
+//! can play a bearer-token auth server in front of an auth-less registry: the token spec's `GET`
+//! form with Basic credentials, and, when enabled, distribution's OAuth2 `POST` form (password and
+//! refresh-token grants, issuing a refresh token for `access_type=offline`).
 
 use bytes::Bytes;
 use futures_util::StreamExt as _;
@@ -65,6 +67,22 @@ pub struct Seen {
     /// The Authorization scheme sent (`Basic`, `Bearer`), never the secret.
     pub auth_scheme: Option<String>,
     pub range: Option<String>,
+    /// Whether a watched secret ([`Proxy::watch`]) was in the path, the query or the
+    /// Authorization header (decoded, for Basic) — or, for `POST /token`, in the form.
+    pub carries_secret: bool,
+}
+
+/// One OAuth2 `POST /token` the proxy answered.
+#[derive(Clone, Debug, Default)]
+pub struct OAuthRequest {
+    pub grant_type: String,
+    pub client_id: Option<String>,
+    pub service: Option<String>,
+    pub scope: Option<String>,
+    pub access_type: Option<String>,
+    /// Whether the refresh token sent (if any) was the one issued.
+    pub refresh_token_ok: bool,
+    pub status: u16,
 }
 
 #[derive(Default)]
@@ -73,6 +91,10 @@ struct State {
     seen: Vec<Seen>,
     bearer: Option<(String, String)>,
     token_requests: usize,
+    /// The refresh token issued by the OAuth2 form; `None` = `POST /token` answers 404.
+    oauth: Option<String>,
+    oauth_requests: Vec<OAuthRequest>,
+    watch: Vec<String>,
 }
 
 pub struct Proxy {
@@ -131,6 +153,22 @@ impl Proxy {
     pub fn enable_bearer(&self, user: &str, password: &str) {
         self.state.lock().unwrap().bearer = Some((user.into(), password.into()));
     }
+    /// Also answer distribution's OAuth2 `POST /token`: the password grant checks the user and
+    /// password given to [`Proxy::enable_bearer`] and, with `access_type=offline`, issues
+    /// `refresh_token`; the refresh-token grant accepts only that token.
+    pub fn enable_oauth(&self, refresh_token: &str) {
+        let mut s = self.state.lock().unwrap();
+        s.oauth = Some(refresh_token.into());
+        s.watch.push(refresh_token.into());
+    }
+    /// Mark requests carrying `secret` ([`Seen::carries_secret`]).
+    pub fn watch(&self, secret: &str) {
+        self.state.lock().unwrap().watch.push(secret.into());
+    }
+    pub fn oauth_requests(&self) -> Vec<OAuthRequest> {
+        self.state.lock().unwrap().oauth_requests.clone()
+    }
+    /// `GET /token` requests (the token spec's form) and OAuth2 `POST /token` requests.
     pub fn token_requests(&self) -> usize {
         self.state.lock().unwrap().token_requests
     }
@@ -212,7 +250,29 @@ async fn handle(
             .get("range")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
+        carries_secret: false,
     };
+    let mut seen = seen;
+    let (watch, oauth) = {
+        let s = st.lock().unwrap();
+        (s.watch.clone(), s.oauth.clone())
+    };
+    let decoded_auth = auth.as_deref().map(|a| {
+        use base64::Engine as _;
+        match a.strip_prefix("Basic ") {
+            Some(b) => base64::engine::general_purpose::STANDARD
+                .decode(b)
+                .map(|d| String::from_utf8_lossy(&d).to_string())
+                .unwrap_or_default(),
+            None => a.to_string(),
+        }
+    });
+    seen.carries_secret = watch.iter().any(|w| {
+        target.contains(w.as_str())
+            || decoded_auth
+                .as_deref()
+                .is_some_and(|a| a.contains(w.as_str()))
+    });
     // Requests to the other "origin" redirects point to are served from upstream as they are.
     let forward_target = target
         .strip_prefix("/__storage")
@@ -241,6 +301,66 @@ async fn handle(
     };
 
     if let (Some((user, pass)), false) = (&bearer, is_storage) {
+        if path == "/token" && method == "POST" {
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
+            let form: std::collections::HashMap<String, String> =
+                url::form_urlencoded::parse(&body).into_owned().collect();
+            let mut s = st.lock().unwrap();
+            if let Some(last) = s.seen.last_mut() {
+                last.carries_secret |= watch
+                    .iter()
+                    .any(|w| form.values().any(|v| v.contains(w.as_str())));
+            }
+            let Some(issued) = oauth else {
+                // A token server that only knows the GET form.
+                return Ok(simple(404, &[], "404 page not found"));
+            };
+            s.token_requests += 1;
+            let field = |k: &str| form.get(k).cloned();
+            let mut r = OAuthRequest {
+                grant_type: field("grant_type").unwrap_or_default(),
+                client_id: field("client_id"),
+                service: field("service"),
+                scope: field("scope"),
+                access_type: field("access_type"),
+                refresh_token_ok: field("refresh_token").as_deref() == Some(issued.as_str()),
+                status: 200,
+            };
+            let ok = match r.grant_type.as_str() {
+                "password" => {
+                    field("username").as_deref() == Some(user.as_str())
+                        && field("password").as_deref() == Some(pass.as_str())
+                }
+                "refresh_token" => r.refresh_token_ok,
+                _ => false,
+            };
+            let answer = if r.client_id.is_none() {
+                r.status = 400;
+                simple(400, &[], r#"{"error":"invalid_request"}"#)
+            } else if !ok {
+                r.status = 401;
+                simple(401, &[], r#"{"error":"invalid_grant"}"#)
+            } else {
+                let refresh =
+                    if r.grant_type == "password" && r.access_type.as_deref() == Some("offline") {
+                        format!(r#","refresh_token":"{issued}""#)
+                    } else {
+                        String::new()
+                    };
+                simple(
+                    200,
+                    &[],
+                    &format!(r#"{{"access_token":"{TOKEN}","expires_in":300{refresh}}}"#),
+                )
+            };
+            s.oauth_requests.push(r);
+            return Ok(answer);
+        }
         if path == "/token" {
             st.lock().unwrap().token_requests += 1;
             use base64::Engine as _;
