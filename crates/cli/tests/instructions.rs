@@ -306,9 +306,10 @@ COPY --link a.txt /lnk/
 COPY --link a.txt /app2/x
 COPY --link --chmod=600 a.txt /chm
 COPY --link --chown=1:2 a.txt /own
+COPY --link --chown=root:root a.txt /rt
 RUN echo "LINK=$(cat /lnk/a.txt)"; \
     echo "APP2=$(test -L /app2 && echo symlink || echo dir) DATA=$(ls /data | wc -l)"; \
-    echo "CHM=$(stat -c %a /chm) OWN=$(stat -c %u:%g /own)"
+    echo "CHM=$(stat -c %a /chm) OWN=$(stat -c %u:%g /own)"; echo "RT=$(stat -c %u:%g /rt)"
 "#
         )
     };
@@ -319,10 +320,12 @@ RUN echo "LINK=$(cat /lnk/a.txt)"; \
     assert_eq!(val(&log1, "LINK"), "A");
     assert_eq!(val(&log1, "APP2"), "dir DATA=0");
     assert_eq!(val(&log1, "CHM"), "600 OWN=1:2");
+    assert_eq!(val(&log1, "RT"), "0:0");
     let ids1 = diff_ids(&env, "link:1");
-    // Layers: RUN, RUN, two link copies, the --chmod copy (not linked, as BuildKit), a linked
-    // copy with numeric --chown; the last RUN changes nothing.
-    assert_eq!(ids1.len(), base + 6, "{ids1:?}");
+    // Layers: RUN, RUN, two link copies, the --chmod copy (not linked, as BuildKit), linked
+    // copies with numeric --chown and with `root` (id 0 for BuildKit too); the last RUN changes
+    // nothing.
+    assert_eq!(ids1.len(), base + 7, "{ids1:?}");
     // A linked copy's layer holds only what it copied: it was made on an empty filesystem.
     let listing = |d: &str| {
         run_ok(
@@ -333,6 +336,7 @@ RUN echo "LINK=$(cat /lnk/a.txt)"; \
     };
     assert_eq!(listing(&ids1[base + 2]), "lnk/\nlnk/a.txt\n");
     assert_eq!(listing(&ids1[base + 3]), "app2/\napp2/x\n");
+    assert_eq!(listing(&ids1[base + 6]), "rt\n");
 
     // Change an earlier step: the linked copies stay cached, with the same layer blobs.
     std::fs::write(ctx.join("Dockerfile"), dockerfile(2)).unwrap();
@@ -342,11 +346,15 @@ RUN echo "LINK=$(cat /lnk/a.txt)"; \
     // The --chmod copy is an ordinary copy: it depends on its parent.
     assert!(!step_cached(&log2, "] COPY --link --chmod=600 a.txt /chm"));
     assert!(step_cached(&log2, "] COPY --link --chown=1:2 a.txt /own"));
+    assert!(step_cached(
+        &log2,
+        "] COPY --link --chown=root:root a.txt /rt"
+    ));
     assert_eq!(val(&log2, "LINK"), "A");
     let ids2 = diff_ids(&env, "link:2");
     assert_ne!(ids1[base], ids2[base], "the changed RUN has a new layer");
     assert_eq!(ids1[base + 2..base + 4], ids2[base + 2..base + 4]);
-    assert_eq!(ids1[base + 5], ids2[base + 5]);
+    assert_eq!(ids1[base + 5..], ids2[base + 5..]);
 
     // Changing the copied file re-runs that copy only.
     std::fs::write(ctx.join("a.txt"), "B").unwrap();

@@ -1275,10 +1275,25 @@ impl<'a, 'd> Planner<'a, 'd> {
             .clone()
             .filter(|w| !w.is_empty())
             .unwrap_or_else(|| "/".into());
-        let chown = self
+        let mut chown = self
             .ex_flag(st, ins.flag("chown"))?
             .filter(|s| !s.is_empty())
             .map(|s| parse_chown(&s));
+        if Self::bool_flag(ins, "link").unwrap_or(false) {
+            // BuildKit's llb.WithUser reads `root` (user or group) as id 0, so a linked copy
+            // with it still needs no /etc/passwd and stays independent.
+            if let Some(c) = chown.as_mut() {
+                let zero = |s: &mut String| {
+                    if s == "root" {
+                        *s = "0".into();
+                    }
+                };
+                zero(&mut c.user);
+                if let Some(g) = c.group.as_mut() {
+                    zero(g);
+                }
+            }
+        }
         let chmod = match self.ex_flag(st, ins.flag("chmod"))? {
             Some(v) => Some(parse_chmod(&v).ok_or_else(|| {
                 err(
@@ -1453,8 +1468,10 @@ impl<'a, 'd> Planner<'a, 'd> {
         let meta = self.meta(st, &text, Some(ins.span.clone()));
         // `--link` (as BuildKit, not with --chmod): the copy lands on an empty filesystem, so its
         // key and layer do not depend on the stage; a merge puts its layer on top of the stage.
-        // A `--chown` by name needs the stage's /etc/passwd, which an empty filesystem lacks: such
-        // a copy stays an ordinary one (it works, but depends on its parent).
+        // A `--chown` by name (other than `root`) needs the stage's /etc/passwd, which an empty
+        // filesystem lacks. BuildKit fails such a build ("invalid user index: -1"; newer
+        // frontends reject it when parsing, moby/buildkit#2987 and #7134); rbuild builds it as
+        // an ordinary copy instead: the right files and owners, but the layer depends on the parent.
         let numeric = |s: &str| s.parse::<u32>().is_ok();
         let chown_by_id = chown
             .as_ref()
