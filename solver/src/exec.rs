@@ -965,30 +965,31 @@ fn execute(run: &Run, node: &Node, inputs: &[Arc<Realized>]) -> Result<Realized,
     active.unmount().map_err(|e| step_err(run, node.id, e))?;
     run.check_cancelled()?;
 
-    // The upper dir is the changeset: diff it into an uncompressed layer blob.
+    // Diff the step's changes into an uncompressed layer blob: overlay's upper dir is the
+    // changeset; a copy-based snapshot is compared with its parent's tree.
     let snaps = &run.solver.snapshotter;
-    let upper = snaps
-        .upper_dir(&active.key)
+    let changes = snaps
+        .changes(&active.key)
         .map_err(|e| SolveError::Internal(e.to_string()))?;
-    // Directories overlay copied up only because a mountpoint was created in them are not changes.
-    if let Some(parent) = rootfs.snapshot.as_deref() {
-        let lowers = snaps
-            .layer_chain(parent)
-            .map_err(|e| SolveError::Internal(e.to_string()))?;
-        diff::trim_unchanged_dirs(&upper, &lowers)
-            .map_err(|e| SolveError::Internal(format!("trimming {}: {e}", upper.display())))?;
-    }
     let store = &run.solver.store;
     let mut w = store
         .ingest()
         .map_err(|e| SolveError::Internal(format!("writing layer: {e}")))?;
-    let stats = diff::write_layer(
-        &upper,
-        &mut w,
-        &diff::LayerOptions {
-            source_date_epoch: run.solver.opts.source_date_epoch,
-        },
-    )
+    let opts = diff::LayerOptions {
+        source_date_epoch: run.solver.opts.source_date_epoch,
+    };
+    let stats = match changes {
+        rbuild_snapshotter::Changes::Upper { upper, lowers } => {
+            // Directories overlay copied up only because a mountpoint was made in them are not
+            // changes.
+            diff::trim_unchanged_dirs(&upper, &lowers)
+                .map_err(|e| SolveError::Internal(format!("trimming {}: {e}", upper.display())))?;
+            diff::write_layer(&upper, &mut w, &opts)
+        }
+        rbuild_snapshotter::Changes::Tree { tree, parent } => {
+            diff::write_tree_diff(&tree, parent.as_deref(), &mut w, &opts)
+        }
+    }
     .map_err(|e| SolveError::Internal(format!("writing layer: {e}")))?;
     let layer = if stats.entries == 0 {
         drop(w);

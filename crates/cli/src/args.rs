@@ -47,6 +47,10 @@ pub struct Cli {
     /// $RBUILD_REGISTRY_CA). Per registry, docker's /etc/docker/certs.d/HOST/ca.crt is honoured.
     #[arg(long = "registry-ca", global = true, value_name = "FILE")]
     pub registry_ca: Option<std::path::PathBuf>,
+    /// Snapshotter: overlayfs, or native (full copies, for hosts without a usable overlay).
+    /// Default: overlayfs if an overlay mount works here, else native.
+    #[arg(long, global = true, env = "RBUILD_SNAPSHOTTER", value_name = "NAME", value_parser = crate::snapshots::parse)]
+    pub snapshotter: Option<rbuild_snapshotter::Driver>,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -18,6 +18,7 @@ mod prompt;
 mod registry_cmds;
 mod resolver;
 mod run;
+mod snapshots;
 mod tty;
 
 use args::{Cli, Command};
@@ -154,6 +155,9 @@ pub(crate) fn nix_is_root() -> bool {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     registry_cmds::set_insecure_registries(cli.insecure_registries.clone());
+    if let Some(d) = cli.snapshotter {
+        snapshots::set_choice(d);
+    }
     if let Some(ca) = &cli.registry_ca {
         registry_cmds::set_registry_ca(ca.clone());
     }

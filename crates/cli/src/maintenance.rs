@@ -62,7 +62,7 @@ fn parse_duration(s: &str) -> Option<Duration> {
 }
 
 fn open_snapshotter(store: &Store) -> Result<Snapshotter> {
-    Snapshotter::open(&store.root().join("snapshots")).context("opening the snapshotter")
+    crate::snapshots::open_existing(store.root())
 }
 
 /// Every mountpoint this process sees (octal escapes of /proc/self/mountinfo decoded).

@@ -85,8 +85,7 @@ pub fn run(root: &Option<PathBuf>, a: RunArgs) -> anyhow::Result<ExitCode> {
         .ok_or_else(|| anyhow::anyhow!("image {} not found in the local store", a.image))?;
     let config = rbuild_image::read_config(&store, &rec.config)
         .map_err(|e| anyhow::anyhow!("reading the config of {}: {e}", a.image))?;
-    let snaps = rbuild_snapshotter::Snapshotter::open(&store.root().join("snapshots"))
-        .context("opening the snapshotter")?;
+    let snaps = crate::snapshots::open_for_mounting(store.root())?;
     let _lease = store.lease("run").context("taking a lease on the store")?;
     let top = rbuild_solver::unpack_image(&store, &snaps, &rec.manifest)
         .map_err(|e| anyhow::anyhow!("unpacking {}: {e}", a.image))?;

@@ -7,9 +7,14 @@
 //! - a path only in the parent becomes a `.wh.<name>` whiteout;
 //! - a directory in both is written if its own attributes changed or anything beneath it did.
 //!
-//! "Changed" is decided as containerd's native differ does: type, mode, owner, link count,
-//! device numbers, symlink target, xattrs, size and mtime with nanoseconds; when both mtimes have
-//! no nanoseconds (files unpacked from a tar), same-sized contents are compared byte for byte.
+//! "Changed" is decided as containerd's native differ does: type, mode, owner, device numbers,
+//! symlink target, xattrs, size and mtime with nanoseconds, plus a grown link count; when both
+//! mtimes have no nanoseconds (files unpacked from a tar), same-sized contents are compared byte for
+//! byte.
+//!
+//! One known difference from overlay: overlay (with `index=off`) copies up one name of a hard-linked
+//! lower file and so breaks the link, while a copy keeps POSIX semantics — a chmod or write through
+//! one name changes the others, and they all go into the layer.
 
 use super::fsutil::{list_dir, open_dir_at};
 use super::write::{LayerOptions, LayerStats, Walker, WriteError};
@@ -148,7 +153,9 @@ impl<W: Write> Walker<'_, W> {
         st: &FileStat,
         old_st: &FileStat,
     ) -> Result<bool, WriteError> {
-        if !same_attrs(st, old_st) || st.st_nlink != old_st.st_nlink {
+        // A new link to a file makes overlay copy it up (to link the copy), so a link count that
+        // grew is a change; one that shrank (a link removed elsewhere) is not.
+        if !same_attrs(st, old_st) || st.st_nlink > old_st.st_nlink {
             return Ok(false);
         }
         let same = match kind(st) {

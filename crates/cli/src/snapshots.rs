@@ -1,0 +1,69 @@
+//! Which snapshotter a command uses: `--snapshotter overlayfs|native` (or `$RBUILD_SNAPSHOTTER`),
+//! else overlayfs where an overlay can really be mounted, else the copy-based one.
+//!
+//! Each driver keeps its snapshots in its own directory of the store
+//! ([`Driver::dir_name`]), so switching drivers never mixes layouts: the other driver's
+//! snapshots are made again from the layer blobs when needed.
+
+use anyhow::{Context, Result};
+use rbuild_snapshotter::{Driver, Snapshotter};
+use std::path::Path;
+use std::sync::OnceLock;
+
+static CHOICE: OnceLock<Driver> = OnceLock::new();
+
+/// Remember the user's choice (the global `--snapshotter` flag, which clap also fills from
+/// `$RBUILD_SNAPSHOTTER`).
+pub fn set_choice(driver: Driver) {
+    let _ = CHOICE.set(driver);
+}
+
+/// Parse a `--snapshotter` value.
+pub fn parse(s: &str) -> Result<Driver, String> {
+    Driver::parse(s)
+        .ok_or_else(|| format!("unknown snapshotter {s:?} (expected overlayfs or native)"))
+}
+
+/// The snapshotter of a command that mounts (build, run): the chosen driver, else overlayfs if a
+/// probe mount works under the store, else native, with a note the first time a store uses it.
+/// Call it inside rbuild's private mount namespace.
+pub fn open_for_mounting(store_root: &Path) -> Result<Snapshotter> {
+    let driver = match CHOICE.get() {
+        Some(d) => *d,
+        None => match rbuild_snapshotter::mount::overlay_usable(&store_root.join("mnt")) {
+            Ok(()) => Driver::Overlay,
+            Err(e) => {
+                if !store_root.join(Driver::Native.dir_name()).exists() {
+                    eprintln!(
+                        "note: overlayfs is not usable here ({e}); using the slower copy-based \
+                         snapshotter (each step copies its parent's files). \
+                         --snapshotter/RBUILD_SNAPSHOTTER selects one."
+                    );
+                }
+                Driver::Native
+            }
+        },
+    };
+    open(store_root, driver)
+}
+
+/// The snapshotter of a command that only reads or removes snapshots (prune, df, fsck): the
+/// chosen driver, else the one this store has been using (native only if it has no overlay
+/// snapshots), without a probe mount.
+pub fn open_existing(store_root: &Path) -> Result<Snapshotter> {
+    let driver = CHOICE.get().copied().unwrap_or_else(|| {
+        let has = |d: Driver| store_root.join(d.dir_name()).exists();
+        if has(Driver::Native) && !has(Driver::Overlay) {
+            Driver::Native
+        } else {
+            Driver::Overlay
+        }
+    });
+    open(store_root, driver)
+}
+
+fn open(store_root: &Path, driver: Driver) -> Result<Snapshotter> {
+    let root = store_root.join(driver.dir_name());
+    Snapshotter::open_with(&root, driver)
+        .with_context(|| format!("opening the {driver} snapshotter at {}", root.display()))
+}
