@@ -1107,3 +1107,145 @@ fn full_disk_copy_case(materialized: bool, free_after: u64) {
         stdout(&out)
     );
 }
+
+/// Peak resident memory (VmHWM, KiB) of a running process, 0 once it is gone.
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Issue 8's "5 million tiny entries" at the default entry budget (4,000,000): a 5,000,001-member
+/// layer (empty files in directories of 10,000), generated here and zstd-compressed on the fly,
+/// loaded and used by `FROM`. The build fails with the entry-budget error naming the layer, its peak
+/// memory stays bounded, and the half-applied snapshot is gone (fsck clean). Takes minutes and
+/// about 4M inodes while it runs: only with `RBUILD_SLOW_TESTS=1`.
+#[test]
+fn five_million_entries_fail_the_default_budget() {
+    if std::env::var_os("RBUILD_SLOW_TESTS").is_none() {
+        eprintln!(
+            "SKIP: a 5,000,001-entry layer takes minutes and ~4M inodes; set RBUILD_SLOW_TESTS=1"
+        );
+        return;
+    }
+    if !require_root(&["python3", "zstd"]) {
+        return;
+    }
+    const ENTRIES: u64 = 5_000_001;
+    let env = Env::with_busybox();
+    let warm = env.context("warm", &[("Dockerfile", "FROM busybox\nRUN true\n")]);
+    env.build_ok(&[warm.to_str().unwrap()]);
+    // Everything under snapshots/ (its trash/ an empty place to delete from), ingest/ and mnt/.
+    let leftovers = || {
+        let mut v: Vec<String> = ["snapshots", "snapshots/trash", "ingest", "mnt"]
+            .iter()
+            .flat_map(|d| std::fs::read_dir(env.root.join(d)).into_iter().flatten())
+            .flatten()
+            .map(|e| e.path().display().to_string())
+            .filter(|p| !p.ends_with("/snapshots/trash"))
+            .collect();
+        v.sort();
+        v
+    };
+    let before = leftovers();
+
+    let started = std::time::Instant::now();
+    let blob = env.path("layer.tar.zst");
+    let mut zstd = Command::new("zstd")
+        .args(["-q", "-1", "-T0", "-f", "-o"])
+        .arg(&blob)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let sink = std::io::BufWriter::with_capacity(1 << 20, zstd.stdin.take().unwrap());
+    let mut tar = tar::Builder::new(rbuild_oci::Sha256Writer::new(sink));
+    for i in 0..ENTRIES {
+        let mut h = tar::Header::new_ustar();
+        h.set_path(format!("d{:03}/f{i}", i / 10_000)).unwrap();
+        h.set_size(0);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_cksum();
+        tar.append(&h, std::io::empty()).unwrap();
+    }
+    let (diff_id, raw_size, sink) = tar.into_inner().unwrap().finish();
+    drop(sink.into_inner().unwrap());
+    assert!(zstd.wait().unwrap().success(), "zstd failed");
+    let generated = started.elapsed();
+
+    let layout = env.path("layout");
+    let digest = run_ok(
+        Command::new("python3")
+            .arg(hostile_script())
+            .arg(busybox_layout())
+            .arg(&layout)
+            .arg("prebuilt")
+            .arg(env.path("host"))
+            .arg("five-million:latest")
+            .env("HOSTILE_LAYER", &blob)
+            .env("HOSTILE_DIFF_ID", diff_id.to_string()),
+    )
+    .trim()
+    .to_string();
+    let compressed = std::fs::metadata(&blob).unwrap().len();
+    std::fs::remove_file(&blob).unwrap();
+    let out = env.rbuild(&["load", layout.to_str().unwrap()]);
+    assert!(out.status.success(), "load: {}", stderr(&out));
+
+    let ctx = env.context(
+        "ctx",
+        &[("Dockerfile", "FROM five-million:latest\nRUN true\n")],
+    );
+    let apply_started = std::time::Instant::now();
+    let mut child = env
+        .cmd()
+        .args(["build", "--progress=plain", ctx.to_str().unwrap()])
+        .env_remove("RBUILD_MAX_LAYER_ENTRIES")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let err_pipe = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut { err_pipe }, &mut s).unwrap();
+        s
+    });
+    let mut peak = 0;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        peak = peak.max(peak_rss_kib(pid));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let applied = apply_started.elapsed();
+    let err = reader.join().unwrap();
+    eprintln!(
+        "5,000,001 entries: tar {raw_size} bytes, zstd {compressed} bytes, generated in {generated:.1?}; \
+         build failed after {applied:.1?}, peak RSS {} MiB",
+        peak / 1024
+    );
+    assert!(!status.success(), "the build must fail:\n{err}");
+    assert!(!err.contains("panicked"), "panic:\n{err}");
+    for needle in ["entry budget of 4000000", digest.as_str()] {
+        assert!(err.contains(needle), "error must name {needle:?}:\n{err}");
+    }
+    assert!(
+        peak > 0 && peak < 512 * 1024,
+        "peak RSS {peak} KiB: applying must not hold the layer's entries in memory"
+    );
+    assert_eq!(
+        leftovers(),
+        before,
+        "the half-applied snapshot must be removed"
+    );
+    fsck_clean(&env);
+}

@@ -9,7 +9,9 @@
 //! - OCI whiteouts become overlay whiteouts: `.wh.<name>` → char device 0/0 `<name>`,
 //!   `.wh..wh..opq` → `trusted.overlay.opaque=y` on the parent. A whiteout applies only to the layers
 //!   below: if this layer also has `<name>`, that entry stays (and a directory becomes opaque);
-//! - hardlinks may only name a non-directory extracted earlier in this layer;
+//! - hardlinks may only name a non-directory (not a whiteout) already in `dest`, reached without
+//!   following a symlink: as `dest` holds only this layer, one extracted earlier in it. The file
+//!   system is that record, so memory does not grow with the number of members;
 //! - ownership, mode, xattrs and mtime are set without following symlinks, directory mtimes after
 //!   their children are written;
 //! - budgets (bytes, entries, depth, name and path length) are on by default.
@@ -27,7 +29,6 @@ use nix::sys::time::TimeSpec;
 use nix::unistd::{fchownat, linkat, symlinkat, Gid, Uid};
 use rbuild_oci::{Digest, Sha256Writer};
 use std::cell::Cell;
-use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -216,7 +217,6 @@ pub fn apply_layer<R: Read>(
         reader: TarReader::new(metered),
         exceeded,
         cache: None,
-        files: HashSet::new(),
         dirs: Vec::new(),
         entries: 0,
         whiteouts: 0,
@@ -255,8 +255,6 @@ struct Applier<'a, R: Read> {
     exceeded: Rc<Cell<bool>>,
     /// The last parent dir resolved: its components and fd.
     cache: Option<(Vec<OsString>, OwnedFd)>,
-    /// Non-directories extracted so far in this layer (hardlink targets).
-    files: HashSet<Vec<OsString>>,
     /// Directories with their mtimes, applied last.
     dirs: Vec<(Vec<OsString>, i64)>,
     entries: u64,
@@ -484,7 +482,7 @@ impl<R: Read> Applier<'_, R> {
         let dir = self.resolve_dir(parent, true)?;
         match meta.kind {
             b'5' => self.directory(&dir, &comps, base, &meta),
-            b'0' | b'\0' | b'7' => self.regular(&dir, &comps, base, &meta),
+            b'0' | b'\0' | b'7' => self.regular(&dir, base, &meta),
             b'2' => {
                 let target = meta.link.clone().unwrap_or_default();
                 if target.is_empty() || target.len() > self.opts.max_path_len || target.contains(&0)
@@ -497,7 +495,6 @@ impl<R: Read> Applier<'_, R> {
                 self.clear(&dir, base)?;
                 symlinkat(OsStr::from_bytes(&target), &dir, base.as_os_str())
                     .map_err(self.nix("create symlink"))?;
-                self.files.insert(comps.clone());
                 self.metadata(&dir, base, &meta, false)
             }
             b'1' => self.hardlink(&dir, &comps, base, &meta),
@@ -517,7 +514,6 @@ impl<R: Read> Applier<'_, R> {
                     dev,
                 )
                 .map_err(self.nix("create device or fifo"))?;
-                self.files.insert(comps.clone());
                 self.metadata(&dir, base, &meta, true)
             }
             other => Err(ApplyError::Unsupported {
@@ -583,19 +579,12 @@ impl<R: Read> Applier<'_, R> {
                 }
             }
         }
-        self.files.retain(|f| !f.starts_with(comps));
         self.metadata(dir, base, meta, true)?;
         self.dirs.push((comps.to_vec(), meta.mtime));
         Ok(())
     }
 
-    fn regular(
-        &mut self,
-        dir: &OwnedFd,
-        comps: &[OsString],
-        base: &OsStr,
-        meta: &EntryMeta,
-    ) -> Result<(), ApplyError> {
+    fn regular(&mut self, dir: &OwnedFd, base: &OsStr, meta: &EntryMeta) -> Result<(), ApplyError> {
         self.clear(dir, base)?;
         let fd = openat(
             dir,
@@ -614,7 +603,6 @@ impl<R: Read> Applier<'_, R> {
             ));
         }
         drop(file);
-        self.files.insert(comps.to_vec());
         self.metadata(dir, base, meta, true)
     }
 
@@ -632,14 +620,17 @@ impl<R: Read> Applier<'_, R> {
             entry: entry.clone(),
             target: show(&raw),
         };
-        if target.is_empty() || !self.files.contains(&target) {
+        // `dest` holds only this layer, so a non-directory found there (not a whiteout) was
+        // extracted earlier in it: the file system is the record, no per-entry set in memory.
+        if target.is_empty() {
             return Err(bad());
         }
         if target.as_slice() == comps {
             return Ok(());
         }
         let (tbase, tparent) = target.split_last().ok_or_else(bad)?;
-        let tdir = self.resolve_dir(tparent, false)?;
+        // A missing parent, or one that is a symlink or not a directory: not a target.
+        let tdir = self.resolve_dir(tparent, false).map_err(|_| bad())?;
         if !matches!(
             found_at(&tdir, tbase).map_err(self.nix("stat hardlink target"))?,
             Found::Other | Found::Symlink
@@ -650,7 +641,6 @@ impl<R: Read> Applier<'_, R> {
         self.clear(dir, base)?;
         linkat(&tdir, tbase.as_os_str(), dir, base, AtFlags::empty())
             .map_err(self.nix("create hardlink"))?;
-        self.files.insert(comps.to_vec());
         Ok(())
     }
 

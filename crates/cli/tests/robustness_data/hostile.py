@@ -1,6 +1,8 @@
 """Write a two-layer OCI layout: the busybox base layer, then a hostile layer (one corpus case).
 
 usage: hostile.py BUSYBOX_LAYOUT OUT_DIR CASE HOST_DIR REF   -> prints the hostile layer's digest
+       (CASE "prebuilt": the layer is the zstd blob HOSTILE_LAYER whose uncompressed sha256 is
+       HOSTILE_DIFF_ID, for layers too big to make here)
        hostile.py --tar CASE HOST_DIR OUT_FILE               -> writes the case as a (compressed) tar
 """
 import gzip, hashlib, io, json, os, shutil, subprocess, sys, tarfile
@@ -95,6 +97,11 @@ CASES = {
         .dir("etc/ssl/certs/java").file("etc/ca-certificates-java", b"c").sym("etc/ssl/certs/java/cacerts", "/etc/ca-certificates-java").done(),
 }
 
+def prebuilt():
+    with open(os.environ["HOSTILE_LAYER"], "rb") as f:
+        return "zstd", f.read(), None
+
+CASES["prebuilt"] = prebuilt
 made = CASES[case]()
 if tar_mode:
     with open(out, "wb") as f:
@@ -104,7 +111,10 @@ layer_type = "application/vnd.oci.image.layer.v1.tar+gzip"
 if isinstance(made, tuple) and len(made) == 3:
     layer_gz = made[1]
     layer_type = "application/vnd.oci.image.layer.v1.tar+zstd"
-    diff_id = "sha256:" + hashlib.sha256(made[2]).hexdigest()
+    if made[2] is None:
+        diff_id = os.environ["HOSTILE_DIFF_ID"]
+    else:
+        diff_id = "sha256:" + hashlib.sha256(made[2]).hexdigest()
 elif isinstance(made, tuple):
     layer_gz = made[1]
     diff_id = "sha256:" + hashlib.sha256(gzip.decompress(layer_gz)).hexdigest()
