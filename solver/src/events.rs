@@ -8,7 +8,9 @@ use std::time::{Duration, SystemTime};
 /// A vertex as progress sees it: a small stable number (`#N`) and its label.
 #[derive(Clone, Debug, Serialize)]
 pub struct VertexRef {
-    /// BuildKit-style `#N`, numbered in the order vertices are first reported.
+    /// BuildKit-style `#N`, numbered in the order vertices are first reported. 0 for a vertex
+    /// reported from outside the solve (an export, a push): the renderer numbers it after the
+    /// solve's vertices (see the CLI's progress module).
     pub number: u32,
     /// The vertex's cache key (or definition digest before it is known), hex.
     pub digest: String,
@@ -38,12 +40,14 @@ pub enum Event {
         elapsed: Duration,
         line: String,
     },
-    /// Bytes moved (pull, push, export, layer commit).
+    /// Bytes moved (pull, push, export, layer commit) for `id` (e.g. `writing layer sha256:…`);
+    /// `done` on the last event of that id.
     Progress {
         vertex: VertexRef,
         id: String,
         current: u64,
         total: Option<u64>,
+        done: bool,
     },
     /// The vertex finished.
     Done {

@@ -184,10 +184,7 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> 
         );
     }
     let store = Arc::new(crate::open_store(root)?);
-    let snapshotter = Arc::new(
-        rbuild_snapshotter::Snapshotter::open(&store.root().join("snapshots"))
-            .context("opening the snapshotter")?,
-    );
+    let snapshotter = Arc::new(crate::snapshots::open_for_mounting(store.root())?);
     let _ = snapshotter.cleanup_stale();
     let _lease = store
         .lease("build")
@@ -304,7 +301,14 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> 
             }
         }
         for o in &outputs {
-            outputs::export(&store, &snapshotter, &result, &args.tags, o)?;
+            outputs::export(
+                &store,
+                &snapshotter,
+                &result,
+                &args.tags,
+                o,
+                &progress.sink(),
+            )?;
         }
         Ok(())
     })();
@@ -319,6 +323,7 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> 
             push: args.push,
             cache_to: &cache_to,
             quiet: args.quiet,
+            events: &progress.sink(),
         }
         .run()
     });

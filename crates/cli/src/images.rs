@@ -218,21 +218,55 @@ pub fn save(
     let f =
         std::fs::File::create(output).with_context(|| format!("creating {}", output.display()))?;
     let mut w = std::io::BufWriter::new(f);
-    match format {
-        SaveFormat::Docker => {
-            rbuild_image::export_docker_archive(store, &rec.manifest, &names, &mut w)?
-        }
-        SaveFormat::Oci => {
-            rbuild_image::export_oci(
-                store,
-                &rec.manifest,
-                &names,
-                Some(rbuild_oci::Compression::Gzip),
-                rbuild_image::OciDest::Tar(&mut w),
-            )?;
+    // On a terminal, the live view shows the bytes of each layer; otherwise save is silent.
+    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        .then(|| crate::progress::Progress::start(crate::progress::Mode::Tty));
+    let sink = progress
+        .as_ref()
+        .map_or_else(rbuild_solver::EventSink::discard, |p| p.sink());
+    let step = crate::progress::Step::start(
+        &sink,
+        match format {
+            SaveFormat::Docker => "exporting to docker image format",
+            SaveFormat::Oci => "exporting to oci image format",
+        },
+    );
+    let report = |p: rbuild_image::ExportProgress<'_>| step.export(p);
+    let r = match format {
+        SaveFormat::Docker => rbuild_image::export_docker_archive_reporting(
+            store,
+            &rec.manifest,
+            &names,
+            &mut w,
+            &report,
+        ),
+        SaveFormat::Oci => rbuild_image::export_oci_reporting(
+            store,
+            &rec.manifest,
+            &names,
+            Some(rbuild_oci::Compression::Gzip),
+            None,
+            rbuild_image::OciDest::Tar(&mut w),
+            &report,
+        )
+        .map(|_| ()),
+    }
+    .map_err(anyhow::Error::from)
+    .and_then(|()| std::io::Write::flush(&mut w).map_err(anyhow::Error::from));
+    step.finish(&r);
+    // The renderer ends when every sender is gone.
+    drop(sink);
+    if let Some(p) = progress {
+        match &r {
+            Ok(()) => p.finish_with(crate::progress::Summary {
+                id: rec.config.to_string(),
+                digest: rec.manifest.to_string(),
+                size: rec.size,
+            }),
+            Err(_) => p.finish(),
         }
     }
-    std::io::Write::flush(&mut w)?;
+    r?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -110,42 +110,89 @@ fn open_dest(dest: &std::path::Path) -> anyhow::Result<Box<dyn std::io::Write>> 
     Ok(Box::new(std::io::BufWriter::new(f)))
 }
 
+/// Write output `o`, shown in progress as a step of its own (BuildKit's names: `exporting to oci
+/// image format` …) with the bytes of every blob it compresses and writes.
 pub fn export(
     store: &Store,
     snapshotter: &Snapshotter,
     result: &SolveResult,
     tags: &[String],
     o: &OutputSpec,
+    events: &rbuild_solver::EventSink,
+) -> anyhow::Result<()> {
+    let name = match o.kind {
+        OutputKind::Image => return Ok(()),
+        OutputKind::Oci => "exporting to oci image format",
+        OutputKind::Docker => "exporting to docker image format",
+        OutputKind::Local => "exporting to client directory",
+        OutputKind::Tar => "exporting to client tarball",
+    };
+    let step = crate::progress::Step::start(events, name);
+    let r = export_with(store, snapshotter, result, tags, o, &step);
+    step.finish(&r);
+    r
+}
+
+/// A writer that reports the bytes written through it as `id`.
+struct Counted<'a, W> {
+    inner: W,
+    step: &'a crate::progress::Step,
+    id: &'static str,
+    n: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for Counted<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.n += n as u64;
+        self.step.bytes(self.id, self.n, None, false);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn export_with(
+    store: &Store,
+    snapshotter: &Snapshotter,
+    result: &SolveResult,
+    tags: &[String],
+    o: &OutputSpec,
+    step: &crate::progress::Step,
 ) -> anyhow::Result<()> {
     let mut names: Vec<String> = tags.to_vec();
     if let Some(n) = &o.name {
         names.extend(n.split(';').map(|s| s.to_string()));
     }
     rbuild_store::crash_point("export");
+    let report = |p: rbuild_image::ExportProgress<'_>| step.export(p);
     match o.kind {
         OutputKind::Image => Ok(()),
         OutputKind::Oci => {
             let dest = o.dest.as_ref().unwrap();
             if o.tar {
                 let mut w = open_dest(dest)?;
-                rbuild_image::export_oci_with_level(
+                rbuild_image::export_oci_reporting(
                     store,
                     &result.manifest,
                     &names,
                     Some(o.compression),
                     o.level,
                     rbuild_image::OciDest::Tar(&mut w),
+                    &report,
                 )
                 .with_context(|| format!("exporting OCI archive to {}", dest.display()))?;
                 w.flush().context("writing the OCI archive")?;
             } else {
-                rbuild_image::export_oci_with_level(
+                rbuild_image::export_oci_reporting(
                     store,
                     &result.manifest,
                     &names,
                     Some(o.compression),
                     o.level,
                     rbuild_image::OciDest::Dir(dest),
+                    &report,
                 )
                 .with_context(|| format!("exporting OCI layout to {}", dest.display()))?;
             }
@@ -154,8 +201,14 @@ pub fn export(
         OutputKind::Docker => {
             let dest = o.dest.as_ref().unwrap();
             let mut w = open_dest(dest)?;
-            rbuild_image::export_docker_archive(store, &result.manifest, &names, &mut w)
-                .with_context(|| format!("exporting docker archive to {}", dest.display()))?;
+            rbuild_image::export_docker_archive_reporting(
+                store,
+                &result.manifest,
+                &names,
+                &mut w,
+                &report,
+            )
+            .with_context(|| format!("exporting docker archive to {}", dest.display()))?;
             w.flush().context("writing the docker archive")?;
             Ok(())
         }
@@ -175,7 +228,12 @@ pub fn export(
                 rbuild_snapshotter::mount::mount_all(&specs, &mnt)
                     .context("mounting the result")?;
                 let r = if o.kind == OutputKind::Tar {
-                    let mut w = open_dest(dest)?;
+                    let mut w = Counted {
+                        inner: open_dest(dest)?,
+                        step,
+                        id: "sending tarball",
+                        n: 0,
+                    };
                     rbuild_snapshotter::diff::write_layer(
                         &mnt,
                         &mut w,
@@ -183,11 +241,12 @@ pub fn export(
                     )
                     .map(|_| ())
                     .context("writing the rootfs tar")
-                    .and_then(|_| w.flush().context("writing the rootfs tar"))
+                    .and_then(|_| std::io::Write::flush(&mut w).context("writing the rootfs tar"))
+                    .map(|()| step.bytes(w.id, w.n, None, true))
                 } else {
                     std::fs::create_dir_all(dest)
                         .with_context(|| format!("creating {}", dest.display()))?;
-                    copy_tree(&mnt, dest)
+                    copy_tree(&mnt, dest, step)
                 };
                 let _ = rbuild_snapshotter::mount::unmount(&mnt);
                 r
@@ -208,30 +267,44 @@ fn rand_suffix() -> u128 {
 
 /// Copy a rootfs tree through a tar stream: the layer writer reads it without following
 /// symlinks, the layer applier writes it safely beneath `dest`.
-fn copy_tree(src: &std::path::Path, dest: &std::path::Path) -> anyhow::Result<()> {
+fn copy_tree(
+    src: &std::path::Path,
+    dest: &std::path::Path,
+    step: &crate::progress::Step,
+) -> anyhow::Result<()> {
     let (r, w) = std::io::pipe().context("creating a pipe")?;
-    let src = src.to_path_buf();
-    let writer = std::thread::spawn(move || {
-        let mut w = std::io::BufWriter::new(w);
-        rbuild_snapshotter::diff::write_layer(
-            &src,
-            &mut w,
-            &rbuild_snapshotter::diff::LayerOptions::default(),
-        )
-        .map(|_| ())
-        .map_err(|e| anyhow!("reading the rootfs: {e}"))
-    });
-    let applied = rbuild_snapshotter::diff::apply_layer(
-        std::io::BufReader::new(r),
-        dest,
-        &rbuild_snapshotter::diff::ApplyOptions::default(),
-    );
-    let wrote = writer
-        .join()
-        .map_err(|_| anyhow!("rootfs reader panicked"))?;
-    wrote?;
-    applied.map_err(|e| anyhow!("writing {}: {e}", dest.display()))?;
-    Ok(())
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(move || {
+            let mut w = std::io::BufWriter::new(Counted {
+                inner: w,
+                step,
+                id: "copying files",
+                n: 0,
+            });
+            rbuild_snapshotter::diff::write_layer(
+                src,
+                &mut w,
+                &rbuild_snapshotter::diff::LayerOptions::default(),
+            )
+            .map_err(|e| anyhow!("reading the rootfs: {e}"))?;
+            let w = w
+                .into_inner()
+                .map_err(|e| anyhow!("reading the rootfs: {}", e.error()))?;
+            step.bytes(w.id, w.n, None, true);
+            Ok::<(), anyhow::Error>(())
+        });
+        let applied = rbuild_snapshotter::diff::apply_layer(
+            std::io::BufReader::new(r),
+            dest,
+            &rbuild_snapshotter::diff::ApplyOptions::default(),
+        );
+        let wrote = writer
+            .join()
+            .map_err(|_| anyhow!("rootfs reader panicked"))?;
+        wrote?;
+        applied.map_err(|e| anyhow!("writing {}: {e}", dest.display()))?;
+        Ok(())
+    })
 }
 
 #[cfg(test)]

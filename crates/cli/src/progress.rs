@@ -2,11 +2,11 @@
 //! per line) and `tty` (a live view). Everything goes to stderr; stdout carries only data.
 
 use rbuild_solver::{Event, EventSink};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -83,11 +83,126 @@ pub(crate) fn secs(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
 }
 
+/// Numbers the vertices reported from outside the solve (number 0: exports, pushes) after every
+/// vertex seen so far. Events arrive in order, so the solve's vertices all come before.
+#[derive(Default)]
+pub(crate) struct Numbering {
+    max: u32,
+    outside: HashMap<String, u32>,
+}
+
+impl Numbering {
+    /// Give `ev` its number; true when its vertex came from outside the solve.
+    pub(crate) fn number(&mut self, ev: &mut Event) -> bool {
+        let v = vertex_of_mut(ev);
+        if v.number != 0 {
+            self.max = self.max.max(v.number);
+            return false;
+        }
+        let next = self.max + 1;
+        let n = *self.outside.entry(v.name.clone()).or_insert(next);
+        self.max = self.max.max(n);
+        v.number = n;
+        true
+    }
+}
+
+/// A step the CLI runs after the solve (an export, a push), shown as a vertex of its own:
+/// started when made, byte progress per blob (at most 10 updates a second for each, plus the
+/// last), then done or failed.
+pub struct Step {
+    sink: EventSink,
+    vertex: rbuild_solver::VertexRef,
+    started: Instant,
+    /// When each id was last reported.
+    last: Mutex<HashMap<String, Instant>>,
+}
+
+/// Least time between two progress events of one id.
+const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+
+impl Step {
+    pub fn start(sink: &EventSink, name: &str) -> Step {
+        let vertex = rbuild_solver::VertexRef {
+            number: 0,
+            digest: String::new(),
+            name: name.to_string(),
+        };
+        sink.send(Event::Started {
+            vertex: vertex.clone(),
+        });
+        Step {
+            sink: sink.clone(),
+            vertex,
+            started: Instant::now(),
+            last: Mutex::default(),
+        }
+    }
+
+    /// `current` of `total` bytes of `id` moved; throttled unless `done`.
+    pub fn bytes(&self, id: &str, current: u64, total: Option<u64>, done: bool) {
+        {
+            let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            // A whole blob not yet done: its done event follows at once.
+            if !done && total == Some(current) {
+                return;
+            }
+            match last.get(id) {
+                Some(t) if !done && now.duration_since(*t) < PROGRESS_EVERY => return,
+                _ => {}
+            }
+            if done {
+                last.remove(id);
+            } else {
+                last.insert(id.to_string(), now);
+            }
+        }
+        self.sink.send(Event::Progress {
+            vertex: self.vertex.clone(),
+            id: id.to_string(),
+            current,
+            total,
+            done,
+        });
+    }
+
+    /// An export's blob progress (see [`rbuild_image::ExportProgress`]).
+    pub fn export(&self, p: rbuild_image::ExportProgress<'_>) {
+        self.bytes(
+            &format!("{} {}", p.what, p.digest),
+            p.current,
+            Some(p.total),
+            p.done,
+        );
+    }
+
+    /// Report the end of the step: done, or failed with `result`'s error.
+    pub fn finish<T>(self, result: &anyhow::Result<T>) {
+        let duration = self.started.elapsed();
+        self.sink.send(match result {
+            Ok(_) => Event::Done {
+                vertex: self.vertex,
+                duration,
+            },
+            Err(e) => Event::Failed {
+                vertex: self.vertex,
+                duration,
+                error: format!("{e:#}"),
+            },
+        });
+    }
+}
+
 fn plain(rx: mpsc::Receiver<(SystemTime, Event)>) {
     let stderr = std::io::stderr();
     let mut last: Option<u32> = None;
     let mut announced: HashSet<u32> = HashSet::new();
-    for (_, ev) in rx {
+    let mut numbering = Numbering::default();
+    // When each (vertex, id) of byte progress was first seen, for BuildKit's elapsed column.
+    let mut first_seen: HashMap<(u32, String), SystemTime> = HashMap::new();
+    for (t, mut ev) in rx {
+        numbering.number(&mut ev);
         let mut out = stderr.lock();
         let v = vertex_of(&ev);
         let n = v.number;
@@ -113,11 +228,24 @@ fn plain(rx: mpsc::Receiver<(SystemTime, Event)>) {
                 writeln!(out, "#{n} {:.3} {line}", elapsed.as_secs_f64())
             }
             Event::Progress {
-                id, current, total, ..
-            } => match total {
-                Some(t) => writeln!(out, "#{n} {id} {}/{}", human(*current), human(*t)),
-                None => writeln!(out, "#{n} {id} {}", human(*current)),
-            },
+                id,
+                current,
+                total,
+                done,
+                ..
+            } => {
+                // BuildKit's status line: `#N <id> <current> / <total> <elapsed>s[ done]`.
+                let since = *first_seen.entry((n, id.clone())).or_insert(t);
+                let elapsed = t.duration_since(since).unwrap_or_default();
+                // As BuildKit, no byte counts before the first byte (`… already exists done`).
+                let bytes = match (current, total) {
+                    (0, _) => String::new(),
+                    (c, Some(t)) => format!(" {} / {}", human(*c), human(*t)),
+                    (c, None) => format!(" {}", human(*c)),
+                };
+                let done = if *done { " done" } else { "" };
+                writeln!(out, "#{n} {id}{bytes} {:.1}s{done}", elapsed.as_secs_f64())
+            }
             Event::Done { duration, .. } => writeln!(out, "#{n} DONE {}", secs(*duration)),
             Event::Failed { error, .. } => writeln!(out, "#{n} ERROR: {error}"),
             Event::Cancelled { .. } => writeln!(out, "#{n} CANCELED"),
@@ -127,7 +255,9 @@ fn plain(rx: mpsc::Receiver<(SystemTime, Event)>) {
 
 fn json(rx: mpsc::Receiver<(SystemTime, Event)>, summary: SummarySlot) {
     let stderr = std::io::stderr();
-    for (t, ev) in rx {
+    let mut numbering = Numbering::default();
+    for (t, mut ev) in rx {
+        numbering.number(&mut ev);
         let mut v = serde_json::to_value(&ev).unwrap_or_default();
         if let Some(o) = v.as_object_mut() {
             let ts = t
@@ -153,6 +283,19 @@ fn json(rx: mpsc::Receiver<(SystemTime, Event)>, summary: SummarySlot) {
 }
 
 pub(crate) fn vertex_of(e: &Event) -> &rbuild_solver::VertexRef {
+    match e {
+        Event::Started { vertex }
+        | Event::Cached { vertex }
+        | Event::CacheMiss { vertex, .. }
+        | Event::Log { vertex, .. }
+        | Event::Progress { vertex, .. }
+        | Event::Done { vertex, .. }
+        | Event::Failed { vertex, .. }
+        | Event::Cancelled { vertex } => vertex,
+    }
+}
+
+fn vertex_of_mut(e: &mut Event) -> &mut rbuild_solver::VertexRef {
     match e {
         Event::Started { vertex }
         | Event::Cached { vertex }

@@ -281,16 +281,75 @@ pub fn push_image(
     target: &Reference,
     annotations: &BTreeMap<String, String>,
     quiet: bool,
+    events: Option<&rbuild_solver::EventSink>,
 ) -> anyhow::Result<PushReport> {
     let digest = push_manifest(store, manifest, Compression::Gzip, annotations)?;
     remember_locations(ctx, store, target);
-    let printer = ProgressPrinter::new("pushing", quiet);
-    let report = ctx
-        .block(
-            ctx.client
-                .push(store, &digest, target, &|p| printer.report(p)),
-        )
-        .with_context(|| format!("pushing {}", target.familiar()))?;
+    let report = match events {
+        // In a build: a progress step of its own, with the bytes of every blob.
+        Some(events) => {
+            let step =
+                crate::progress::Step::start(events, &format!("pushing {}", target.familiar()));
+            let pushed = rbuild_image::read_manifest(store, &digest).ok();
+            let what = |d: &Digest| match &pushed {
+                Some(m) if m.config.digest == *d => "pushing config",
+                Some(m) if !m.layers.iter().any(|l| l.digest == *d) => "pushing manifest",
+                _ => "pushing layer",
+            };
+            let r = ctx
+                .block(ctx.client.push(store, &digest, target, &|p| match p {
+                    Progress::Started {
+                        digest,
+                        total,
+                        offset,
+                    } => step.bytes(
+                        &format!("{} {digest}", what(&digest)),
+                        offset,
+                        Some(total),
+                        false,
+                    ),
+                    Progress::Bytes {
+                        digest,
+                        done,
+                        total,
+                    } => step.bytes(
+                        &format!("{} {digest}", what(&digest)),
+                        done,
+                        Some(total),
+                        false,
+                    ),
+                    Progress::Done { digest, total } => step.bytes(
+                        &format!("{} {digest}", what(&digest)),
+                        total,
+                        Some(total),
+                        true,
+                    ),
+                    Progress::Skipped { digest } => step.bytes(
+                        &format!("{} {digest} already exists", what(&digest)),
+                        0,
+                        None,
+                        true,
+                    ),
+                    Progress::Mounted { digest, from } => step.bytes(
+                        &format!("{} {digest} mounted from {from}", what(&digest)),
+                        0,
+                        None,
+                        true,
+                    ),
+                }))
+                .with_context(|| format!("pushing {}", target.familiar()));
+            step.finish(&r);
+            r?
+        }
+        None => {
+            let printer = ProgressPrinter::new("pushing", quiet);
+            ctx.block(
+                ctx.client
+                    .push(store, &digest, target, &|p| printer.report(p)),
+            )
+            .with_context(|| format!("pushing {}", target.familiar()))?
+        }
+    };
     if !quiet {
         eprintln!(
             "pushed {}@{}: {} bytes uploaded in {} blobs, {} already there, {} mounted",
@@ -345,7 +404,32 @@ pub fn push(
     let target = parse_ref(dest.unwrap_or(image), "push destination")?;
     let (_, manifest) = local_manifest(store, image)?;
     let ctx = RegistryCtx::new()?;
-    let report = push_image(&ctx, store, &manifest, &target, &BTreeMap::new(), quiet)?;
+    // On a terminal, the live view shows the bytes of each blob; otherwise a line per step.
+    let progress = (!quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .then(|| crate::progress::Progress::start(crate::progress::Mode::Tty));
+    let sink = progress.as_ref().map(|p| p.sink());
+    let report = push_image(
+        &ctx,
+        store,
+        &manifest,
+        &target,
+        &BTreeMap::new(),
+        quiet,
+        sink.as_ref(),
+    );
+    // The renderer ends when every sender is gone.
+    drop(sink);
+    if let Some(p) = progress {
+        match &report {
+            Ok(r) => p.finish_with(crate::progress::Summary {
+                id: manifest.config.digest.to_string(),
+                digest: r.manifest.to_string(),
+                size: manifest.config.size + manifest.layers.iter().map(|l| l.size).sum::<u64>(),
+            }),
+            Err(_) => p.finish(),
+        }
+    }
+    let report = report?;
     println!("{}", report.manifest);
     Ok(ExitCode::SUCCESS)
 }
@@ -513,6 +597,8 @@ pub struct AfterBuild<'a> {
     pub push: bool,
     pub cache_to: &'a [crate::cache::CacheTo],
     pub quiet: bool,
+    /// Where a push reports its progress (a step after the build's).
+    pub events: &'a rbuild_solver::EventSink,
 }
 
 impl AfterBuild<'_> {
@@ -536,6 +622,7 @@ impl AfterBuild<'_> {
                     &target,
                     &annotations,
                     self.quiet,
+                    Some(self.events),
                 )?;
             }
         } else if inline {

@@ -37,13 +37,16 @@ pub fn render(rx: mpsc::Receiver<(SystemTime, Event)>, summary: SummarySlot) {
     let mut steps: BTreeMap<u32, Step> = BTreeMap::new();
     let start = Instant::now();
     let (mut cached, mut ran) = (0, 0);
+    let mut numbering = crate::progress::Numbering::default();
     loop {
         let ev = match rx.recv_timeout(Duration::from_millis(100)) {
             Ok((_, ev)) => Some(ev),
             Err(mpsc::RecvTimeoutError::Timeout) => None,
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
-        if let Some(ev) = ev {
+        if let Some(mut ev) = ev {
+            // Exports and pushes are shown as steps but not counted as build steps.
+            let outside = numbering.number(&mut ev);
             let v = vertex_of(&ev).clone();
             let step = steps.entry(v.number).or_insert_with(|| {
                 let bar = mp.add(ProgressBar::new_spinner());
@@ -80,7 +83,9 @@ pub fn render(rx: mpsc::Receiver<(SystemTime, Event)>, summary: SummarySlot) {
                     step.logs.push_back(line);
                 }
                 Event::Done { duration, .. } => {
-                    ran += 1;
+                    if !outside {
+                        ran += 1;
+                    }
                     step.done = true;
                     step.bar.set_style(finished.clone());
                     step.bar.finish_with_message(format!(
@@ -112,10 +117,18 @@ pub fn render(rx: mpsc::Receiver<(SystemTime, Event)>, summary: SummarySlot) {
                     ));
                 }
                 Event::Progress {
-                    id, current, total, ..
+                    id,
+                    current,
+                    total,
+                    done,
+                    ..
                 } => {
                     step.running = true;
-                    step.bytes.insert(id, (current, total));
+                    if done {
+                        step.bytes.remove(&id);
+                    } else {
+                        step.bytes.insert(id, (current, total));
+                    }
                 }
                 Event::CacheMiss { .. } => {}
             }

@@ -252,3 +252,157 @@ fn tty_mode_in_a_pseudo_terminal_shows_the_summary() {
         }
     }
 }
+
+/// Exports report bytes as a step of their own, after the build's steps: plain in BuildKit's
+/// shape (`#N exporting to oci image format`, `#N writing layer sha256:… 2.89MB / 2.89MB 0.1s
+/// done`, at most 10 lines a second per blob), json `progress` events with `done`, and the tty
+/// view's step line.
+#[test]
+fn export_progress_plain_json_and_tty() {
+    if !require_root(&["script"]) {
+        return;
+    }
+    let env = Env::with_busybox();
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN seq 1 400000 > /numbers && head -c 2000000 /dev/zero > /zeros\n",
+        )],
+    );
+    let tar = env.path("out.tar");
+    let out = env
+        .cmd()
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args(["build", "--progress=plain", "-o"])
+        .arg(format!("type=oci,dest={}", tar.display()))
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let name = "exporting to oci image format";
+    let n = err
+        .lines()
+        .find_map(|l| l.strip_suffix(&format!(" {name}")))
+        .unwrap_or_else(|| panic!("no export step:\n{err}"))
+        .to_string();
+    assert_eq!(n, "#3", "numbered after the build's two steps:\n{err}");
+    let step: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with(&format!("{n} ")))
+        .collect();
+    // Every blob ends whole and done; no blob is reported more than 10 times a second.
+    let line_re =
+        regex::Regex::new(r"^#3 (\S+ \S+ sha256:[0-9a-f]{64}) (\S+) / (\S+) (\d+\.\d)s( done)?$")
+            .unwrap();
+    let mut per_id: std::collections::BTreeMap<String, (usize, f64, bool)> = Default::default();
+    for l in &step[1..step.len() - 1] {
+        let c = line_re
+            .captures(l)
+            .unwrap_or_else(|| panic!("not BuildKit's status shape: {l:?}\n{err}"));
+        let e = per_id.entry(c[1].to_string()).or_default();
+        e.0 += 1;
+        e.1 = c[4].parse().unwrap();
+        if c.get(5).is_some() {
+            assert_eq!(c[2], c[3], "done when whole: {l}");
+            e.2 = true;
+        }
+    }
+    for (id, (lines, secs, done)) in &per_id {
+        assert!(*done, "{id} never done:\n{err}");
+        assert!(
+            (*lines as f64) <= 2.0 + 10.0 * (secs + 0.1),
+            "{id}: {lines} lines in {secs}s"
+        );
+    }
+    let mut shown: Vec<String> = step
+        .iter()
+        .filter(|l| l.ends_with(" done") || !l.contains("sha256:"))
+        .map(|l| {
+            let l = regex::Regex::new(r"sha256:[0-9a-f]{64}")
+                .unwrap()
+                .replace_all(l, "sha256:[DIGEST]");
+            let l = regex::Regex::new(r"\d+(\.\d+)?(B|kB|MB) / \d+(\.\d+)?(B|kB|MB)")
+                .unwrap()
+                .replace_all(&l, "[SIZE] / [SIZE]");
+            regex::Regex::new(r"\d+\.\ds")
+                .unwrap()
+                .replace_all(&l, "[T]s")
+                .to_string()
+        })
+        .collect();
+    // Blobs are written in digest order; sort the middle for a stable snapshot.
+    let last = shown.len() - 1;
+    shown[1..last].sort();
+    insta::assert_snapshot!("export_progress_plain", shown.join("\n"));
+
+    // json: the same events, numbered after the build's vertices, with `done`.
+    let out = env
+        .cmd()
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args(["build", "--progress=json", "-o"])
+        .arg(format!("type=oci,dest={}", env.path("out2.tar").display()))
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    let events: Vec<serde_json::Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let build_max = events
+        .iter()
+        .filter(|v| v["vertex"]["name"] != name && v["type"] != "result")
+        .map(|v| v["vertex"]["number"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    let progress: Vec<&serde_json::Value> =
+        events.iter().filter(|v| v["type"] == "progress").collect();
+    assert!(!progress.is_empty(), "{err}");
+    for p in &progress {
+        assert_eq!(p["vertex"]["name"], name, "{p}");
+        assert_eq!(p["vertex"]["number"].as_u64(), Some(build_max + 1), "{p}");
+        assert!(p["id"].as_str().unwrap().contains(" sha256:"), "{p}");
+        assert!(p["current"].as_u64().is_some() && p["total"].as_u64().is_some());
+        assert!(p["done"].is_boolean(), "{p}");
+    }
+    let done_layers = progress
+        .iter()
+        .filter(|p| p["done"] == true && p["id"].as_str().unwrap().starts_with("writing layer"))
+        .count();
+    assert_eq!(done_layers, 2, "busybox's layer and the RUN's:\n{err}");
+    let types: Vec<&str> = events
+        .iter()
+        .filter(|v| v["vertex"]["name"] == name)
+        .map(|v| v["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types.first(), Some(&"started"), "{types:?}");
+    assert_eq!(types.last(), Some(&"done"), "{types:?}");
+
+    // tty: the export is a step line of the live view, not counted as a build step.
+    let cmdline = format!(
+        "{} build --progress=tty -o type=docker,dest={} {}",
+        rbuild_bin(),
+        env.path("out.docker.tar").display(),
+        ctx.display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qfec", &cmdline, "/dev/null"])
+        .env("RBUILD_ROOT", &env.root)
+        .env("TERM", "xterm")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let text = regex::Regex::new(r"\x1b\[[0-9;]*[A-Za-z]")
+        .unwrap()
+        .replace_all(&stdout(&out), "")
+        .to_string();
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("DONE exporting to docker image format"),
+        "{text:?}"
+    );
+    assert!(text.contains("(2 cached, 0 run)"), "{text:?}");
+}

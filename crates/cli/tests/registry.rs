@@ -127,6 +127,25 @@ fn push_is_a_real_image_and_a_second_push_moves_no_layer() {
         .and_then(|l| l.split(':').take(2).collect::<Vec<_>>().join(":").into())
         .map(|s: String| s.trim().to_string())
         .unwrap_or_else(|| panic!("no pushed digest in:\n{err}"));
+    // The push is a progress step after the build's (#3 after FROM and RUN), every blob done
+    // with its bytes: the two layers and the config (the manifest is one PUT, no bytes shown).
+    assert!(err.contains(&format!("\n#3 pushing {target}\n")), "{err}");
+    let done = regex::Regex::new(
+        r"(?m)^#3 pushing (layer|config|manifest) sha256:[0-9a-f]{64}( (\S+) / (\S+))? \d+\.\ds done$",
+    )
+    .unwrap();
+    let kinds: Vec<&str> = done
+        .captures_iter(&err)
+        .map(|c| c.get(1).unwrap().as_str())
+        .collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "layer").count(), 2, "{err}");
+    assert!(kinds.contains(&"config"), "{err}");
+    for c in done.captures_iter(&err) {
+        if let (Some(cur), Some(tot)) = (c.get(3), c.get(4)) {
+            assert_eq!(cur.as_str(), tot.as_str(), "done when whole: {err}");
+        }
+    }
+    assert!(err.contains("\n#3 DONE "), "{err}");
     let inspect = common::run_ok(
         std::process::Command::new("skopeo")
             .args(["inspect", "--tls-verify=false"])

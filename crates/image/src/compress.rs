@@ -7,6 +7,7 @@
 //! the same compressed digest everywhere.
 
 use crate::error::{ImageError, Result};
+use crate::progress::{no_export_progress, Counting, ExportProgress, ExportProgressFn};
 use rayon::prelude::*;
 use rbuild_oci::{Compression, Descriptor, Digest, Sha256Writer};
 use rbuild_store::Store;
@@ -167,6 +168,19 @@ pub fn ensure_compressed(
     want: Compression,
     level: Option<u32>,
 ) -> Result<Descriptor> {
+    ensure_compressed_reporting(store, layer, diff_id, want, level, no_export_progress())
+}
+
+/// [`ensure_compressed`], reporting the bytes of `layer` read while (de)compressing it as
+/// `exporting layer` (nothing when nothing needs doing).
+pub fn ensure_compressed_reporting(
+    store: &Store,
+    layer: &Descriptor,
+    diff_id: &Digest,
+    want: Compression,
+    level: Option<u32>,
+    report: ExportProgressFn<'_>,
+) -> Result<Descriptor> {
     let have = Compression::from_layer_media_type(&layer.media_type).ok_or_else(|| {
         ImageError::UnknownLayerMediaType {
             digest: layer.digest.clone(),
@@ -191,7 +205,13 @@ pub fn ensure_compressed(
             return Ok(Descriptor::new(media_type, d, size));
         }
     }
-    let src = store.open_blob(&layer.digest)?;
+    let src = Counting::new(
+        store.open_blob(&layer.digest)?,
+        "exporting layer",
+        &layer.digest,
+        layer.size,
+        report,
+    );
     let mut reader = HashingReader {
         inner: decompressor(src, have).map_err(|source| ImageError::Read {
             src: store.blob_path(&layer.digest),
@@ -228,6 +248,13 @@ pub fn ensure_compressed(
     if level.is_none() {
         store.put_layer_variant(diff_id, want, &d, size)?;
     }
+    report(ExportProgress {
+        what: "exporting layer",
+        digest: &layer.digest,
+        current: layer.size,
+        total: layer.size,
+        done: true,
+    });
     Ok(Descriptor::new(media_type, d, size))
 }
 

@@ -1,10 +1,11 @@
 //! Export an image in `docker save`'s format (docker-archive): `manifest.json`,
 //! `<config hex>.json`, one uncompressed `<diff_id hex>.tar` per layer, and `repositories`.
 
-use crate::compress::ensure_compressed;
+use crate::compress::ensure_compressed_reporting;
 use crate::document::{layer_blobs, resolve_manifest};
 use crate::error::{ImageError, Result};
 use crate::export_oci::tag_of;
+use crate::progress::{no_export_progress, Counting, ExportProgressFn};
 use crate::tarout::TarOut;
 use rbuild_oci::{Compression, Digest, MAX_CONFIG_SIZE};
 use rbuild_store::{normalize_name, Store};
@@ -35,11 +36,30 @@ pub fn export_docker_archive(
     names: &[String],
     out: impl Write,
 ) -> Result<()> {
+    export_docker_archive_reporting(store, manifest, names, out, no_export_progress())
+}
+
+/// [`export_docker_archive`], reporting the bytes of layers decompressed (`exporting layer`) and
+/// written (`writing layer`, named by diff_id).
+pub fn export_docker_archive_reporting(
+    store: &Store,
+    manifest: &Digest,
+    names: &[String],
+    out: impl Write,
+    report: ExportProgressFn<'_>,
+) -> Result<()> {
     let (md, m) = resolve_manifest(store, manifest)?;
     let config_bytes = store.read_blob(&m.config.digest, MAX_CONFIG_SIZE)?;
     let mut layers = Vec::new();
     for l in layer_blobs(store, &md)? {
-        let d = ensure_compressed(store, &l.blob, &l.diff_id, Compression::None, None)?;
+        let d = ensure_compressed_reporting(
+            store,
+            &l.blob,
+            &l.diff_id,
+            Compression::None,
+            None,
+            report,
+        )?;
         layers.push((l.diff_id, d.size));
     }
     let names: Vec<String> = names
@@ -96,7 +116,11 @@ pub fn export_docker_archive(
             continue;
         }
         match (name.as_str(), layer) {
-            (_, Some((d, size))) => tar.file(&name, size, store.open_blob(&d)?)?,
+            (_, Some((d, size))) => {
+                let mut f = Counting::new(store.open_blob(&d)?, "writing layer", &d, size, report);
+                tar.file(&name, size, &mut f)?;
+                f.done();
+            }
             ("manifest.json", None) => tar.bytes(&name, &manifest_json)?,
             ("repositories", None) => tar.bytes(&name, &repos_json)?,
             (_, None) => tar.bytes(&name, &config_bytes)?,

@@ -1,8 +1,9 @@
 //! Export an image as an OCI image layout: a directory, or a tar of one (`oci-archive`).
 
-use crate::compress::ensure_compressed;
+use crate::compress::ensure_compressed_reporting;
 use crate::document::{check_present, layer_blobs, read_config, resolve_manifest};
 use crate::error::{ImageError, Result};
+use crate::progress::{no_export_progress, Counting, ExportProgressFn};
 use crate::tarout::TarOut;
 use rbuild_oci::{
     canonical_json, Compression, Descriptor, Digest, Index, Manifest, Platform,
@@ -33,8 +34,8 @@ pub(crate) struct Exportable {
     pub manifest: Digest,
     pub manifest_size: u64,
     pub platform: Platform,
-    /// (digest, size), sorted and deduplicated: manifest, config and layers.
-    pub blobs: Vec<(Digest, u64)>,
+    /// (digest, size, what it is), sorted and deduplicated: manifest, config and layers.
+    pub blobs: Vec<(Digest, u64, &'static str)>,
 }
 
 /// Resolve `manifest` (or index) and, when `compression` is given, convert its layers (writing a
@@ -44,13 +45,15 @@ pub(crate) fn prepare(
     manifest: &Digest,
     compression: Option<Compression>,
     level: Option<u32>,
+    report: ExportProgressFn<'_>,
 ) -> Result<Exportable> {
     let (mut md, mut m) = resolve_manifest(store, manifest)?;
     if let Some(want) = compression {
         let layers = layer_blobs(store, &md)?;
         let mut new_layers = Vec::with_capacity(layers.len());
         for l in &layers {
-            let mut d = ensure_compressed(store, &l.blob, &l.diff_id, want, level)?;
+            let mut d =
+                ensure_compressed_reporting(store, &l.blob, &l.diff_id, want, level, report)?;
             d.media_type = want.oci_layer_media_type().to_string();
             d.annotations = l.blob.annotations.clone();
             new_layers.push(d);
@@ -79,11 +82,11 @@ pub(crate) fn prepare(
         check_present(store, l, "layer")?;
     }
     let manifest_size = store.read_blob(&md, MAX_MANIFEST_SIZE)?.len() as u64;
-    let mut blobs: BTreeSet<(Digest, u64)> = BTreeSet::new();
-    blobs.insert((md.clone(), manifest_size));
-    blobs.insert((m.config.digest.clone(), m.config.size));
+    let mut blobs: BTreeSet<(Digest, u64, &'static str)> = BTreeSet::new();
+    blobs.insert((md.clone(), manifest_size, "writing manifest"));
+    blobs.insert((m.config.digest.clone(), m.config.size, "writing config"));
     for l in &m.layers {
-        blobs.insert((l.digest.clone(), l.size));
+        blobs.insert((l.digest.clone(), l.size, "writing layer"));
     }
     Ok(Exportable {
         manifest: md,
@@ -154,7 +157,30 @@ pub fn export_oci_with_level(
     level: Option<u32>,
     dest: OciDest<'_>,
 ) -> Result<Digest> {
-    let ex = prepare(store, manifest, compression, level)?;
+    export_oci_reporting(
+        store,
+        manifest,
+        names,
+        compression,
+        level,
+        dest,
+        no_export_progress(),
+    )
+}
+
+/// [`export_oci_with_level`], reporting the bytes of every blob (de)compressed (`exporting
+/// layer`) and written (`writing layer|config|manifest`; a blob a layout dir already has is
+/// reported done at once).
+pub fn export_oci_reporting(
+    store: &Store,
+    manifest: &Digest,
+    names: &[String],
+    compression: Option<Compression>,
+    level: Option<u32>,
+    dest: OciDest<'_>,
+    report: ExportProgressFn<'_>,
+) -> Result<Digest> {
+    let ex = prepare(store, manifest, compression, level, report)?;
     let entries = index_entries(&ex, names, MEDIA_TYPE_OCI_MANIFEST)?;
     match dest {
         OciDest::Tar(out) => {
@@ -167,9 +193,10 @@ pub fn export_oci_with_level(
             let mut tar = TarOut::new(out, "OCI archive");
             tar.dir("blobs/")?;
             tar.dir("blobs/sha256/")?;
-            for (d, size) in &ex.blobs {
-                let f = store.open_blob(d)?;
-                tar.file(&format!("blobs/sha256/{}", d.hex()), *size, f)?;
+            for (d, size, what) in &ex.blobs {
+                let mut f = Counting::new(store.open_blob(d)?, what, d, *size, report);
+                tar.file(&format!("blobs/sha256/{}", d.hex()), *size, &mut f)?;
+                f.done();
             }
             tar.bytes("index.json", &canonical_json(&index))?;
             tar.bytes("oci-layout", OCI_LAYOUT)?;
@@ -178,7 +205,7 @@ pub fn export_oci_with_level(
                 source,
             })?;
         }
-        OciDest::Dir(dir) => write_layout_dir(store, &ex, entries, dir)?,
+        OciDest::Dir(dir) => write_layout_dir(store, &ex, entries, dir, report)?,
     }
     Ok(ex.manifest)
 }
@@ -211,16 +238,21 @@ fn write_layout_dir(
     ex: &Exportable,
     entries: Vec<Descriptor>,
     dir: &Path,
+    report: ExportProgressFn<'_>,
 ) -> Result<()> {
     let blob_dir = dir.join("blobs").join("sha256");
     std::fs::create_dir_all(&blob_dir).map_err(io_err("create directory", &blob_dir))?;
-    for (d, size) in &ex.blobs {
+    for (d, size, what) in &ex.blobs {
         let p = blob_dir.join(d.hex());
-        if std::fs::metadata(&p).is_ok_and(|m| m.len() == *size) {
-            continue;
+        let mut f = Counting::new(std::io::empty(), what, d, *size, report);
+        if !std::fs::metadata(&p).is_ok_and(|m| m.len() == *size) {
+            let mut blob = Counting::new(store.open_blob(d)?, what, d, *size, report);
+            write_atomic(&p, &mut blob)?;
+            f.current = blob.current;
+        } else {
+            f.current = *size;
         }
-        let mut f = store.open_blob(d)?;
-        write_atomic(&p, &mut f)?;
+        f.done();
     }
     // Keep the other images of an existing layout, minus entries for the names we write.
     let index_path = dir.join("index.json");

@@ -9,7 +9,9 @@
 //!   machine) and remembering `(diff_id, compression) → blob` in the store (default level only:
 //!   an explicit level — gzip 0–9, zstd 1–22 — compresses again, deterministically).
 //! - **Export**: [`export_oci`] writes an OCI image layout as a directory or a deterministic tar
-//!   (`oci-archive`); [`export_docker_archive`] writes what `docker save` writes.
+//!   (`oci-archive`); [`export_docker_archive`] writes what `docker save` writes. The
+//!   `_reporting` variants report the bytes of every blob they (de)compress or write
+//!   ([`ExportProgress`]).
 //! - **Import**: [`load`] reads an OCI layout directory, an OCI archive or a docker-archive (also
 //!   gzip/zstd-compressed), verifies every blob and diff_id, stores blobs as they came and names
 //!   the images.
@@ -24,13 +26,17 @@ mod error;
 mod export_docker;
 mod export_oci;
 mod load;
+mod progress;
 mod tarout;
 
-pub use compress::{check_level, compress_stream, ensure_compressed};
+pub use compress::{check_level, compress_stream, ensure_compressed, ensure_compressed_reporting};
 pub use document::{
     image_record, layer_blobs, read_config, read_manifest, resolve_manifest, write_image, LayerBlob,
 };
 pub use error::{ImageError, Result};
-pub use export_docker::export_docker_archive;
-pub use export_oci::{export_oci, export_oci_with_level, OciDest, ANNOTATION_CONTAINERD_NAME};
+pub use export_docker::{export_docker_archive, export_docker_archive_reporting};
+pub use export_oci::{
+    export_oci, export_oci_reporting, export_oci_with_level, OciDest, ANNOTATION_CONTAINERD_NAME,
+};
 pub use load::{load, LoadedImage};
+pub use progress::{no_export_progress, ExportProgress, ExportProgressFn};
