@@ -28,10 +28,21 @@ pub fn parse(s: &str) -> Result<Driver, String> {
 /// probe mount works under the store, else native, with a note the first time a store uses it.
 /// Call it inside rbuild's private mount namespace.
 pub fn open_for_mounting(store_root: &Path) -> Result<Snapshotter> {
+    // A successful probe is remembered in the store, so a rebuild does not pay a mount and an
+    // unmount for it each time. Should overlay go away later, a step's mount fails with the
+    // kernel's reason, and the flag selects native.
+    let marker = store_root
+        .join(Driver::Overlay.dir_name())
+        .join(OVERLAY_PROBED);
+    let mut remember = false;
     let driver = match CHOICE.get() {
         Some(d) => *d,
+        None if marker.exists() => Driver::Overlay,
         None => match rbuild_snapshotter::mount::overlay_usable(&store_root.join("mnt")) {
-            Ok(()) => Driver::Overlay,
+            Ok(()) => {
+                remember = true;
+                Driver::Overlay
+            }
             Err(e) => {
                 if !store_root.join(Driver::Native.dir_name()).exists() {
                     eprintln!(
@@ -44,8 +55,15 @@ pub fn open_for_mounting(store_root: &Path) -> Result<Snapshotter> {
             }
         },
     };
-    open(store_root, driver)
+    let snapshotter = open(store_root, driver)?;
+    if remember {
+        let _ = std::fs::write(&marker, b"");
+    }
+    Ok(snapshotter)
 }
+
+/// In the overlay snapshotter's directory: a probe mount worked under this store.
+const OVERLAY_PROBED: &str = "overlay-probed";
 
 /// The snapshotter of a command that only reads or removes snapshots (prune, df, fsck): the
 /// chosen driver, else the one this store has been using (native only if it has no overlay

@@ -53,6 +53,80 @@ fn a_130_layer_image_builds_runs_and_serves_as_a_base() {
     assert_eq!(stdout(&out), "130\n/on-top\n");
 }
 
+const CHANGES: &str = r#"FROM busybox
+COPY a.txt /data/a.txt
+RUN mkdir -p /data/dir/sub /data/old/deep && echo 1 > /data/dir/sub/f && echo x > /data/old/deep/x \
+ && echo keep > /data/keep && ln -s ../keep /data/dir/link && ln /data/keep /data/keep.hard \
+ && echo other > /data/other && mkfifo /data/fifo && echo same > /data/same && touch -d @1600000000 /data/same
+RUN echo more >> /data/a.txt && chmod 600 /data/other && rm -r /data/old && rm /data/fifo \
+ && mkdir /data/new && touch /data/new/empty && ln -sf /data/a.txt /data/dir/link \
+ && chmod 4755 /data/dir/sub/f && ln /data/dir/sub/f /data/dir/f.hard && chown 1:1 /data/dir \
+ && echo SAME > /data/same && touch -d @1600000000 /data/same
+RUN rm /data/keep.hard && mv /data/new /data/renamed && chmod 0700 /data/renamed
+CMD ["sh", "-c", "cd /data && find . -exec stat -c '%n %A %u:%g %s %Y %N' {} + | sort && cat a.txt same dir/link"]
+"#;
+
+/// Build `CHANGES` with `driver`, SOURCE_DATE_EPOCH set; returns the image id, the config's
+/// diff_ids and what the image prints when run.
+fn build_with(driver: &str) -> (String, serde_json::Value, String) {
+    let env = Env::with_busybox();
+    let ctx = env.context("changes", &[("Dockerfile", CHANGES), ("a.txt", "a\n")]);
+    let build = |extra: &[&str]| {
+        let mut cmd = env.cmd();
+        cmd.env("SOURCE_DATE_EPOCH", "1700000000")
+            .env("RBUILD_SNAPSHOTTER", driver)
+            .args(["build", "--progress=plain", "-t", "changes:1"])
+            .args(extra)
+            .arg(&ctx);
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{driver}: {}", stderr(&out));
+        (stdout(&out).trim().to_string(), stderr(&out))
+    };
+    let (id, _) = build(&[]);
+    // Only the chosen driver's snapshot dir exists.
+    let other = if driver == "native" {
+        "snapshots"
+    } else {
+        "snapshots-native"
+    };
+    assert!(!env.root.join(other).exists(), "{driver} used {other}");
+    // A rebuild is all cached and gives the same image.
+    let (again, log) = build(&[]);
+    assert_eq!(again, id);
+    assert!(
+        !log.contains("DONE") || log.matches("CACHED").count() >= 4,
+        "{log}"
+    );
+    let inspect = stdout(&env.rbuild(&["inspect", "changes:1"]));
+    let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    let mut cmd = env.cmd();
+    cmd.env("RBUILD_SNAPSHOTTER", driver)
+        .args(["run", "--rm", "changes:1"]);
+    let shown = run_ok(&mut cmd);
+    (id, v["Config"]["rootfs"]["diff_ids"].clone(), shown)
+}
+
+/// The copy-based snapshotter builds, caches and runs what overlay does, layer for layer: added,
+/// changed and deleted files and directories, chmod/chown, setuid, symlinks, hard links, a fifo, a
+/// same-size same-mtime rewrite, a rename — same diff_ids and image id with SOURCE_DATE_EPOCH.
+/// (Not a chmod of a hard-linked lower file: overlay breaks that link, a copy keeps it.)
+#[test]
+fn native_snapshotter_builds_the_same_image_as_overlay() {
+    if !require_root(&[]) {
+        return;
+    }
+    let (oid, olayers, oshown) = build_with("overlayfs");
+    let (nid, nlayers, nshown) = build_with("native");
+    assert_eq!(nlayers, olayers, "diff_ids");
+    assert_eq!(nid, oid, "image id");
+    assert_eq!(nshown, oshown);
+    assert!(oshown.contains("a\nmore\nSAME\n"), "{oshown}");
+    assert!(
+        !oshown.contains("keep.hard") && !oshown.contains("fifo"),
+        "{oshown}"
+    );
+}
+
 /// A bad --snapshotter value is a usage error naming the choices.
 #[test]
 fn unknown_snapshotter_is_a_usage_error() {
@@ -64,4 +138,28 @@ fn unknown_snapshotter_is_a_usage_error() {
         "{}",
         stderr(&out)
     );
+}
+
+/// With no choice made, the first build probes overlay with a real mount and remembers that it
+/// worked (`snapshots/overlay-probed`), so later builds skip the probe; a store whose probe is
+/// not remembered is probed again.
+#[test]
+fn a_successful_overlay_probe_is_remembered() {
+    if !require_root(&[]) {
+        return;
+    }
+    let env = Env::with_busybox();
+    let ctx = env.context("probe", &[("Dockerfile", "FROM busybox\nRUN true\n")]);
+    let marker = env.root.join("snapshots").join("overlay-probed");
+    let mut build = env.cmd();
+    build
+        .env_remove("RBUILD_SNAPSHOTTER")
+        .args(["build", "--progress=plain", "-t", "probe"])
+        .arg(&ctx);
+    run_ok(&mut build);
+    assert!(marker.exists());
+    std::fs::remove_file(&marker).unwrap();
+    run_ok(&mut build);
+    assert!(marker.exists(), "probed and remembered again");
+    assert!(!env.root.join("snapshots-native").exists());
 }
