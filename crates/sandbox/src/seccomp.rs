@@ -43,20 +43,45 @@
 //! might as well be older, and libc falls back to the older call.
 //!
 //! # Architectures
-//! The filter checks `seccomp_data.arch` first. The native ABI (x86-64 or AArch64) gets the
-//! table; on x86-64 the x32 ABI (numbers with `__X32_SYSCALL_BIT`) gets `EPERM`. Any other ABI
-//! — i386 through `int 0x80` on x86-64, AArch32 on AArch64 — kills the process: Docker keeps a
-//! second table for these, rbuild does not run 32-bit binaries in RUN steps and does not let
-//! them reach the kernel through an unfiltered door. On other architectures there is no
-//! profile and a RUN fails unless it asks for `--security=insecure`.
+//! The filter checks `seccomp_data.arch` first and gives each ABI its own table, as Docker's
+//! profile does for the sub-architectures it lists with each native one:
+//!
+//! * x86-64 gets the x86-64 table, and the i386 ABI (`AUDIT_ARCH_I386`: 32-bit binaries, or
+//!   `int 0x80` from 64-bit code) an i386 table made of the same lists by name with the i386
+//!   numbers ([`I386_ALLOWED`]). The x32 ABI (numbers with `__X32_SYSCALL_BIT`) gets `EPERM`:
+//!   Docker lists it too, but most kernels are built without it and images ship no x32
+//!   binaries.
+//! * AArch64 gets the AArch64 table; AArch32 kills the process (Docker lists it; rbuild has
+//!   no arm table, and does not let such a process reach the kernel through an unfiltered door).
+//!
+//! Any other ABI kills the process. On other architectures there is no profile and a RUN fails
+//! unless it asks for `--security=insecure`.
+//!
+//! The i386 table is Docker's by name, so it differs from x86-64's where the names do. The
+//! 32-bit variants in Docker's list (`chown32`, `_llseek`, `mmap2`, `clock_gettime64`,
+//! `waitpid`, `sigreturn`, ...) are allowed. `arch_prctl` is in Docker's amd64/x32 rule only,
+//! so i386 gets `EPERM` for it (`modify_ldt` and `set_thread_area` are allowed). What Docker's
+//! list does not name is denied as on x86-64, which on i386 also covers the pre-`rt_` signal
+//! calls (`signal`, `sigaction`, `sigsuspend`, `sigpending`), `nice`, `readdir`, `vm86` and the
+//! `old*stat`/`old*uname` calls: no libc of this century makes them. The old multiplexers
+//! `socketcall(2)` and `ipc(2)` are in Docker's list and allowed whatever call they carry
+//! (older i386 libcs reach every socket and System V IPC call through them). That includes
+//! `socketcall(SYS_SOCKET)` for `AF_VSOCK`, whose arguments lie in memory out of a filter's
+//! reach: libseccomp turns Docker's `socket` rule into "`socketcall` with call `SYS_SOCKET`"
+//! without the domain check (`abi_rule_add` in its `arch.c`), and the unconditional
+//! `socketcall` entry allows it anyway, so Docker has the same gap. The direct `socket` (359)
+//! gets the `AF_VSOCK` check. `clone` takes its flags in argument 0 on i386 as on x86-64 (only
+//! s390 swaps the first two), so the same namespace rule applies.
 //!
 //! Argument checks read only the low 32 bits of an argument: `clone` flags, `personality` and
 //! the `socket` domain are 32-bit values to the kernel, which ignores the upper half.
 //!
 //! # The program
-//! Syscall numbers are split into runs of equal treatment, and a balanced tree of `JGE`
-//! comparisons finds a number's run in about log2(runs) ≈ 7 steps, so a permitted syscall costs
-//! some 12 BPF instructions (JIT-compiled on every common kernel), not a scan of 300 numbers.
+//! One section per ABI, the native one first (so its syscalls pay one comparison of the arch).
+//! In a section, syscall numbers are split into runs of equal treatment, and a balanced tree of
+//! `JGE` comparisons finds a number's run in about log2(runs) ≈ 7 steps, so a permitted
+//! syscall costs some 12 BPF instructions (JIT-compiled on every common kernel), not a scan of
+//! 300 numbers.
 
 use libc::{c_long, sock_filter};
 
@@ -67,6 +92,10 @@ use crate::error::InitError;
 const AUDIT_ARCH: u32 = 0xc000_003e; // AUDIT_ARCH_X86_64
 #[cfg(target_arch = "aarch64")]
 const AUDIT_ARCH: u32 = 0xc000_00b7; // AUDIT_ARCH_AARCH64
+
+/// `AUDIT_ARCH_I386`: 32-bit x86 syscalls on an x86-64 kernel.
+#[cfg(target_arch = "x86_64")]
+const AUDIT_ARCH_I386: u32 = 0x4000_0003;
 
 /// `__X32_SYSCALL_BIT`: x32 syscalls are x86-64 syscalls with this bit set.
 #[cfg(target_arch = "x86_64")]
@@ -180,6 +209,110 @@ const ALLOWED_ARCH: &[c_long] = &[
 #[cfg(target_arch = "aarch64")]
 const ALLOWED_ARCH: &[c_long] = &[292];
 
+/// Syscalls allowed without conditions in the i386 ABI: Docker's main list and the rules that
+/// apply to x86 (see [`ALLOWED_COMMON`]), by name, in the profile's order for diffing against
+/// `default.json`, with the kernel's i386 numbers (`arch/x86/entry/syscalls/syscall_32.tbl`,
+/// as in `asm/unistd_32.h` and libseccomp's `arch-x86-syscalls.c`; the libc crate has no i386
+/// constants when built for x86-64). Names of the list that i386 does not have: `accept`,
+/// `epoll_ctl_old`, `epoll_wait_old`, `newfstatat`, `recv`, `send`, `semop`, `semtimedop`
+/// (i386 programs reach the socket and IPC ones through `socketcall` and `ipc`).
+#[cfg(target_arch = "x86_64")]
+#[rustfmt::skip]
+const I386_ALLOWED: &[(&str, u32)] = &[
+    ("accept4", 364), ("access", 33), ("adjtimex", 124), ("alarm", 27), ("bind", 361), ("brk", 45),
+    ("capget", 184), ("capset", 185), ("chdir", 12), ("chmod", 15), ("chown", 182),
+    ("chown32", 212), ("clock_adjtime", 343), ("clock_adjtime64", 405), ("clock_getres", 266),
+    ("clock_getres_time64", 406), ("clock_gettime", 265), ("clock_gettime64", 403),
+    ("clock_nanosleep", 267), ("clock_nanosleep_time64", 407), ("close", 6), ("close_range", 436),
+    ("connect", 362), ("copy_file_range", 377), ("creat", 8), ("dup", 41), ("dup2", 63),
+    ("dup3", 330), ("epoll_create", 254), ("epoll_create1", 329), ("epoll_ctl", 255),
+    ("epoll_pwait", 319), ("epoll_pwait2", 441), ("epoll_wait", 256), ("eventfd", 323),
+    ("eventfd2", 328), ("execve", 11), ("execveat", 358), ("exit", 1), ("exit_group", 252),
+    ("faccessat", 307), ("faccessat2", 439), ("fadvise64", 250), ("fadvise64_64", 272),
+    ("fallocate", 324), ("fanotify_mark", 339), ("fchdir", 133), ("fchmod", 94), ("fchmodat", 306),
+    ("fchown", 95), ("fchown32", 207), ("fchownat", 298), ("fcntl", 55), ("fcntl64", 221),
+    ("fdatasync", 148), ("fgetxattr", 231), ("flistxattr", 234), ("flock", 143), ("fork", 2),
+    ("fremovexattr", 237), ("fsetxattr", 228), ("fstat", 108), ("fstat64", 197), ("fstatat64", 300),
+    ("fstatfs", 100), ("fstatfs64", 269), ("fsync", 118), ("ftruncate", 93), ("ftruncate64", 194),
+    ("futex", 240), ("futex_time64", 422), ("futex_waitv", 449), ("futimesat", 299),
+    ("getcpu", 318), ("getcwd", 183), ("getdents", 141), ("getdents64", 220), ("getegid", 50),
+    ("getegid32", 202), ("geteuid", 49), ("geteuid32", 201), ("getgid", 47), ("getgid32", 200),
+    ("getgroups", 80), ("getgroups32", 205), ("getitimer", 105), ("getpeername", 368),
+    ("getpgid", 132), ("getpgrp", 65), ("getpid", 20), ("getppid", 64), ("getpriority", 96),
+    ("getrandom", 355), ("getresgid", 171), ("getresgid32", 211), ("getresuid", 165),
+    ("getresuid32", 209), ("getrlimit", 76), ("get_robust_list", 312), ("getrusage", 77),
+    ("getsid", 147), ("getsockname", 367), ("getsockopt", 365), ("get_thread_area", 244),
+    ("gettid", 224), ("gettimeofday", 78), ("getuid", 24), ("getuid32", 199), ("getxattr", 229),
+    ("inotify_add_watch", 292), ("inotify_init", 291), ("inotify_init1", 332),
+    ("inotify_rm_watch", 293), ("io_cancel", 249), ("ioctl", 54), ("io_destroy", 246),
+    ("io_getevents", 247), ("io_pgetevents", 385), ("io_pgetevents_time64", 416),
+    ("ioprio_get", 290), ("ioprio_set", 289), ("io_setup", 245), ("io_submit", 248),
+    ("io_uring_enter", 426), ("io_uring_register", 427), ("io_uring_setup", 425), ("ipc", 117),
+    ("kill", 37), ("landlock_add_rule", 445), ("landlock_create_ruleset", 444),
+    ("landlock_restrict_self", 446), ("lchown", 16), ("lchown32", 198), ("lgetxattr", 230),
+    ("link", 9), ("linkat", 303), ("listen", 363), ("listxattr", 232), ("llistxattr", 233),
+    ("_llseek", 140), ("lremovexattr", 236), ("lseek", 19), ("lsetxattr", 227), ("lstat", 107),
+    ("lstat64", 196), ("madvise", 219), ("membarrier", 375), ("memfd_create", 356),
+    ("memfd_secret", 447), ("mincore", 218), ("mkdir", 39), ("mkdirat", 296), ("mknod", 14),
+    ("mknodat", 297), ("mlock", 150), ("mlock2", 376), ("mlockall", 152), ("mmap", 90),
+    ("mmap2", 192), ("mprotect", 125), ("mq_getsetattr", 282), ("mq_notify", 281), ("mq_open", 277),
+    ("mq_timedreceive", 280), ("mq_timedreceive_time64", 419), ("mq_timedsend", 279),
+    ("mq_timedsend_time64", 418), ("mq_unlink", 278), ("mremap", 163), ("msgctl", 402),
+    ("msgget", 399), ("msgrcv", 401), ("msgsnd", 400), ("msync", 144), ("munlock", 151),
+    ("munlockall", 153), ("munmap", 91), ("name_to_handle_at", 341), ("nanosleep", 162),
+    ("_newselect", 142), ("open", 5), ("openat", 295), ("openat2", 437), ("pause", 29),
+    ("pidfd_open", 434), ("pidfd_send_signal", 424), ("pipe", 42), ("pipe2", 331),
+    ("pkey_alloc", 381), ("pkey_free", 382), ("pkey_mprotect", 380), ("poll", 168), ("ppoll", 309),
+    ("ppoll_time64", 414), ("prctl", 172), ("pread64", 180), ("preadv", 333), ("preadv2", 378),
+    ("prlimit64", 340), ("process_mrelease", 448), ("pselect6", 308), ("pselect6_time64", 413),
+    ("pwrite64", 181), ("pwritev", 334), ("pwritev2", 379), ("read", 3), ("readahead", 225),
+    ("readlink", 85), ("readlinkat", 305), ("readv", 145), ("recvfrom", 371), ("recvmmsg", 337),
+    ("recvmmsg_time64", 417), ("recvmsg", 372), ("remap_file_pages", 257), ("removexattr", 235),
+    ("rename", 38), ("renameat", 302), ("renameat2", 353), ("restart_syscall", 0), ("rmdir", 40),
+    ("rseq", 386), ("rt_sigaction", 174), ("rt_sigpending", 176), ("rt_sigprocmask", 175),
+    ("rt_sigqueueinfo", 178), ("rt_sigreturn", 173), ("rt_sigsuspend", 179),
+    ("rt_sigtimedwait", 177), ("rt_sigtimedwait_time64", 421), ("rt_tgsigqueueinfo", 335),
+    ("sched_getaffinity", 242), ("sched_getattr", 352), ("sched_getparam", 155),
+    ("sched_get_priority_max", 159), ("sched_get_priority_min", 160), ("sched_getscheduler", 157),
+    ("sched_rr_get_interval", 161), ("sched_rr_get_interval_time64", 423),
+    ("sched_setaffinity", 241), ("sched_setattr", 351), ("sched_setparam", 154),
+    ("sched_setscheduler", 156), ("sched_yield", 158), ("seccomp", 354), ("select", 82),
+    ("semctl", 394), ("semget", 393), ("semtimedop_time64", 420), ("sendfile", 187),
+    ("sendfile64", 239), ("sendmmsg", 345), ("sendmsg", 370), ("sendto", 369), ("setfsgid", 139),
+    ("setfsgid32", 216), ("setfsuid", 138), ("setfsuid32", 215), ("setgid", 46), ("setgid32", 214),
+    ("setgroups", 81), ("setgroups32", 206), ("setitimer", 104), ("setpgid", 57),
+    ("setpriority", 97), ("setregid", 71), ("setregid32", 204), ("setresgid", 170),
+    ("setresgid32", 210), ("setresuid", 164), ("setresuid32", 208), ("setreuid", 70),
+    ("setreuid32", 203), ("setrlimit", 75), ("set_robust_list", 311), ("setsid", 66),
+    ("setsockopt", 366), ("set_thread_area", 243), ("set_tid_address", 258), ("setuid", 23),
+    ("setuid32", 213), ("setxattr", 226), ("shmat", 397), ("shmctl", 396), ("shmdt", 398),
+    ("shmget", 395), ("shutdown", 373), ("sigaltstack", 186), ("signalfd", 321), ("signalfd4", 327),
+    ("sigprocmask", 126), ("sigreturn", 119), ("socketcall", 102), ("socketpair", 360),
+    ("splice", 313), ("stat", 106), ("stat64", 195), ("statfs", 99), ("statfs64", 268),
+    ("statx", 383), ("symlink", 83), ("symlinkat", 304), ("sync", 36), ("sync_file_range", 314),
+    ("syncfs", 344), ("sysinfo", 116), ("tee", 315), ("tgkill", 270), ("time", 13),
+    ("timer_create", 259), ("timer_delete", 263), ("timer_getoverrun", 262), ("timer_gettime", 261),
+    ("timer_gettime64", 408), ("timer_settime", 260), ("timer_settime64", 409),
+    ("timerfd_create", 322), ("timerfd_gettime", 326), ("timerfd_gettime64", 410),
+    ("timerfd_settime", 325), ("timerfd_settime64", 411), ("times", 43), ("tkill", 238),
+    ("truncate", 92), ("truncate64", 193), ("ugetrlimit", 191), ("umask", 60), ("uname", 122),
+    ("unlink", 10), ("unlinkat", 301), ("utime", 30), ("utimensat", 320), ("utimensat_time64", 412),
+    ("utimes", 271), ("vfork", 190), ("vmsplice", 316), ("wait4", 114), ("waitid", 284),
+    ("waitpid", 7), ("write", 4), ("writev", 146),
+    // Docker's kernel-version rule (≥ 4.8), its CAP_SYS_CHROOT rule and its modify_ldt rule.
+    ("process_vm_readv", 347), ("process_vm_writev", 348), ("ptrace", 26), ("chroot", 61),
+    ("modify_ldt", 123),
+];
+
+/// The i386 numbers of the syscalls with a rule of their own.
+#[cfg(target_arch = "x86_64")]
+mod i386 {
+    pub(super) const CLONE: u32 = 120;
+    pub(super) const PERSONALITY: u32 = 136;
+    pub(super) const SOCKET: u32 = 359;
+    pub(super) const CLONE3: u32 = 435;
+}
+
 /// What the filter does with one syscall number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Rule {
@@ -193,26 +326,28 @@ enum Rule {
     Socket,
 }
 
-/// The rule of every syscall number from 0 to the highest one the profile names (the index is
-/// the number); higher numbers get `ENOSYS`.
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-fn rules() -> Vec<Rule> {
-    let special = [
-        (libc::SYS_clone, Rule::Clone),
-        (libc::SYS_clone3, Rule::Errno(libc::ENOSYS as u16)),
-        (libc::SYS_personality, Rule::Personality),
-        (libc::SYS_socket, Rule::Socket),
-    ];
-    let max = ALLOWED_COMMON
-        .iter()
-        .chain(ALLOWED_ARCH)
-        .chain(special.iter().map(|(nr, _)| nr))
-        .copied()
+/// One syscall ABI of the filter: its `AUDIT_ARCH_*` value and what happens to its numbers.
+#[derive(Debug)]
+struct Abi {
+    arch: u32,
+    /// Numbers with this bit set get `EPERM` (x32 on x86-64).
+    x32_bit: Option<u32>,
+    /// The rule of every number from 0 to the highest one the profile names (the index is the
+    /// number); higher numbers get `ENOSYS`.
+    rules: Vec<Rule>,
+}
+
+/// The rule table of one ABI: `allowed` unconditionally, `special` as given (`clone`, `clone3`,
+/// `personality`, `socket`), every other number up to the highest of both `EPERM`.
+fn rules(allowed: impl Iterator<Item = u32> + Clone, special: [(u32, Rule); 4]) -> Vec<Rule> {
+    let max = allowed
+        .clone()
+        .chain(special.iter().map(|(nr, _)| *nr))
         .max()
         .unwrap_or(0);
     let mut rules = vec![Rule::Errno(libc::EPERM as u16); max as usize + 1];
-    for nr in ALLOWED_COMMON.iter().chain(ALLOWED_ARCH) {
-        rules[*nr as usize] = Rule::Allow;
+    for nr in allowed {
+        rules[nr as usize] = Rule::Allow;
     }
     for (nr, rule) in special {
         rules[nr as usize] = rule;
@@ -220,11 +355,61 @@ fn rules() -> Vec<Rule> {
     rules
 }
 
+/// The native ABI's table.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn native_rules() -> Vec<Rule> {
+    let nr = |n: c_long| n as u32;
+    rules(
+        ALLOWED_COMMON.iter().chain(ALLOWED_ARCH).map(|n| nr(*n)),
+        [
+            (nr(libc::SYS_clone), Rule::Clone),
+            (nr(libc::SYS_clone3), Rule::Errno(libc::ENOSYS as u16)),
+            (nr(libc::SYS_personality), Rule::Personality),
+            (nr(libc::SYS_socket), Rule::Socket),
+        ],
+    )
+}
+
+/// The i386 ABI's table.
+#[cfg(target_arch = "x86_64")]
+fn i386_rules() -> Vec<Rule> {
+    rules(
+        I386_ALLOWED.iter().map(|(_, nr)| *nr),
+        [
+            (i386::CLONE, Rule::Clone),
+            (i386::CLONE3, Rule::Errno(libc::ENOSYS as u16)),
+            (i386::PERSONALITY, Rule::Personality),
+            (i386::SOCKET, Rule::Socket),
+        ],
+    )
+}
+
+/// Every ABI the filter lets through, the native one first.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn abis() -> Vec<Abi> {
+    let native = Abi {
+        arch: AUDIT_ARCH,
+        x32_bit: X32_SYSCALL_BIT,
+        rules: native_rules(),
+    };
+    #[cfg(target_arch = "x86_64")]
+    {
+        let i386 = Abi {
+            arch: AUDIT_ARCH_I386,
+            x32_bit: None,
+            rules: i386_rules(),
+        };
+        vec![native, i386]
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    vec![native]
+}
+
 /// The default filter as a BPF program, or an error on an architecture without a profile.
 pub(crate) fn default_filter() -> Result<Vec<sock_filter>, InitError> {
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     {
-        Ok(compile(AUDIT_ARCH, X32_SYSCALL_BIT, &rules()))
+        Ok(compile(&abis()))
     }
     #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
@@ -280,26 +465,39 @@ fn ret(k: u32) -> sock_filter {
     stmt(libc::BPF_RET | libc::BPF_K, k)
 }
 
-/// Compile `rules` (indexed by syscall number) for the ABI `arch`.
-fn compile(arch: u32, x32_bit: Option<u32>, rules: &[Rule]) -> Vec<sock_filter> {
-    let eperm = ret_errno(libc::EPERM as u16);
-    let mut prog = vec![
-        load(OFF_ARCH),
-        jump(libc::BPF_JEQ, arch, 1, 0),
-        ret(RET_KILL),
-        load(OFF_NR),
-    ];
-    if let Some(bit) = x32_bit {
-        prog.extend([jump(libc::BPF_JGE, bit, 0, 1), ret(eperm)]);
+/// Compile the sections of `abis`, in order; any other ABI kills the process.
+fn compile(abis: &[Abi]) -> Vec<sock_filter> {
+    let mut prog = vec![load(OFF_ARCH)];
+    for abi in abis {
+        let section = section(abi);
+        // The arch matches: skip the jump over the section.
+        prog.extend([
+            jump(libc::BPF_JEQ, abi.arch, 1, 0),
+            stmt(libc::BPF_JMP | libc::BPF_JA, section.len() as u32),
+        ]);
+        prog.extend(section);
     }
-    let last = rules.len().saturating_sub(1) as u32;
+    prog.push(ret(RET_KILL));
+    prog
+}
+
+/// The instructions deciding a syscall of one ABI (every path ends in a return).
+fn section(abi: &Abi) -> Vec<sock_filter> {
+    let mut prog = vec![load(OFF_NR)];
+    if let Some(bit) = abi.x32_bit {
+        prog.extend([
+            jump(libc::BPF_JGE, bit, 0, 1),
+            ret(ret_errno(libc::EPERM as u16)),
+        ]);
+    }
+    let last = abi.rules.len().saturating_sub(1) as u32;
     prog.extend([
         jump(libc::BPF_JGT, last, 0, 1),
         ret(ret_errno(libc::ENOSYS as u16)),
     ]);
     // Runs of equal rules: (first number, rule).
     let mut runs: Vec<(u32, Rule)> = Vec::new();
-    for (nr, rule) in rules.iter().enumerate() {
+    for (nr, rule) in abi.rules.iter().enumerate() {
         if runs.last().map(|(_, r)| r) != Some(rule) {
             runs.push((nr as u32, *rule));
         }
@@ -402,13 +600,17 @@ mod tests {
     }
 
     /// With argument 0 zero, every conditional rule allows.
-    fn assert_every_number_gets_its_rule(prog: &[sock_filter], rules: &[Rule]) {
+    fn assert_every_number_gets_its_rule(prog: &[sock_filter], arch: u32, rules: &[Rule]) {
         for (nr, rule) in rules.iter().enumerate() {
             let want = match rule {
                 Rule::Errno(e) => ret_errno(*e),
                 _ => RET_ALLOW,
             };
-            assert_eq!(run(prog, AUDIT_ARCH, nr as u32, 0), want, "syscall {nr}");
+            assert_eq!(
+                run(prog, arch, nr as u32, 0),
+                want,
+                "arch {arch:#x} syscall {nr}"
+            );
         }
     }
 
@@ -417,13 +619,31 @@ mod tests {
 
     #[test]
     fn every_number_gets_its_rule() {
-        let rules = rules();
         let prog = default_filter().unwrap();
-        assert!(prog.len() < 400, "{} instructions", prog.len());
-        assert_every_number_gets_its_rule(&prog, &rules);
-        for nr in [rules.len() as u32, 1000, 0x3fff_ffff] {
-            assert_eq!(run(&prog, AUDIT_ARCH, nr, 0), ENOSYS, "syscall {nr}");
+        let abis = abis();
+        assert!(
+            prog.len() < 400 * abis.len(),
+            "{} instructions for {} ABIs",
+            prog.len(),
+            abis.len()
+        );
+        for abi in &abis {
+            assert_every_number_gets_its_rule(&prog, abi.arch, &abi.rules);
+            for nr in [abi.rules.len() as u32, 1000, 0x3fff_ffff] {
+                assert_eq!(run(&prog, abi.arch, nr, 0), ENOSYS, "syscall {nr}");
+            }
         }
+    }
+
+    /// The native section comes first: a native syscall pays one comparison of the arch.
+    #[test]
+    fn the_native_abi_is_checked_first() {
+        let prog = default_filter().unwrap();
+        assert_eq!(prog[1].k, AUDIT_ARCH);
+        assert_eq!(
+            u32::from(prog[1].code),
+            libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K
+        );
     }
 
     #[test]
@@ -545,12 +765,13 @@ mod tests {
         );
     }
 
-    #[test]
-    fn argument_rules() {
+    /// The argument rules of one ABI, given its numbers of `clone`, `clone3`, `personality`
+    /// and `socket`.
+    fn assert_argument_rules(arch: u32, [clone, clone3, personality, socket]: [u32; 4]) {
         let prog = default_filter().unwrap();
-        let v = |nr: c_long, arg0: u64| run(&prog, AUDIT_ARCH, nr as u32, arg0);
+        let v = |nr: u32, arg0: u64| run(&prog, arch, nr, arg0);
         let sigchld = libc::SIGCHLD as u64;
-        assert_eq!(v(libc::SYS_clone, sigchld), RET_ALLOW);
+        assert_eq!(v(clone, sigchld), RET_ALLOW);
         let threads = (libc::CLONE_VM
             | libc::CLONE_FS
             | libc::CLONE_FILES
@@ -560,7 +781,7 @@ mod tests {
             | libc::CLONE_SETTLS
             | libc::CLONE_PARENT_SETTID
             | libc::CLONE_CHILD_CLEARTID) as u64;
-        assert_eq!(v(libc::SYS_clone, threads), RET_ALLOW);
+        assert_eq!(v(clone, threads), RET_ALLOW);
         for ns in [
             libc::CLONE_NEWNS,
             libc::CLONE_NEWUTS,
@@ -570,26 +791,206 @@ mod tests {
             libc::CLONE_NEWNET,
             libc::CLONE_NEWCGROUP,
         ] {
-            assert_eq!(v(libc::SYS_clone, sigchld | ns as u64), EPERM, "{ns:#x}");
+            assert_eq!(v(clone, sigchld | ns as u64), EPERM, "{ns:#x}");
         }
-        assert_eq!(v(libc::SYS_clone3, 0), ENOSYS);
+        assert_eq!(v(clone3, 0), ENOSYS);
         for p in PERSONAS {
-            assert_eq!(v(libc::SYS_personality, u64::from(p)), RET_ALLOW, "{p:#x}");
+            assert_eq!(v(personality, u64::from(p)), RET_ALLOW, "{p:#x}");
         }
         for p in [0x0040_0000u64, 0x0001, 0x0800_0000, 0x0020_0000] {
-            assert_eq!(v(libc::SYS_personality, p), EPERM, "{p:#x}");
+            assert_eq!(v(personality, p), EPERM, "{p:#x}");
         }
-        assert_eq!(v(libc::SYS_socket, libc::AF_INET as u64), RET_ALLOW);
-        assert_eq!(v(libc::SYS_socket, libc::AF_UNIX as u64), RET_ALLOW);
-        assert_eq!(v(libc::SYS_socket, libc::AF_NETLINK as u64), RET_ALLOW);
-        assert_eq!(v(libc::SYS_socket, libc::AF_VSOCK as u64), EPERM);
+        assert_eq!(v(socket, libc::AF_INET as u64), RET_ALLOW);
+        assert_eq!(v(socket, libc::AF_UNIX as u64), RET_ALLOW);
+        assert_eq!(v(socket, libc::AF_NETLINK as u64), RET_ALLOW);
+        assert_eq!(v(socket, libc::AF_VSOCK as u64), EPERM);
+    }
+
+    #[test]
+    fn argument_rules() {
+        let nr = |n: c_long| n as u32;
+        assert_argument_rules(
+            AUDIT_ARCH,
+            [
+                nr(libc::SYS_clone),
+                nr(libc::SYS_clone3),
+                nr(libc::SYS_personality),
+                nr(libc::SYS_socket),
+            ],
+        );
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn i386_argument_rules() {
+        assert_argument_rules(
+            AUDIT_ARCH_I386,
+            [i386::CLONE, i386::CLONE3, i386::PERSONALITY, i386::SOCKET],
+        );
+        // socketcall carries its arguments in memory: allowed whatever the call, as by Docker.
+        let prog = default_filter().unwrap();
+        for call in [1u64, 2, 3, 5, 17, 20] {
+            assert_eq!(
+                run(&prog, AUDIT_ARCH_I386, 102, call),
+                RET_ALLOW,
+                "socketcall {call}"
+            );
+        }
+    }
+
+    /// The i386 numbers Docker's profile denies with the default capabilities (computed from
+    /// moby's `default.json` and the kernel's `unistd_32.h` as [`DOCKER_DENIED_X86_64`]).
+    #[cfg(target_arch = "x86_64")]
+    #[rustfmt::skip]
+    const DOCKER_DENIED_I386: &[u32] = &[
+        17, 18, 21, 22, 25, 28, 31, 32, 34, 35, 44, 48, 51, 52, 53, 56, 58, 59, 62, 67, 68, 69, 72,
+        73, 74, 79, 84, 86, 87, 88, 89, 98, 101, 103, 109, 110, 111, 112, 113, 115, 121, 127, 128,
+        129, 130, 131, 134, 135, 137, 149, 166, 167, 169, 188, 189, 217, 253, 264, 273, 274, 275,
+        276, 283, 286, 287, 288, 294, 310, 317, 336, 338, 342, 346, 349, 350, 357, 374, 384, 404,
+        428, 429, 430, 431, 432, 433, 438, 440, 442, 443,
+    ];
+    /// i386 numbers below the highest named one that no syscall has: denied like the others,
+    /// as by Docker (libseccomp's default action).
+    #[cfg(target_arch = "x86_64")]
+    const UNALLOCATED_I386: &[u32] = &[222, 223, 251, 285, 387, 388, 389, 390, 391, 392, 415];
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn i386_denies_exactly_what_docker_denies() {
+        let prog = default_filter().unwrap();
+        let denied: Vec<u32> = (0..=449)
+            .filter(|nr| run(&prog, AUDIT_ARCH_I386, *nr, 0) == EPERM)
+            .collect();
+        let mut want = [DOCKER_DENIED_I386, UNALLOCATED_I386].concat();
+        want.sort_unstable();
+        assert_eq!(denied, want);
+        assert_eq!(run(&prog, AUDIT_ARCH_I386, 450, 0), ENOSYS);
+        assert_eq!(run(&prog, AUDIT_ARCH_I386, 451, 0), ENOSYS, "cachestat");
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn i386_numbers_are_i386_numbers() {
+        let prog = default_filter().unwrap();
+        let x86_64 = |nr: u32| run(&prog, AUDIT_ARCH, nr, 0);
+        let i386 = |nr: u32| run(&prog, AUDIT_ARCH_I386, nr, 0);
+        // The same number, another syscall: each ABI has its own table.
+        assert_eq!((x86_64(21), i386(21)), (RET_ALLOW, EPERM), "access / mount");
+        assert_eq!(
+            (x86_64(165), i386(165)),
+            (EPERM, RET_ALLOW),
+            "mount / getresuid"
+        );
+        assert_eq!(
+            (x86_64(101), i386(101)),
+            (RET_ALLOW, EPERM),
+            "ptrace / ioperm"
+        );
+        assert_eq!(
+            (x86_64(26), i386(26)),
+            (RET_ALLOW, RET_ALLOW),
+            "msync / ptrace"
+        );
+        let nr_of = |n: &str| {
+            I386_ALLOWED
+                .iter()
+                .find(|(name, _)| *name == n)
+                .map(|e| e.1)
+        };
+        // What 32-bit programs need, and names Docker lists only for 32-bit ABIs.
+        for n in [
+            "read",
+            "write",
+            "open",
+            "close",
+            "execve",
+            "exit_group",
+            "brk",
+            "mmap2",
+            "_llseek",
+            "fstat64",
+            "stat64",
+            "fcntl64",
+            "getdents64",
+            "set_thread_area",
+            "modify_ldt",
+            "socketcall",
+            "ipc",
+            "waitpid",
+            "sigreturn",
+            "sigprocmask",
+            "rt_sigaction",
+            "clock_gettime64",
+            "futex_time64",
+            "chown32",
+            "getuid32",
+            "ugetrlimit",
+            "_newselect",
+            "ptrace",
+            "chroot",
+            "process_vm_readv",
+            "name_to_handle_at",
+            "futex_waitv",
+        ] {
+            let nr = nr_of(n).unwrap_or_else(|| panic!("{n} missing from the i386 table"));
+            assert_eq!(i386(nr), RET_ALLOW, "{n} ({nr})");
+        }
+        // Denied: not in Docker's list for x86 (its arch_prctl rule is amd64/x32 only), behind
+        // a dropped capability, or obsolete.
+        for (n, nr) in [
+            ("arch_prctl", 384),
+            ("mount", 21),
+            ("umount", 22),
+            ("umount2", 52),
+            ("stime", 25),
+            ("settimeofday", 79),
+            ("clock_settime", 264),
+            ("clock_settime64", 404),
+            ("iopl", 110),
+            ("ioperm", 101),
+            ("vm86old", 113),
+            ("vm86", 166),
+            ("unshare", 310),
+            ("setns", 346),
+            ("keyctl", 288),
+            ("add_key", 286),
+            ("bpf", 357),
+            ("perf_event_open", 336),
+            ("userfaultfd", 374),
+            ("open_by_handle_at", 342),
+            ("init_module", 128),
+            ("kexec_load", 283),
+            ("reboot", 88),
+            ("swapon", 87),
+            ("syslog", 103),
+            ("sigaction", 67),
+            ("signal", 48),
+            ("nice", 34),
+            ("fsopen", 430),
+        ] {
+            assert_eq!(nr_of(n), None, "{n} in the i386 table");
+            assert_eq!(i386(nr), EPERM, "{n} ({nr})");
+        }
     }
 
     #[test]
     fn other_abis_are_killed_and_x32_denied() {
         let prog = default_filter().unwrap();
-        for arch in [0x4000_0003u32, 0x4000_0028, 0, 0xc000_00f3] {
-            if arch != AUDIT_ARCH {
+        let known: Vec<u32> = abis().iter().map(|abi| abi.arch).collect();
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(known, [AUDIT_ARCH, AUDIT_ARCH_I386]);
+        #[cfg(target_arch = "aarch64")]
+        assert_eq!(known, [AUDIT_ARCH]);
+        // i386, ARM, none, RISC-V 64, x86-64, AArch64.
+        for arch in [
+            0x4000_0003u32,
+            0x4000_0028,
+            0,
+            0xc000_00f3,
+            0xc000_003e,
+            0xc000_00b7,
+        ] {
+            if !known.contains(&arch) {
                 assert_eq!(run(&prog, arch, 0, 0), RET_KILL, "arch {arch:#x}");
             }
         }
@@ -611,7 +1012,28 @@ mod tests {
                 }
             })
             .collect();
-        let prog = compile(AUDIT_ARCH, None, &rules);
-        assert_every_number_gets_its_rule(&prog, &rules);
+        let abi = Abi {
+            arch: AUDIT_ARCH,
+            x32_bit: None,
+            rules,
+        };
+        // Two such sections: the jump over the first is longer than 255 too.
+        let other = Abi {
+            arch: 0x4000_0003,
+            x32_bit: None,
+            rules: abi.rules.iter().rev().copied().collect(),
+        };
+        let prog = compile(&[abi, other]);
+        assert!(prog.len() > 512);
+        for (arch, n) in [(AUDIT_ARCH, 0), (0x4000_0003, 1)] {
+            for nr in 0..600u32 {
+                let want = if (nr + n) % 2 == 0 {
+                    RET_ALLOW
+                } else {
+                    ret_errno(1)
+                };
+                assert_eq!(run(&prog, arch, nr, 0), want, "arch {arch:#x} syscall {nr}");
+            }
+        }
     }
 }
