@@ -29,20 +29,80 @@ pub fn line(prompt: &str) -> anyhow::Result<String> {
 }
 
 /// Like [`line`], with the terminal's echo off while the answer is typed (the final newline is
-/// still echoed), restored afterwards whatever happens.
+/// still echoed), restored afterwards whatever happens — Ctrl-C included: SIGINT while the
+/// echo is off puts the terminal back, ends the line and exits 130, as `docker login` restores
+/// the terminal (moby/term's interrupt handler; docker exits 1).
 pub fn password(prompt: &str) -> anyhow::Result<String> {
-    use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg, Termios};
-    struct Restore(Termios);
+    use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+    struct Restore;
     impl Drop for Restore {
         fn drop(&mut self) {
-            let _ = tcsetattr(std::io::stdin(), SetArg::TCSANOW, &self.0);
+            let mut held = ECHO_OFF.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(saved) = held.take() {
+                let _ = tcsetattr(std::io::stdin(), SetArg::TCSANOW, &saved);
+            }
         }
     }
     let saved = tcgetattr(std::io::stdin()).context("reading the terminal's settings")?;
-    let _restore = Restore(saved.clone());
-    let mut quiet = saved;
+    // The handler is in place before the echo goes off, so no Ctrl-C can slip between. Without
+    // one (no thread or runtime to be had) the prompt still works, as it did before.
+    let _ = watch_interrupts();
+    let mut quiet = saved.clone();
+    *ECHO_OFF.lock().unwrap_or_else(|e| e.into_inner()) = Some(saved);
+    let _restore = Restore;
     quiet.local_flags.remove(LocalFlags::ECHO);
     quiet.local_flags.insert(LocalFlags::ECHONL);
     tcsetattr(std::io::stdin(), SetArg::TCSANOW, &quiet).context("turning the echo off")?;
     line(prompt)
+}
+
+/// The terminal settings to put back while a password prompt has the echo off.
+static ECHO_OFF: std::sync::Mutex<Option<nix::sys::termios::Termios>> = std::sync::Mutex::new(None);
+
+/// Handle SIGINT from now on (once per process): a thread with its own small runtime waits for
+/// it, restores [`ECHO_OFF`] if a prompt holds one, and exits 130. Once caught, SIGINT cannot
+/// go back to its default action (tokio keeps the handler for the life of the process), so
+/// outside a prompt it exits 130 just the same, as the default action would end the process.
+fn watch_interrupts() -> Result<(), String> {
+    static STARTED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let started = STARTED.get_or_init(|| {
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("sigint".into())
+            .spawn(move || {
+                use tokio::signal::unix::{signal, SignalKind};
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => return ready_tx.send(Err(e.to_string())),
+                };
+                let _in_rt = rt.enter();
+                let mut sigint = match signal(SignalKind::interrupt()) {
+                    Ok(s) => s,
+                    Err(e) => return ready_tx.send(Err(e.to_string())),
+                };
+                let _ = ready_tx.send(Ok(()));
+                rt.block_on(sigint.recv());
+                let held = ECHO_OFF.lock().unwrap_or_else(|e| e.into_inner()).take();
+                if let Some(saved) = held {
+                    let _ = nix::sys::termios::tcsetattr(
+                        std::io::stdin(),
+                        nix::sys::termios::SetArg::TCSANOW,
+                        &saved,
+                    );
+                    // The next shell prompt starts on a line of its own.
+                    eprintln!();
+                }
+                std::process::exit(130);
+            });
+        match spawned {
+            Ok(_) => ready
+                .recv()
+                .unwrap_or_else(|_| Err("the signal thread ended".into())),
+            Err(e) => Err(e.to_string()),
+        }
+    });
+    started.clone()
 }

@@ -390,3 +390,43 @@ fn a_credential_helper_stores_gets_and_erases() {
     assert!(!err.contains(PASSWORD), "{err}");
     assert!(config(&env).get("auths").is_none());
 }
+
+/// Ctrl-C at the password prompt: the terminal gets its echo back (as with `docker login`),
+/// the next line starts on its own, and nothing typed so far is shown. rbuild runs as the
+/// session leader of the pty (setsid --ctty), so ^C from the terminal is a real SIGINT; a
+/// shell around it (catching SIGINT itself) reports the status and the terminal's settings.
+#[test]
+fn ctrl_c_at_the_password_prompt_gives_the_echo_back() {
+    for tool in ["setsid", "stty"] {
+        if common::which(tool).is_none() {
+            eprintln!("SKIP: {tool} is not installed");
+            return;
+        }
+    }
+    let env = Env::empty();
+    std::fs::create_dir_all(env.path("docker")).unwrap();
+    let mut cmd = Command::new("setsid");
+    cmd.env("RBUILD_ROOT", &env.root)
+        .env("DOCKER_CONFIG", env.path("docker"))
+        .args(["--ctty", "--wait", "sh", "-c"])
+        .arg(r#"trap true INT; "$0" login registry.invalid:5000; echo "status=$?"; stty -a"#)
+        .arg(common::rbuild_bin());
+    // No registry is needed: nothing is recorded, so nothing is asked of one before the prompts.
+    let (st, shown) = run_on_pty(
+        cmd,
+        &[("Username: ", "alice"), ("Password: ", "half-typed\x03")],
+    );
+    assert!(st.success(), "{shown}");
+    let after = shown.split("Password: ").nth(1).unwrap();
+    // (run_on_pty sends a newline after the ^C, which the restored terminal echoes too.)
+    assert!(after.starts_with("\r\n"), "the line is not ended: {shown}");
+    assert!(after.contains("\r\nstatus=130\r\n"), "{shown}");
+    assert!(!shown.contains("half-typed"), "{shown}");
+    let settings: Vec<&str> = after
+        .split(|c: char| c.is_whitespace() || c == ';')
+        .collect();
+    assert!(
+        settings.contains(&"echo") && !settings.contains(&"-echo"),
+        "the echo is still off: {after}"
+    );
+}
