@@ -103,23 +103,27 @@ impl Store {
     }
 
     pub(crate) fn put_image_row(&self, name: &str, rec: &ImageRecord) -> Result<()> {
+        // Re-tagging the same image (every no-op rebuild) changes nothing and writes no page.
         self.db(|c| {
-            c.execute(
+            c.prepare_cached(
                 "INSERT INTO images (name, manifest, config, media_type, size, created, updated_ns)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT(name) DO UPDATE SET manifest=excluded.manifest,
                    config=excluded.config, media_type=excluded.media_type, size=excluded.size,
-                   created=excluded.created, updated_ns=excluded.updated_ns",
-                params![
-                    name,
-                    rec.manifest.to_string(),
-                    rec.config.to_string(),
-                    rec.media_type,
-                    rec.size.min(i64::MAX as u64) as i64,
-                    rec.created,
-                    crate::db::now_ns()
-                ],
-            )
+                   created=excluded.created, updated_ns=excluded.updated_ns
+                 WHERE manifest IS NOT excluded.manifest OR config IS NOT excluded.config
+                   OR media_type IS NOT excluded.media_type OR size IS NOT excluded.size
+                   OR created IS NOT excluded.created",
+            )?
+            .execute(params![
+                name,
+                rec.manifest.to_string(),
+                rec.config.to_string(),
+                rec.media_type,
+                rec.size.min(i64::MAX as u64) as i64,
+                rec.created,
+                crate::db::now_ns()
+            ])
         })?;
         Ok(())
     }

@@ -221,9 +221,21 @@ impl Lease {
         if self.lock.is_none() {
             return Ok(());
         }
-        let res = self
-            .store
-            .db(|c| c.execute("DELETE FROM leases WHERE id = ?1", [&self.id]));
+        // The cache records this build used are marked in the same transaction.
+        let used = std::mem::take(
+            &mut *self
+                .store
+                .inner
+                .used_records
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        let res = self.store.db(|c| {
+            let tx = c.transaction()?;
+            tx.execute("DELETE FROM leases WHERE id = ?1", [&self.id])?;
+            crate::records::write_record_uses(&tx, &used)?;
+            tx.commit()
+        });
         // Remove the file while still holding the lock, then unlock.
         let _ = std::fs::remove_file(&self.lock_path);
         self.lock = None;

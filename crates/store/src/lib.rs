@@ -39,7 +39,7 @@ mod records;
 mod refs;
 
 pub use blobs::BlobWriter;
-pub use checksums::{ChecksumEntry, FileStat};
+pub use checksums::{ChecksumEntry, ContextFingerprint, FileStat};
 pub use crash::crash_point;
 pub use error::{Result, StoreError};
 pub use fsck::FsckReport;
@@ -62,6 +62,27 @@ struct Inner {
     root: PathBuf,
     db_path: PathBuf,
     conn: Mutex<Connection>,
+    /// Cache records read since the last flush, whose `last_used_ns` is still to be written:
+    /// one transaction for all of them ([`Store::flush_record_uses`], and on drop) instead of
+    /// one per cache hit.
+    used_records: Mutex<Vec<(String, i64)>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let conn = self.conn.get_mut().unwrap_or_else(|p| p.into_inner());
+        let used = std::mem::take(
+            self.used_records
+                .get_mut()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        // Best effort: a lost last-used time only makes prune's LRU order a little older.
+        if let Ok(tx) = conn.transaction() {
+            if records::write_record_uses(&tx, &used).is_ok() {
+                let _ = tx.commit();
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -92,6 +113,7 @@ impl Store {
                 root: root.to_path_buf(),
                 db_path,
                 conn: Mutex::new(conn),
+                used_records: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -285,6 +307,25 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_is_kept_between_opens_but_never_replayed_into_a_new_database() {
+        let t = tempfile::tempdir().unwrap();
+        let k = rbuild_oci::Digest::sha256_of(b"k");
+        let s = Store::open(t.path()).unwrap();
+        s.put_cache_record(&k, "{}").unwrap();
+        drop(s);
+        // Closing did not checkpoint: the log holds the record and survives the process.
+        assert!(t.path().join("meta.db-wal").exists());
+        let s = Store::open(t.path()).unwrap();
+        assert!(s.get_cache_record(&k).unwrap().is_some());
+        drop(s);
+        // meta.db alone deleted: the old log must not leak into the new database.
+        std::fs::remove_file(t.path().join("meta.db")).unwrap();
+        let s = Store::open(t.path()).unwrap();
+        assert_eq!(s.get_cache_record(&k).unwrap(), None);
+        assert_eq!(db::quick_check(&s.conn()).unwrap(), None);
+    }
 
     #[test]
     fn open_creates_layout_0700() {

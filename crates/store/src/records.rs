@@ -108,24 +108,38 @@ impl Store {
         Ok(())
     }
 
-    /// The record for `key` (and mark it used now).
+    /// The record for `key` (and mark it used now: written with the other uses of this process
+    /// by [`Store::flush_record_uses`] or when the store is dropped).
     pub fn get_cache_record(&self, key: &Digest) -> Result<Option<String>> {
         let k = key.to_string();
+        let v: Option<String> = self.db(|c| {
+            c.prepare_cached("SELECT value FROM cache_records WHERE key = ?1")?
+                .query_row([&k], |r| r.get(0))
+                .optional()
+        })?;
+        if v.is_some() {
+            self.inner
+                .used_records
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((k, crate::db::now_ns()));
+        }
+        Ok(v)
+    }
+
+    /// Write the last-used times of the cache records read so far, in one transaction.
+    pub fn flush_record_uses(&self) -> Result<()> {
+        let used = std::mem::take(
+            &mut *self
+                .inner
+                .used_records
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
         self.db(|c| {
-            let v: Option<String> = c
-                .query_row(
-                    "SELECT value FROM cache_records WHERE key = ?1",
-                    [&k],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if v.is_some() {
-                c.execute(
-                    "UPDATE cache_records SET last_used_ns = ?2 WHERE key = ?1",
-                    params![k, crate::db::now_ns()],
-                )?;
-            }
-            Ok(v)
+            let tx = c.transaction()?;
+            write_record_uses(&tx, &used)?;
+            tx.commit()
         })
     }
 
@@ -190,6 +204,23 @@ impl Store {
     }
 }
 
+/// `UPDATE last_used_ns` for each `(key, time)`; callers wrap it in a transaction.
+pub(crate) fn write_record_uses(
+    conn: &rusqlite::Connection,
+    used: &[(String, i64)],
+) -> rusqlite::Result<()> {
+    if used.is_empty() {
+        return Ok(());
+    }
+    let mut stmt = conn.prepare_cached(
+        "UPDATE cache_records SET last_used_ns = max(last_used_ns, ?2) WHERE key = ?1",
+    )?;
+    for (k, t) in used {
+        stmt.execute(params![k, t])?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,5 +263,32 @@ mod tests {
         );
         assert!(s.remove_cache_record(&k).unwrap());
         assert!(!s.remove_cache_record(&k).unwrap());
+    }
+
+    #[test]
+    fn record_uses_are_written_on_flush_lease_release_and_drop() {
+        let t = tempfile::tempdir().unwrap();
+        let used = |s: &Store, k: &Digest| s.cache_record_last_used().unwrap()[&k.to_string()];
+        let k = Digest::sha256_of(b"key");
+        let s = Store::open(t.path()).unwrap();
+        s.put_cache_record(&k, "{}").unwrap();
+        let t0 = used(&s, &k);
+        // Read, flushed explicitly.
+        s.get_cache_record(&k).unwrap();
+        assert_eq!(used(&s, &k), t0, "a read alone writes nothing yet");
+        s.flush_record_uses().unwrap();
+        let t1 = used(&s, &k);
+        assert!(t1 > t0);
+        // Read under a lease: written when the lease is released.
+        let lease = s.lease("build").unwrap();
+        s.get_cache_record(&k).unwrap();
+        lease.release().unwrap();
+        let t2 = used(&s, &k);
+        assert!(t2 > t1);
+        // Read, then the store is dropped: written on drop.
+        s.get_cache_record(&k).unwrap();
+        drop(s);
+        let s = Store::open(t.path()).unwrap();
+        assert!(used(&s, &k) > t2);
     }
 }

@@ -29,6 +29,21 @@ pub(crate) fn open(path: &Path) -> Result<Connection, SnapshotError> {
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(db)?;
     conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
+    // As the store's database: keep the log between the short rbuild processes instead of
+    // checkpointing and deleting it at every exit (rbuild-store's db.rs says why).
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+        true,
+    )
+    .map_err(db)?;
+    // The schema exists once user_version says so: one tiny statement on every later open
+    // instead of parsing the CREATE batch.
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(db)?;
+    if version >= SCHEMA_VERSION {
+        return Ok(conn);
+    }
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS snapshots (
             id      INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -40,8 +55,13 @@ pub(crate) fn open(path: &Path) -> Result<Connection, SnapshotError> {
         CREATE INDEX IF NOT EXISTS snapshots_parent ON snapshots(parent);",
     )
     .map_err(db)?;
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(db)?;
     Ok(conn)
 }
+
+/// `PRAGMA user_version` once the schema above exists.
+const SCHEMA_VERSION: i64 = 1;
 
 pub(crate) fn immediate(conn: &mut Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
     conn.transaction_with_behavior(TransactionBehavior::Immediate)
