@@ -81,6 +81,8 @@ pub struct ChecksumStats {
     pub cache_hits: usize,
     /// Bytes read and hashed.
     pub bytes_hashed: u64,
+    /// Files whose stat changed while they were read (their digest was not cached).
+    pub unstable: usize,
 }
 
 /// The content checksum of `sel`, read from `src`.
@@ -107,7 +109,8 @@ pub fn checksum_with_stats(
                 .map(move |(j, _)| (i, j))
         })
         .collect();
-    let results: Vec<Result<(Digest, bool, u64)>> = files
+    // (digest, from the cache, stat changed while reading, bytes read).
+    let results: Vec<Result<(Digest, bool, bool, u64)>> = files
         .par_iter()
         .map(|&(i, j)| {
             let item = &sel.items[i];
@@ -115,13 +118,13 @@ pub fn checksum_with_stats(
             let rel = join(&item.path, &e.rel);
             let host = src.path().join(&rel);
             if let Some(d) = cache.get(&host, &e.stat) {
-                return Ok((d, true, 0));
+                return Ok((d, true, false, 0));
             }
             let (d, unchanged) = hash_file(src, &rel, &e.stat)?;
             if unchanged {
                 cache.put(&host, &e.stat, &d);
             }
-            Ok((d, false, e.size))
+            Ok((d, false, !unchanged, e.size))
         })
         .collect();
     let mut digests: HashMap<(usize, usize), Digest> = HashMap::with_capacity(files.len());
@@ -130,10 +133,9 @@ pub fn checksum_with_stats(
         ..Default::default()
     };
     for (k, r) in files.iter().zip(results) {
-        let (d, hit, n) = r?;
-        if hit {
-            stats.cache_hits += 1;
-        }
+        let (d, hit, unstable, n) = r?;
+        stats.cache_hits += usize::from(hit);
+        stats.unstable += usize::from(unstable);
         stats.bytes_hashed += n;
         digests.insert(*k, d);
     }
@@ -164,6 +166,43 @@ pub fn checksum_with_stats(
         }
     }
     Ok((Digest::from_sha256_bytes(h.0.finalize().into()), stats))
+}
+
+/// A digest of everything [`checksum`] encodes about `sel` except file contents, plus each
+/// entry's [`StatKey`] and canonical path: when two selections of the same root have equal
+/// fingerprints, every file's stat is unchanged and a checksum cache keyed by stats would return
+/// every digest unchanged, so the earlier checksum still holds. It lets a caller re-key an
+/// unchanged context from one stored row instead of one cache lookup per file.
+pub fn stat_fingerprint(sel: &Selection) -> Digest {
+    let mut h = Enc(Sha256::new());
+    h.raw(b"rbuild-fileop/stat-fingerprint/v1\n");
+    h.u64(sel.several as u64);
+    h.u64(sel.items.len() as u64);
+    for item in &sel.items {
+        h.raw(b"I");
+        h.str(&item.source);
+        h.str(&item.path);
+        h.str(&item.name);
+        h.str(&item.parents_rel);
+        h.u64(item.entries.len() as u64);
+        for e in &item.entries {
+            h.raw(b"E");
+            h.str(&e.rel);
+            h.raw(&[e.kind.tag()]);
+            h.u64(e.mode as u64);
+            h.u64(e.uid as u64);
+            h.u64(e.gid as u64);
+            h.str(e.link_target.as_deref().unwrap_or(""));
+            h.u64(e.rdev);
+            h.u64(e.size);
+            h.u64(e.stat.dev);
+            h.u64(e.stat.ino);
+            h.u64(e.stat.size);
+            h.u64(e.stat.mtime_ns as u64);
+            h.u64(e.stat.ctime_ns as u64);
+        }
+    }
+    Digest::from_sha256_bytes(h.0.finalize().into())
 }
 
 /// sha256 of a file's content; the flag says whether its stat still matches `key` afterwards

@@ -45,8 +45,8 @@ mod write;
 
 pub use apply::{apply, select_for_copy, ApplyContext, CopySource};
 pub use checksum::{
-    checksum, checksum_with_stats, ChecksumCache, ChecksumStats, MemoryChecksumCache,
-    NoChecksumCache,
+    checksum, checksum_with_stats, stat_fingerprint, ChecksumCache, ChecksumStats,
+    MemoryChecksumCache, NoChecksumCache,
 };
 pub use chmod::ModeSpec;
 pub use copy::{copy_selection, CopyOptions};

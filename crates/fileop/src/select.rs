@@ -14,6 +14,7 @@ use crate::root::{clean, join, split_parent, Follow, Root};
 use nix::dir::Dir;
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{fstatat, FileStat, SFlag};
+use rayon::prelude::*;
 use std::os::fd::AsFd;
 
 /// The type of a selected entry.
@@ -350,6 +351,9 @@ fn select_one(src: &Root, written: &str, opts: &SelectOptions<'_>) -> Result<Opt
     }))
 }
 
+/// Directories with at least this many entries are stat'ed in parallel.
+const PARALLEL_STAT_MIN: usize = 64;
+
 /// Deepest directory nesting a walk follows (PATH_MAX allows about 2048).
 const MAX_DEPTH: usize = 2048;
 
@@ -372,12 +376,17 @@ fn walk(
         .openat(dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Follow::Never)
         .map_err(|e| FileOpError::io("opening directory", src.path(), dir, e))?;
     let names = list_dir(src, dir)?;
-    let mut stats = Vec::with_capacity(names.len());
-    for name in names {
+    let stat = |name: String| -> Result<(String, FileStat)> {
         let st = fstatat(fd.as_fd(), name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
             .map_err(|e| FileOpError::io("stat", src.path(), &join(dir, &name), e))?;
-        stats.push((name, st));
-    }
+        Ok((name, st))
+    };
+    // A rebuild's context walk is mostly `stat`s: spread a big directory's over the CPUs.
+    let stats: Vec<(String, FileStat)> = if names.len() >= PARALLEL_STAT_MIN {
+        names.into_par_iter().map(stat).collect::<Result<_>>()?
+    } else {
+        names.into_iter().map(stat).collect::<Result<_>>()?
+    };
     for (name, st) in stats {
         let Some(kind) = kind_of(&st) else {
             continue; // sockets are not copied

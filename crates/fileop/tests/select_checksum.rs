@@ -304,3 +304,52 @@ fn checksum_cache_hits_do_no_reads() {
     assert_eq!(st3.files - st3.cache_hits, 1);
     assert_eq!(st3.bytes_hashed, 2);
 }
+
+#[test]
+fn stat_fingerprint_is_stable_and_sees_every_change() {
+    let d = context();
+    let r = d.path();
+    let root = Root::open(r).unwrap();
+    let fp = |sources: &[&str]| stat_fingerprint(&sel(&root, sources, &NoExcludes).unwrap());
+    let base = fp(&["."]);
+    assert_eq!(fp(&["."]), base, "unchanged tree, same fingerprint");
+    assert_ne!(fp(&["src"]), base, "another selection");
+    let mut seen = vec![base];
+    let mut changed = |what: &str, f: &dyn Fn()| {
+        f();
+        let now = fp(&["."]);
+        assert!(!seen.contains(&now), "{what}: fingerprint did not change");
+        seen.push(now);
+    };
+    // Same size, same content length: only the stat (mtime/ctime) tells.
+    changed("content, same size", &|| {
+        fs::write(r.join("a.txt"), "z").unwrap()
+    });
+    changed("mtime alone", &|| {
+        let f = fs::File::options()
+            .write(true)
+            .open(r.join("b.txt"))
+            .unwrap();
+        f.set_modified(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(7))
+            .unwrap();
+    });
+    changed("mode", &|| {
+        fs::set_permissions(r.join("c.md"), fs::Permissions::from_mode(0o600)).unwrap()
+    });
+    changed("new file", &|| write(r, "src/new.rs", "n"));
+    changed("deleted file", &|| {
+        fs::remove_file(r.join("src/app.log")).unwrap()
+    });
+    changed("renamed file", &|| {
+        fs::rename(r.join("build/out.o"), r.join("build/out2.o")).unwrap()
+    });
+    changed("symlink target", &|| {
+        fs::remove_file(r.join("link-to-a")).unwrap();
+        symlink("b.txt", r.join("link-to-a")).unwrap();
+    });
+    changed("replaced by a new inode", &|| {
+        let tmp = r.join("b.tmp");
+        fs::write(&tmp, "b").unwrap();
+        fs::rename(&tmp, r.join("b.txt")).unwrap();
+    });
+}

@@ -7,7 +7,7 @@
 use crate::error::Result;
 use crate::Store;
 use rbuild_oci::Digest;
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -162,6 +162,66 @@ impl Store {
             ),
             None => c.execute("DELETE FROM checksums WHERE path >= ?1", params![lo]),
         })
+    }
+}
+
+/// What a context selection's files checksummed to when their stats had a given fingerprint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContextFingerprint {
+    /// Digest of every selected file's path, metadata and stat key, in selection order.
+    pub fingerprint: Digest,
+    /// The selection's content checksum.
+    pub checksum: Digest,
+    /// The blob holding the per-file listing, if one was stored.
+    pub files: Option<Digest>,
+}
+
+impl Store {
+    /// The last fingerprint stored for `selection` (a digest naming a context directory and the
+    /// sources, excludes and options selected from it).
+    pub fn context_fingerprint(&self, selection: &Digest) -> Result<Option<ContextFingerprint>> {
+        let row: Option<(String, String, Option<String>)> = self.db(|c| {
+            c.prepare_cached(
+                "SELECT fingerprint, checksum, files FROM context_fingerprints WHERE selection = ?1",
+            )?
+            .query_row([selection.to_string()], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()
+        })?;
+        // A row that does not parse is treated as absent: it is only a cache.
+        Ok(row.and_then(|(fp, sum, files)| {
+            Some(ContextFingerprint {
+                fingerprint: fp.parse().ok()?,
+                checksum: sum.parse().ok()?,
+                files: match files {
+                    Some(f) => Some(f.parse().ok()?),
+                    None => None,
+                },
+            })
+        }))
+    }
+
+    /// Remember `fp` for `selection`, replacing the previous one.
+    pub fn put_context_fingerprint(
+        &self,
+        selection: &Digest,
+        fp: &ContextFingerprint,
+    ) -> Result<()> {
+        self.db(|c| {
+            c.prepare_cached(
+                "INSERT OR REPLACE INTO context_fingerprints
+                    (selection, fingerprint, checksum, files, used_ns) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                selection.to_string(),
+                fp.fingerprint.to_string(),
+                fp.checksum.to_string(),
+                fp.files.as_ref().map(|d| d.to_string()),
+                crate::db::now_ns()
+            ])
+        })?;
+        Ok(())
     }
 }
 
