@@ -241,6 +241,40 @@ fn cleanup_removes_only_dead_owners() {
     other.commit("other-done", "other-live").unwrap();
 }
 
+/// `cleanup_stale_on_first_use`: nothing is opened or removed until the snapshot table is first
+/// needed; then the crashed owner's snapshot goes before the caller's own operation runs.
+#[test]
+fn deferred_cleanup_runs_at_first_use_only() {
+    if !root_or_skip("deferred_cleanup_runs_at_first_use_only") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("snapshots");
+    {
+        let crashed = Snapshotter::open(&root).unwrap();
+        crashed.prepare("crashed", None).unwrap();
+    }
+    let db_mtime = || {
+        fs::metadata(root.join("meta.db-wal"))
+            .unwrap()
+            .modified()
+            .unwrap()
+    };
+    let before = db_mtime();
+    let s = Snapshotter::open(&root).unwrap();
+    s.cleanup_stale_on_first_use();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert_eq!(db_mtime(), before, "nothing written before first use");
+    assert!(
+        root.join("1").exists(),
+        "the crashed snapshot's dir is still there"
+    );
+    // First use: the stale snapshot is removed, then the lookup answers.
+    assert!(s.stat("crashed").unwrap().is_none());
+    assert!(!root.join("1").exists());
+    s.prepare("next", None).unwrap();
+}
+
 /// A 200-deep chain: far more lowers than absolute `lowerdir=` paths fit in a page, mounted
 /// writable and as a view; 501 lowers is overlay's own limit, refused before any mount.
 #[test]

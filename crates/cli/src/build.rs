@@ -185,7 +185,9 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> 
     }
     let store = Arc::new(crate::open_store(root)?);
     let snapshotter = Arc::new(crate::snapshots::open_for_mounting(store.root())?);
-    let _ = snapshotter.cleanup_stale();
+    // Snapshots left by crashed builds are removed when this build first needs the snapshot
+    // table; a fully cached build never opens it.
+    snapshotter.cleanup_stale_on_first_use();
     let _lease = store
         .lease("build")
         .context("taking a lease on the store")?;

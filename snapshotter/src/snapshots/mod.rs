@@ -50,7 +50,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// How snapshots are stored: overlay layer dirs, or full copies.
@@ -215,7 +216,11 @@ const MAX_KEY_LEN: usize = 1024;
 pub struct Snapshotter {
     root: PathBuf,
     db_path: PathBuf,
-    db: Mutex<Connection>,
+    /// Opened on first use: a fully cached build never reads the snapshot table, and skips a
+    /// second database's open, schema parse and close.
+    db: OnceLock<Mutex<Connection>>,
+    /// [`Snapshotter::cleanup_stale_on_first_use`] was asked for and has not run yet.
+    cleanup_pending: AtomicBool,
     /// Locks held on the active/view snapshots this instance created, by id.
     locks: Mutex<HashMap<i64, Flock<File>>>,
     /// Whether overlay knows `redirect_dir=` and `metacopy=` (kernel ≥ 4.19).
@@ -267,15 +272,43 @@ impl Snapshotter {
                 source,
             })?;
         let db_path = root.join("meta.db");
-        let conn = meta::open(&db_path)?;
         Ok(Snapshotter {
             root: root.to_path_buf(),
             db_path,
-            db: Mutex::new(conn),
+            db: OnceLock::new(),
+            cleanup_pending: AtomicBool::new(false),
             locks: Mutex::new(HashMap::new()),
             overlay_knobs: Path::new("/sys/module/overlay/parameters/redirect_dir").exists(),
             driver,
         })
+    }
+
+    /// The metadata database, opened (and created) on first use.
+    fn conn(&self) -> Result<MutexGuard<'_, Connection>, SnapshotError> {
+        if let Some(m) = self.db.get() {
+            return Ok(lock(m));
+        }
+        let opened = meta::open(&self.db_path)?;
+        // Two threads may open at once; one connection wins, the other is dropped.
+        let _ = self.db.set(Mutex::new(opened));
+        if self.cleanup_pending.swap(false, Ordering::SeqCst) {
+            // Best effort, as at a build's start before: a failure leaves stale snapshots for
+            // the next build or `rbuild prune`.
+            let _ = self.cleanup_stale();
+        }
+        let m = self.db.get().ok_or_else(|| SnapshotError::Io {
+            op: "open snapshot metadata",
+            path: self.db_path.clone(),
+            source: io::Error::other("not initialised"),
+        })?;
+        Ok(lock(m))
+    }
+
+    /// Run [`Snapshotter::cleanup_stale`] when the database is first needed rather than now: a
+    /// build that reuses every step never opens it, and leaves stale snapshots (of crashed
+    /// builds) to the next build that runs something, or to `rbuild prune`.
+    pub fn cleanup_stale_on_first_use(&self) {
+        self.cleanup_pending.store(true, Ordering::SeqCst);
     }
 
     /// How this store keeps snapshots.
@@ -325,7 +358,7 @@ impl Snapshotter {
         kind: Kind,
     ) -> Result<Vec<MountSpec>, SnapshotError> {
         validate_key(key)?;
-        let mut conn = lock(&self.db);
+        let mut conn = self.conn()?;
         let tx = meta::immediate(&mut conn).map_err(self.db_err())?;
         let parent_row = match parent {
             Some(p) => {
@@ -510,7 +543,7 @@ impl Snapshotter {
 
     /// The mounts of active or view snapshot `key`.
     pub fn mounts(&self, key: &str) -> Result<Vec<MountSpec>, SnapshotError> {
-        let conn = lock(&self.db);
+        let conn = self.conn()?;
         let row = meta::by_name(&conn, key)
             .map_err(self.db_err())?
             .ok_or_else(|| SnapshotError::NotFound {
@@ -523,7 +556,7 @@ impl Snapshotter {
     /// The changeset dir of active snapshot `key` (its overlay upper): what the diff module writes a
     /// layer from, or applies a layer into. Unmount the snapshot before reading it.
     pub fn upper_dir(&self, key: &str) -> Result<PathBuf, SnapshotError> {
-        let conn = lock(&self.db);
+        let conn = self.conn()?;
         let row = self.row_of(&conn, key, Kind::Active)?;
         Ok(match self.driver {
             Driver::Overlay => self.fs_dir(row.id),
@@ -534,7 +567,7 @@ impl Snapshotter {
     /// Where the layer of active snapshot `key` is written from, after its mount changed it.
     /// Unmount the snapshot first.
     pub fn changes(&self, key: &str) -> Result<Changes, SnapshotError> {
-        let conn = lock(&self.db);
+        let conn = self.conn()?;
         let row = self.row_of(&conn, key, Kind::Active)?;
         let chain = meta::chain(&conn, row.parent).map_err(self.db_err())?;
         Ok(match self.driver {
@@ -552,7 +585,7 @@ impl Snapshotter {
     /// The layer dir of committed snapshot `name`: its changeset in overlay format (native: its
     /// whole tree). Read-only by contract: children are stacked on it.
     pub fn layer_dir(&self, name: &str) -> Result<PathBuf, SnapshotError> {
-        let conn = lock(&self.db);
+        let conn = self.conn()?;
         let row = self.row_of(&conn, name, Kind::Committed)?;
         Ok(self.fs_dir(row.id))
     }
@@ -560,7 +593,7 @@ impl Snapshotter {
     /// The layer dirs of committed snapshot `name` and its ancestors, nearest first (the overlay
     /// lowerdir order), e.g. to export a rootfs or compare against. Native: its one whole tree.
     pub fn layer_chain(&self, name: &str) -> Result<Vec<PathBuf>, SnapshotError> {
-        let conn = lock(&self.db);
+        let conn = self.conn()?;
         let row = self.row_of(&conn, name, Kind::Committed)?;
         let mut ids = vec![row.id];
         if self.driver == Driver::Overlay {
@@ -596,7 +629,7 @@ impl Snapshotter {
             path: upper.clone(),
             source: io::Error::from_raw_os_error(e as i32),
         })?;
-        let mut conn = lock(&self.db);
+        let mut conn = self.conn()?;
         let tx = meta::immediate(&mut conn).map_err(self.db_err())?;
         let row = meta::by_name(&tx, key)
             .map_err(self.db_err())?
@@ -641,7 +674,7 @@ impl Snapshotter {
 
     /// Remove a snapshot in any state, by key or name. Refused while it has children.
     pub fn remove(&self, key_or_name: &str) -> Result<(), SnapshotError> {
-        let mut conn = lock(&self.db);
+        let mut conn = self.conn()?;
         let tx = meta::immediate(&mut conn).map_err(self.db_err())?;
         let row = meta::by_name(&tx, key_or_name)
             .map_err(self.db_err())?
@@ -690,7 +723,7 @@ impl Snapshotter {
 
     /// Metadata of the snapshot named (or keyed) `name`, if any.
     pub fn stat(&self, name: &str) -> Result<Option<Info>, SnapshotError> {
-        let conn = lock(&self.db);
+        let conn = self.conn()?;
         match meta::by_name(&conn, name).map_err(self.db_err())? {
             Some(r) => Ok(Some(meta::info(&conn, &r).map_err(self.db_err())?)),
             None => Ok(None),
@@ -699,7 +732,7 @@ impl Snapshotter {
 
     /// All snapshots, oldest first.
     pub fn list(&self) -> Result<Vec<Info>, SnapshotError> {
-        let conn = lock(&self.db);
+        let conn = self.conn()?;
         let rows = meta::all(&conn).map_err(self.db_err())?;
         rows.iter()
             .map(|r| meta::info(&conn, r).map_err(self.db_err()))
@@ -713,7 +746,7 @@ impl Snapshotter {
         let mut report = CleanupReport::default();
         let mut doomed = Vec::new();
         {
-            let mut conn = lock(&self.db);
+            let mut conn = self.conn()?;
             let tx = meta::immediate(&mut conn).map_err(self.db_err())?;
             let rows = meta::all(&tx).map_err(self.db_err())?;
             let known: std::collections::HashSet<i64> = rows.iter().map(|r| r.id).collect();
