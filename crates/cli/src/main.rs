@@ -19,6 +19,7 @@ mod registry_cmds;
 mod resolver;
 mod run;
 mod snapshots;
+mod terminal;
 mod tty;
 
 use args::{Cli, Command};

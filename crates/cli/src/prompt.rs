@@ -34,33 +34,20 @@ pub fn line(prompt: &str) -> anyhow::Result<String> {
 /// the terminal (moby/term's interrupt handler; docker exits 1).
 pub fn password(prompt: &str) -> anyhow::Result<String> {
     use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
-    struct Restore;
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            let mut held = ECHO_OFF.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(saved) = held.take() {
-                let _ = tcsetattr(std::io::stdin(), SetArg::TCSANOW, &saved);
-            }
-        }
-    }
     let saved = tcgetattr(std::io::stdin()).context("reading the terminal's settings")?;
     // The handler is in place before the echo goes off, so no Ctrl-C can slip between. Without
     // one (no thread or runtime to be had) the prompt still works, as it did before.
     let _ = watch_interrupts();
     let mut quiet = saved.clone();
-    *ECHO_OFF.lock().unwrap_or_else(|e| e.into_inner()) = Some(saved);
-    let _restore = Restore;
+    let _restore = crate::terminal::Held::new(saved);
     quiet.local_flags.remove(LocalFlags::ECHO);
     quiet.local_flags.insert(LocalFlags::ECHONL);
     tcsetattr(std::io::stdin(), SetArg::TCSANOW, &quiet).context("turning the echo off")?;
     line(prompt)
 }
 
-/// The terminal settings to put back while a password prompt has the echo off.
-static ECHO_OFF: std::sync::Mutex<Option<nix::sys::termios::Termios>> = std::sync::Mutex::new(None);
-
 /// Handle SIGINT from now on (once per process): a thread with its own small runtime waits for
-/// it, restores [`ECHO_OFF`] if a prompt holds one, and exits 130. Once caught, SIGINT cannot
+/// it, restores the terminal if a prompt holds its settings ([`crate::terminal::Held`]), and exits 130. Once caught, SIGINT cannot
 /// go back to its default action (tokio keeps the handler for the life of the process), so
 /// outside a prompt it exits 130 just the same, as the default action would end the process.
 fn watch_interrupts() -> Result<(), String> {
@@ -85,13 +72,7 @@ fn watch_interrupts() -> Result<(), String> {
                 };
                 let _ = ready_tx.send(Ok(()));
                 rt.block_on(sigint.recv());
-                let held = ECHO_OFF.lock().unwrap_or_else(|e| e.into_inner()).take();
-                if let Some(saved) = held {
-                    let _ = nix::sys::termios::tcsetattr(
-                        std::io::stdin(),
-                        nix::sys::termios::SetArg::TCSANOW,
-                        &saved,
-                    );
+                if crate::terminal::restore() {
                     // The next shell prompt starts on a line of its own.
                     eprintln!();
                 }

@@ -1,17 +1,27 @@
 //! `rbuild run`: start a container from a local image in the build sandbox, on a fresh overlay of
 //! the image's layers (removed afterwards: the image never changes), with the image's
-//! Entrypoint/Cmd/Env/WorkingDir/User (each overridable), stdio attached, exit code passed through.
+//! Entrypoint/Cmd/Env/WorkingDir/User (each overridable), stdout/stderr attached (stdin with
+//! `-i`), or with `-t` a terminal of the container's own relayed to ours (raw while attached with
+//! `-i`, put back on every exit path), exit code passed through.
 
 use anyhow::{bail, Context};
+use std::io::{IsTerminal as _, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunArgs {
     /// Remove the container when it exits (always the case: containers are never kept).
     #[arg(long)]
     pub rm: bool,
+    /// Keep stdin open and pass it to the container (without it the container reads /dev/null).
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Give the container a pseudo-terminal (with -i, this terminal is raw while attached).
+    #[arg(short = 't', long)]
+    pub tty: bool,
     /// Set an environment variable (KEY=VALUE, or KEY to take it from this environment).
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
@@ -65,6 +75,11 @@ fn parse_bytes(s: &str) -> anyhow::Result<u64> {
 }
 
 pub fn run(root: &Option<PathBuf>, a: RunArgs) -> anyhow::Result<ExitCode> {
+    if a.tty && a.interactive && !std::io::stdin().is_terminal() {
+        // docker's words and status.
+        eprintln!("the input device is not a TTY");
+        return Ok(ExitCode::from(1));
+    }
     let network = match a.network.as_str() {
         "none" => rbuild_sandbox::Network::None,
         "host" | "default" => rbuild_sandbox::Network::Host,
@@ -185,12 +200,46 @@ pub fn run(root: &Option<PathBuf>, a: RunArgs) -> anyhow::Result<ExitCode> {
         mounts: vec![],
         limits,
         insecure: false,
-        stdio: rbuild_sandbox::Stdio::Inherit,
+        stdio: if a.tty {
+            let size = rbuild_sandbox::window_size(std::io::stdin())
+                .or_else(|| rbuild_sandbox::window_size(std::io::stdout()))
+                .unwrap_or(rbuild_sandbox::WindowSize { rows: 24, cols: 80 });
+            rbuild_sandbox::Stdio::Tty(size)
+        } else {
+            rbuild_sandbox::Stdio::Inherit {
+                stdin: a.interactive,
+            }
+        },
         init_exe: None,
         timeout: None,
     };
     let cancel = rbuild_sandbox::Cancel::new();
-    let outcome = rbuild_sandbox::run(&spec, &mut |_, _| {}, &cancel);
+    let outcome = if a.tty {
+        let console = Arc::new(OnceLock::new());
+        let signals = Signals::watch(console.clone(), cancel.clone());
+        let mut relay = None;
+        let outcome = rbuild_sandbox::run_with_console(
+            &spec,
+            &mut |_, _| {},
+            &mut |master| {
+                let master = Arc::new(std::fs::File::from(master));
+                let _ = console.set(master.clone());
+                relay = Some(Relay::start(master, a.interactive));
+            },
+            &cancel,
+        );
+        // All output shown and the terminal put back before anything else is printed.
+        drop(relay);
+        match (&outcome, signals.as_ref().and_then(Signals::caught)) {
+            (Err(rbuild_sandbox::SandboxError::Cancelled), Some(sig)) => {
+                drop(guard);
+                return Ok(ExitCode::from((128 + sig).clamp(0, 255) as u8));
+            }
+            _ => outcome,
+        }
+    } else {
+        rbuild_sandbox::run(&spec, &mut |_, _| {}, &cancel)
+    };
     drop(guard);
     let outcome = outcome.map_err(|e| anyhow::anyhow!("{e}"))?;
     use rbuild_sandbox::ExitKind;
@@ -205,6 +254,141 @@ pub fn run(root: &Option<PathBuf>, a: RunArgs) -> anyhow::Result<ExitCode> {
             ExitCode::from(137)
         }
     })
+}
+
+/// Relays the container's terminal (its master end) to ours while the container runs: its output
+/// to stdout; with `-i`, stdin to it, with our terminal raw (so ^C, ^D, ^Z reach the container's
+/// terminal as bytes) until this is dropped, which waits for the last output first.
+struct Relay {
+    output: Option<std::thread::JoinHandle<()>>,
+    _raw: Option<crate::terminal::Held>,
+}
+
+impl Relay {
+    fn start(master: Arc<std::fs::File>, interactive: bool) -> Relay {
+        let raw = if interactive { raw_stdin() } else { None };
+        let from = master.clone();
+        let output = std::thread::Builder::new()
+            .name("tty-output".into())
+            .spawn(move || {
+                // Ends with EIO once everything in the container holding its terminal is gone.
+                let _ = copy(&mut &*from, &mut std::io::stdout());
+            })
+            .ok();
+        if interactive {
+            // Not joined: it stays blocked reading our stdin until rbuild exits.
+            let _ = std::thread::Builder::new()
+                .name("tty-input".into())
+                .spawn(move || {
+                    let _ = copy(&mut std::io::stdin(), &mut &*master);
+                });
+        }
+        Relay { output, _raw: raw }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Some(t) = self.output.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Copy until end of input or an error, flushing each chunk (a terminal shows it at once).
+fn copy(from: &mut impl Read, to: &mut impl Write) -> std::io::Result<()> {
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        to.write_all(&buf[..n])?;
+        to.flush()?;
+    }
+}
+
+/// Put stdin's terminal in raw mode (as moby/term's MakeRaw, which is cfmakeraw), holding the
+/// old settings to put back; `None` (nothing changed) if stdin is not a terminal.
+fn raw_stdin() -> Option<crate::terminal::Held> {
+    use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+    let saved = tcgetattr(std::io::stdin()).ok()?;
+    let mut raw = saved.clone();
+    cfmakeraw(&mut raw);
+    let held = crate::terminal::Held::new(saved);
+    tcsetattr(std::io::stdin(), SetArg::TCSANOW, &raw).ok()?;
+    Some(held)
+}
+
+/// While a container has a terminal: a window-size change of ours is passed on to it; SIGINT,
+/// SIGTERM or SIGHUP put our terminal back and stop the container (rbuild then exits 128 + the
+/// signal, after removing the container).
+struct Signals {
+    caught: Arc<std::sync::atomic::AtomicI32>,
+}
+
+impl Signals {
+    /// Start the watching thread; `None` if it cannot run (signals keep their default actions).
+    fn watch(
+        console: Arc<OnceLock<Arc<std::fs::File>>>,
+        cancel: rbuild_sandbox::Cancel,
+    ) -> Option<Signals> {
+        use nix::sys::signal::Signal;
+        use tokio::signal::unix::{signal, SignalKind};
+        let caught = Arc::new(std::sync::atomic::AtomicI32::new(0));
+        let seen = caught.clone();
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("tty-signals".into())
+            .spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                let _in_rt = rt.enter();
+                let (Ok(mut winch), Ok(mut int), Ok(mut term), Ok(mut hup)) = (
+                    signal(SignalKind::window_change()),
+                    signal(SignalKind::interrupt()),
+                    signal(SignalKind::terminate()),
+                    signal(SignalKind::hangup()),
+                ) else {
+                    return;
+                };
+                let _ = ready_tx.send(());
+                rt.block_on(async {
+                    loop {
+                        let sig = tokio::select! {
+                            _ = winch.recv() => {
+                                let size = rbuild_sandbox::window_size(std::io::stdin())
+                                    .or_else(|| rbuild_sandbox::window_size(std::io::stdout()));
+                                if let (Some(size), Some(master)) = (size, console.get()) {
+                                    let _ = rbuild_sandbox::set_window_size(&**master, size);
+                                }
+                                continue;
+                            }
+                            _ = int.recv() => Signal::SIGINT as i32,
+                            _ = term.recv() => Signal::SIGTERM as i32,
+                            _ = hup.recv() => Signal::SIGHUP as i32,
+                        };
+                        crate::terminal::restore();
+                        seen.store(sig, Ordering::SeqCst);
+                        cancel.cancel();
+                    }
+                });
+            })
+            .ok()?;
+        ready.recv().ok()?;
+        Some(Signals { caught })
+    }
+
+    /// The signal that stopped the container, if one did.
+    fn caught(&self) -> Option<i32> {
+        Some(self.caught.load(Ordering::SeqCst)).filter(|s| *s != 0)
+    }
 }
 
 /// The container's active snapshot: unmounted and removed on drop.

@@ -7,12 +7,10 @@
 mod common;
 mod common_registry;
 
-use common::{require_root, stderr, Env};
+use common::{require_root, run_on_pty, stderr, Env};
 use common_registry::{have_registry, Registry};
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::process::{Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 const PASSWORD: &str = "right horse 42";
 
@@ -73,66 +71,6 @@ fn base64_encode(data: &[u8]) -> String {
         }
     }
     out
-}
-
-/// Run rbuild on a pseudo-terminal: answer each prompt (when the output so far ends with it) with
-/// its line, and return the exit status and everything the terminal showed.
-fn run_on_pty(mut cmd: Command, dialog: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
-    let pty = nix::pty::openpty(None, None).expect("openpty");
-    let slave = std::fs::File::from(pty.slave);
-    cmd.stdin(slave.try_clone().unwrap())
-        .stdout(slave.try_clone().unwrap())
-        .stderr(slave);
-    let mut child = cmd.spawn().expect("running rbuild");
-    drop(cmd); // closes our copies of the slave: reading the master ends when rbuild exits
-    let mut master = std::fs::File::from(pty.master);
-    let shown = Arc::new(Mutex::new(String::new()));
-    let reader = {
-        let shown = shown.clone();
-        let mut master = master.try_clone().unwrap();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = master.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                shown
-                    .lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        })
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut seen_upto = 0;
-    for (prompt, answer) in dialog {
-        loop {
-            let s = shown.lock().unwrap().clone();
-            if let Some(i) = s[seen_upto..].find(prompt) {
-                seen_upto += i + prompt.len();
-                break;
-            }
-            if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
-                let _ = child.kill();
-                panic!("no prompt {prompt:?}; the terminal showed:\n{s}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        master.write_all(format!("{answer}\n").as_bytes()).unwrap();
-    }
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("rbuild did not finish:\n{}", shown.lock().unwrap());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    reader.join().unwrap();
-    let s = shown.lock().unwrap().clone();
-    (status, s)
 }
 
 #[test]

@@ -88,3 +88,100 @@ fn containers_never_change_the_image_and_run_at_once() {
         .unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// `-i` passes stdin on; without it the container reads /dev/null, as with `docker run`. `-it`
+/// without a terminal on stdin fails as docker does (before anything else, so no root needed).
+#[test]
+fn stdin_needs_i_and_it_needs_a_terminal() {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let env = Env::empty();
+    let out = env
+        .cmd()
+        .args(["run", "-it", "busybox", "sh"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "the input device is not a TTY\n");
+
+    if !require_root(&[]) {
+        return;
+    }
+    let env = Env::with_busybox();
+    for (flags, expect) in [(&["-i"][..], "from stdin"), (&[][..], "")] {
+        let mut child = env
+            .cmd()
+            .arg("run")
+            .args(flags)
+            .args(["busybox", "cat"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Without -i nothing reads it; a closed pipe is fine then.
+        let _ = child.stdin.take().unwrap().write_all(b"from stdin\n");
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{flags:?}: {}", stderr(&out));
+        assert_eq!(stdout(&out).trim(), expect, "{flags:?}");
+    }
+}
+
+/// `rbuild run -it busybox sh` on a terminal: the shell gets a terminal of the container's own
+/// (`/dev/pts/0`, as under docker) of our window size, runs what is typed, passes its exit
+/// status through, and our terminal's settings are the same afterwards (it was raw meanwhile).
+#[test]
+fn run_it_gives_the_container_a_terminal() {
+    if !require_root(&["setsid", "stty"]) {
+        return;
+    }
+    let env = Env::with_busybox();
+    let mut cmd = std::process::Command::new("setsid");
+    cmd.env("RBUILD_ROOT", &env.root)
+        .args(["--ctty", "--wait", "sh", "-c"])
+        .arg(
+            r#"stty rows 33 cols 101; stty -a > "$1/before"
+"$0" run -it busybox sh; echo "status=$?"; stty -a > "$1/after""#,
+        )
+        .arg(rbuild_bin())
+        .arg(env.tmp.path());
+    let (st, shown) = run_on_pty(cmd, &[("/ # ", "tty; echo $((6*7)); stty size; exit 3")]);
+    assert!(st.success(), "{shown}");
+    let after_prompt = shown.split("/ # ").nth(1).unwrap();
+    // Raw: what we type is echoed once, by the container's terminal, not by ours as well.
+    assert_eq!(after_prompt.matches("echo $((6*7))").count(), 1, "{shown}");
+    for want in [
+        "\r\n/dev/pts/0\r\n",
+        "\r\n42\r\n",
+        "\r\n33 101\r\n",
+        "status=3\r\n",
+    ] {
+        assert!(after_prompt.contains(want), "no {want:?} in:\n{shown}");
+    }
+    let before = std::fs::read_to_string(env.path("before")).unwrap();
+    let after = std::fs::read_to_string(env.path("after")).unwrap();
+    assert!(
+        before.contains(" icanon") && before.contains(" echo"),
+        "{before}"
+    );
+    assert_eq!(before, after, "the terminal's settings changed");
+
+    // SIGTERM while attached (once our terminal is raw): it is put back, the container
+    // stopped, and rbuild exits 128 + 15.
+    let mut cmd = std::process::Command::new("setsid");
+    cmd.env("RBUILD_ROOT", &env.root)
+        .args(["--ctty", "--wait", "sh", "-c"])
+        .arg(
+            r#"stty rows 33 cols 101; "$0" run -it busybox sleep 60 0</dev/tty & pid=$!
+until stty -a | grep -q -- -icanon; do sleep 0.1; done
+kill -TERM $pid; wait $pid; echo "status=$?"; stty -a > "$1/after""#,
+        )
+        .arg(rbuild_bin())
+        .arg(env.tmp.path());
+    let (st, shown) = run_on_pty(cmd, &[]);
+    assert!(st.success(), "{shown}");
+    assert!(shown.contains("status=143"), "{shown}");
+    let after = std::fs::read_to_string(env.path("after")).unwrap();
+    assert_eq!(before, after, "the terminal's settings changed");
+}

@@ -11,6 +11,9 @@
 //!   another thread; the result is a [`RunOutcome`] (exit code, signal, OOM kill) or a
 //!   [`SandboxError`] (including typed [`InitError`]s from inside the sandbox, such as
 //!   `exec: "foo": executable file not found in $PATH`).
+//! * [`run_with_console`] with [`Stdio::Tty`] gives the command a terminal (a pty of the
+//!   sandbox's own devpts, its controlling terminal, as runc's console) and hands its master end
+//!   to the caller; [`window_size`] and [`set_window_size`] carry the caller's size over.
 //! * [`resolve_user`] turns a Dockerfile `USER` into numeric ids through the image's own
 //!   `/etc/passwd` and `/etc/group`.
 //!
@@ -37,7 +40,7 @@
 //!
 //! # What it is not
 //! Not a container runtime: no OCI runtime spec, no user namespaces (rootless), no custom
-//! seccomp profiles, no AppArmor/SELinux, no terminal allocation, no layers or snapshots (the caller
+//! seccomp profiles, no AppArmor/SELinux, no layers or snapshots (the caller
 //! mounts the rootfs and diffs it afterwards).
 #![allow(unsafe_code)]
 
@@ -55,13 +58,26 @@ mod user;
 
 pub use cancel::Cancel;
 pub use error::{InitError, SandboxError};
-pub use run::run;
+pub use run::{run, run_with_console};
 pub use spec::{
-    ExitKind, Limits, Network, OutputStream, RunOutcome, RunSpec, SandboxMount, Stdio, DEFAULT_PATH,
+    ExitKind, Limits, Network, OutputStream, RunOutcome, RunSpec, SandboxMount, Stdio, WindowSize,
+    DEFAULT_PATH,
 };
 pub use user::{resolve_user, ResolvedUser, UserError};
 
 use nix::mount::{mount, MsFlags};
+use std::os::fd::AsFd;
+
+/// The window size of the terminal `fd`, if it is one.
+pub fn window_size(fd: impl AsFd) -> Option<WindowSize> {
+    sys::window_size(fd.as_fd())
+}
+
+/// Set the window size of the terminal `fd` (the master end from [`run_with_console`]: the
+/// command gets SIGWINCH).
+pub fn set_window_size(fd: impl AsFd, size: WindowSize) -> std::io::Result<()> {
+    sys::set_window_size(fd.as_fd(), size).map_err(Into::into)
+}
 use nix::sched::{unshare, CloneFlags};
 
 /// If this process was started as the sandbox init (argv[1] is the hidden subcommand), run the

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::error::InitError;
-use crate::spec::{ExitKind, Network, SandboxMount};
+use crate::spec::{ExitKind, Network, SandboxMount, WindowSize};
 
 /// The hidden argv[1] that turns a binary calling [`crate::init_if_requested`] into the init.
 pub(crate) const INIT_ARG: &str = "__rbuild-sandbox-init";
@@ -30,6 +30,8 @@ pub(crate) struct InitConfig {
     pub insecure: bool,
     /// Give the sandbox its own session (no controlling terminal).
     pub new_session: bool,
+    /// Give the command a new terminal of this size (its master end is sent to the parent).
+    pub tty: Option<WindowSize>,
     /// Generated files bind-mounted over `/etc/hosts`, `/etc/resolv.conf`, `/etc/hostname`:
     /// (target in rootfs, host source).
     pub etc_files: Vec<(String, PathBuf)>,
@@ -44,6 +46,9 @@ pub(crate) enum InitMessage {
     Failed(InitError),
     /// The command ended.
     Exited(ExitKind),
+    /// Carries the master end of the command's terminal as SCM_RIGHTS ancillary data (sent by
+    /// the init before it starts the command).
+    Console,
 }
 
 /// Write one frame.

@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::io::Read;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -33,6 +33,18 @@ pub fn run(
     on_output: &mut dyn FnMut(OutputStream, &[u8]),
     cancel: &Cancel,
 ) -> Result<RunOutcome, SandboxError> {
+    run_with_console(spec, on_output, &mut |_| {}, cancel)
+}
+
+/// [`run`], and with [`Stdio::Tty`] the master end of the command's terminal is passed to
+/// `on_console` before the command starts (the caller relays it to its own terminal; it reads
+/// EIO once everything in the sandbox holding the terminal is gone).
+pub fn run_with_console(
+    spec: &RunSpec,
+    on_output: &mut dyn FnMut(OutputStream, &[u8]),
+    on_console: &mut dyn FnMut(OwnedFd),
+    cancel: &Cancel,
+) -> Result<RunOutcome, SandboxError> {
     validate(spec)?;
     if cancel.is_cancelled() {
         return Err(SandboxError::Cancelled);
@@ -46,6 +58,7 @@ pub fn run(
         &mut created,
         &mut cgroup,
         on_output,
+        on_console,
         cancel,
     );
     // The sandbox is gone here (run_in reaps it on every path); now clean up host-side.
@@ -157,6 +170,7 @@ fn run_in(
     created: &mut Vec<rootfs::Created>,
     cgroup: &mut Option<Cgroup>,
     on_output: &mut dyn FnMut(OutputStream, &[u8]),
+    on_console: &mut dyn FnMut(OwnedFd),
     cancel: &Cancel,
 ) -> Result<ExitKind, SandboxError> {
     let path_err = |path: &str, action: &'static str| {
@@ -252,7 +266,11 @@ fn run_in(
         hostname: spec.hostname.clone(),
         network: spec.network,
         insecure: spec.insecure,
-        new_session: spec.stdio == Stdio::Piped,
+        new_session: !matches!(spec.stdio, Stdio::Inherit { .. }),
+        tty: match spec.stdio {
+            Stdio::Tty(size) => Some(size),
+            _ => None,
+        },
         etc_files,
         mounts,
     };
@@ -265,6 +283,7 @@ fn run_in(
         cgroup.as_ref(),
         &config,
         on_output,
+        on_console,
         cancel,
     );
     // Whatever happened, the init must be dead and reaped before anyone cleans up.
@@ -361,10 +380,21 @@ fn spawn_init(spec: &RunSpec) -> Result<(Child, UnixStream), SandboxError> {
                 // Keep terminal signals (Ctrl-C) away from the sandbox; the caller cancels.
                 .process_group(0);
         }
-        Stdio::Inherit => {
-            cmd.stdin(std::process::Stdio::inherit())
-                .stdout(std::process::Stdio::inherit())
-                .stderr(std::process::Stdio::inherit());
+        Stdio::Inherit { stdin } => {
+            cmd.stdin(if stdin {
+                std::process::Stdio::inherit()
+            } else {
+                std::process::Stdio::null()
+            })
+            .stdout(std::process::Stdio::inherit())
+            .stderr(std::process::Stdio::inherit());
+        }
+        Stdio::Tty(_) => {
+            // The command gets a terminal of its own; the caller relays it.
+            cmd.stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .process_group(0);
         }
     }
     // SAFETY: the closure runs between fork and exec in the child; it only calls fcntl, which is
@@ -392,6 +422,7 @@ fn supervise(
     cgroup: Option<&Cgroup>,
     config: &InitConfig,
     on_output: &mut dyn FnMut(OutputStream, &[u8]),
+    on_console: &mut dyn FnMut(OwnedFd),
     cancel: &Cancel,
 ) -> Result<ExitKind, SandboxError> {
     if let Some(cg) = cgroup {
@@ -465,9 +496,17 @@ fn supervise(
         drop(fds);
         for w in ready {
             match w {
-                0 => match sock.read(&mut buf) {
-                    Ok(0) => sock_open = false,
-                    Ok(n) => inbox.extend_from_slice(&buf[..n]),
+                0 => match crate::sys::recv_with_fds(sock.as_fd(), &mut buf) {
+                    Ok((n, fds)) => {
+                        // Only the init's console message carries an fd.
+                        if let Some(fd) = fds.into_iter().next() {
+                            on_console(fd);
+                        }
+                        if n == 0 {
+                            sock_open = false;
+                        }
+                        inbox.extend_from_slice(&buf[..n]);
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                     Err(_) => sock_open = false,
                 },
@@ -489,6 +528,7 @@ fn supervise(
             Ok(None) => break,
             Ok(Some(InitMessage::Failed(e))) => return Err(SandboxError::Init(e)),
             Ok(Some(InitMessage::Exited(k))) => exited = Some(k),
+            Ok(Some(InitMessage::Console)) => {}
             Err(e) => {
                 return Err(SandboxError::Protocol(format!(
                     "bad message from the init: {e}"

@@ -130,8 +130,26 @@ pub enum Stdio {
     /// stdin is `/dev/null`; stdout and stderr go to the `on_output` callback of [`crate::run`].
     /// The sandbox gets no controlling terminal.
     Piped,
-    /// stdin, stdout and stderr are the caller's (for `rbuild run` on a terminal).
-    Inherit,
+    /// stdout and stderr are the caller's, and stdin too when `stdin` is set (else `/dev/null`,
+    /// as `docker run` without `-i`); the sandbox stays in the caller's session (for `rbuild run`).
+    Inherit {
+        /// Pass the caller's stdin on (`docker run -i`).
+        stdin: bool,
+    },
+    /// A new pseudo-terminal of the sandbox's own devpts (so the command sees `/dev/pts/0`, as
+    /// under runc) is the command's stdin, stdout, stderr and controlling terminal, starting with
+    /// this window size; its master end goes to the `on_console` callback of
+    /// [`crate::run_with_console`] (`docker run -t`).
+    Tty(WindowSize),
+}
+
+/// A terminal's size in character cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowSize {
+    /// Lines.
+    pub rows: u16,
+    /// Columns.
+    pub cols: u16,
 }
 
 /// Which stream a chunk of output came from.

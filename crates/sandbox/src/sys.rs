@@ -1,7 +1,7 @@
 //! Raw syscalls nix does not wrap (capset, close_range, seccomp, bringing `lo` up, resetting
-//! signal dispositions). Every `unsafe` block of the crate outside the init's fork points is here.
+//! signal dispositions, terminal ioctls, taking fds received over a socket). Every `unsafe` block of the crate outside the init's fork points is here.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 
@@ -154,6 +154,73 @@ pub(crate) fn close_range_from(first: u32, cloexec: bool) -> nix::Result<()> {
 pub(crate) unsafe fn owned_fd(fd: RawFd) -> OwnedFd {
     // SAFETY: guaranteed by the caller.
     unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// The window size of the terminal `fd` (TIOCGWINSZ); `None` if it is not a terminal.
+pub(crate) fn window_size(fd: BorrowedFd<'_>) -> Option<crate::spec::WindowSize> {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one struct winsize to the pointer, which points to one.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) };
+    (r == 0).then_some(crate::spec::WindowSize {
+        rows: ws.ws_row,
+        cols: ws.ws_col,
+    })
+}
+
+/// Set the window size of the terminal `fd` (TIOCSWINSZ; the kernel sends SIGWINCH to its
+/// foreground process group when it changes).
+pub(crate) fn set_window_size(
+    fd: BorrowedFd<'_>,
+    size: crate::spec::WindowSize,
+) -> nix::Result<()> {
+    let ws = libc::winsize {
+        ws_row: size.rows,
+        ws_col: size.cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one struct winsize from the pointer, which points to one.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    Errno::result(r).map(drop)
+}
+
+/// Make the terminal `fd` the controlling terminal of the calling process, which must be a
+/// session leader without one (TIOCSCTTY, not stealing it from another session).
+pub(crate) fn set_controlling_terminal(fd: BorrowedFd<'_>) -> nix::Result<()> {
+    // SAFETY: TIOCSCTTY takes an int argument by value and touches no memory of ours.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0) };
+    Errno::result(r).map(drop)
+}
+
+/// Read from a Unix stream socket like `read`, also taking any fds passed with the data
+/// (SCM_RIGHTS; they arrive close-on-exec).
+pub(crate) fn recv_with_fds(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, Vec<OwnedFd>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
+    let mut space = nix::cmsg_space!([RawFd; 4]);
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let msg = recvmsg::<UnixAddr>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut fds = Vec::new();
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(raw) = c {
+            // SAFETY: the kernel just installed these fds in this process for this message;
+            // nothing else knows their numbers.
+            fds.extend(raw.into_iter().map(|fd| unsafe { owned_fd(fd) }));
+        }
+    }
+    Ok((msg.bytes, fds))
 }
 
 /// Bring the loopback interface up (in the current network namespace).

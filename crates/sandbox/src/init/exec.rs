@@ -2,6 +2,7 @@
 //! fds, `PATH` lookup, the seccomp filter, execve.
 
 use std::ffi::CString;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 
@@ -13,11 +14,26 @@ use crate::spec::DEFAULT_PATH;
 use crate::sys;
 
 /// Run the command; on any failure report it to the parent and exit 127. Never returns.
-pub(super) fn exec_command(cfg: &InitConfig, mut sock: UnixStream) -> ! {
-    let err = prepare_and_exec(cfg);
+pub(super) fn exec_command(cfg: &InitConfig, mut sock: UnixStream, console: Option<OwnedFd>) -> ! {
+    let err = match console.map(attach_console) {
+        Some(Err(e)) => e,
+        _ => prepare_and_exec(cfg),
+    };
     let _ = write_frame(&mut sock, &InitMessage::Failed(err));
     // SAFETY: _exit skips atexit handlers and stdio flushing that belong to the init's image.
     unsafe { libc::_exit(127) }
+}
+
+/// Make `slave` the controlling terminal of a new session (so the command is its foreground
+/// process group and gets ^C, ^Z and SIGWINCH from it) and the command's stdin, stdout, stderr.
+fn attach_console(slave: OwnedFd) -> Result<(), InitError> {
+    nix::unistd::setsid().map_err(|e| InitError::setup("setsid", None, e))?;
+    sys::set_controlling_terminal(slave.as_fd())
+        .map_err(|e| InitError::setup("make the terminal the controlling one", None, e))?;
+    nix::unistd::dup2_stdin(&slave)
+        .and_then(|()| nix::unistd::dup2_stdout(&slave))
+        .and_then(|()| nix::unistd::dup2_stderr(&slave))
+        .map_err(|e| InitError::setup("attach the terminal to stdio", None, e))
 }
 
 fn prepare_and_exec(cfg: &InitConfig) -> InitError {

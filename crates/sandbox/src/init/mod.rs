@@ -28,7 +28,7 @@ use nix::unistd::{fork, ForkResult, Pid};
 
 use crate::error::InitError;
 use crate::protocol::{read_frame, write_frame, InitConfig, InitMessage};
-use crate::spec::{ExitKind, Network};
+use crate::spec::{ExitKind, Network, WindowSize};
 
 /// The fd number the socket to the parent is moved to.
 const SOCK_FD: i32 = 3;
@@ -167,6 +167,11 @@ fn pid1(cfg: &InitConfig, mut sock: UnixStream) -> ! {
             fail(&mut sock, InitError::setup("setsid", None, e));
         }
     }
+    let console = match cfg.tty.map(|size| open_console(cfg, size, &sock)) {
+        None => None,
+        Some(Ok(slave)) => Some(slave),
+        Some(Err(e)) => fail(&mut sock, e),
+    };
     // Block every asynchronous signal: they are collected with sigwaitinfo below and
     // forwarded. Synchronous (fault) signals stay deliverable.
     let mut set = SigSet::all();
@@ -190,14 +195,64 @@ fn pid1(cfg: &InitConfig, mut sock: UnixStream) -> ! {
         Err(e) => fail(&mut sock, InitError::setup("fork command", None, e)),
         Ok(ForkResult::Child) => {
             let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
-            exec::exec_command(cfg, sock)
+            exec::exec_command(cfg, sock, console)
         }
         Ok(ForkResult::Parent { child }) => child,
     };
+    // Only the command holds the terminal: its master reads EIO once the command's side is gone.
+    drop(console);
     let status = supervise(child, &set);
     let _ = write_frame(&mut sock, &InitMessage::Exited(status));
     // Exiting as PID 1 kills everything still running in the namespace.
     std::process::exit(0)
+}
+
+/// The command's terminal, as runc's console: a pty of the sandbox's own devpts (so it is
+/// `/dev/pts/0` inside), owned by the command's user, of the caller's window size. The master
+/// end goes to the parent (SCM_RIGHTS with an [`InitMessage::Console`] frame) and is closed
+/// here; the slave end is returned for the command.
+fn open_console(
+    cfg: &InitConfig,
+    size: WindowSize,
+    sock: &UnixStream,
+) -> Result<OwnedFd, InitError> {
+    use nix::fcntl::OFlag;
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
+    let flags = OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+    let master = nix::pty::posix_openpt(flags)
+        .map_err(|e| InitError::setup("open", Some("/dev/ptmx"), e))?;
+    nix::pty::grantpt(&master).map_err(|e| InitError::setup("grantpt", None, e))?;
+    nix::pty::unlockpt(&master).map_err(|e| InitError::setup("unlockpt", None, e))?;
+    let name = nix::pty::ptsname_r(&master).map_err(|e| InitError::setup("ptsname", None, e))?;
+    let slave = nix::fcntl::open(name.as_str(), flags, nix::sys::stat::Mode::empty())
+        .map_err(|e| InitError::setup("open", Some(&name), e))?;
+    nix::unistd::fchown(&slave, Some(nix::unistd::Uid::from_raw(cfg.uid)), None)
+        .map_err(|e| InitError::setup("chown", Some(&name), e))?;
+    crate::sys::set_window_size(master.as_fd(), size)
+        .map_err(|e| InitError::setup("set the window size", Some(&name), e))?;
+    let mut frame = Vec::new();
+    write_frame(&mut frame, &InitMessage::Console)
+        .map_err(|_| InitError::setup("encode the console message", None, Errno::EINVAL))?;
+    let fds = [master.as_raw_fd()];
+    let sent = sendmsg::<UnixAddr>(
+        sock.as_raw_fd(),
+        &[std::io::IoSlice::new(&frame)],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(|e| InitError::setup("send the terminal to the parent", None, e))?;
+    if sent < frame.len() {
+        use std::io::Write as _;
+        (&*sock)
+            .write_all(&frame[sent..])
+            .map_err(|e| InitError::setup("send the terminal to the parent", None, errno_of(&e)))?;
+    }
+    Ok(slave)
+}
+
+fn errno_of(e: &std::io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
 /// Reap zombies and forward signals until `child` exits; return how it ended.
