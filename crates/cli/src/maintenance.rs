@@ -61,7 +61,8 @@ fn parse_duration(s: &str) -> Option<Duration> {
     Some(Duration::from_secs(total))
 }
 
-fn open_snapshotter(store: &Store) -> Result<Snapshotter> {
+/// One snapshotter per driver directory of the store (`snapshots`, `snapshots-native`).
+fn open_snapshotters(store: &Store) -> Result<Vec<Snapshotter>> {
     crate::snapshots::open_existing(store.root())
 }
 
@@ -329,7 +330,7 @@ pub fn prune(
             }
         }
     }
-    let snaps = open_snapshotter(store)?;
+    let all_snaps = open_snapshotters(store)?;
     // Records first (they decide which snapshots and blobs stay), then snapshots, then blobs.
     let report = store
         .prune(PruneOptions {
@@ -338,7 +339,14 @@ pub fn prune(
             until,
         })
         .with_context(|| format!("pruning the store at {}", store.root().display()))?;
-    let sp = prune_snapshots(store, &snaps, until, dry_run)?;
+    let mut sp = SnapPrune::default();
+    for snaps in &all_snaps {
+        let p = prune_snapshots(store, snaps, until, dry_run)?;
+        sp.removed += p.removed;
+        sp.bytes += p.bytes;
+        sp.stale += p.stale;
+        sp.skipped_mounted.extend(p.skipped_mounted);
+    }
     for (name, m) in &sp.skipped_mounted {
         eprintln!(
             "warning: snapshot {name} kept: {} is mounted inside it",
@@ -379,9 +387,11 @@ pub fn df(store: &Store) -> Result<ExitCode> {
     let u = store
         .disk_usage()
         .with_context(|| format!("measuring the store at {}", store.root().display()))?;
-    let snaps = open_snapshotter(store)?;
-    let list = snaps.list().context("listing snapshots")?;
-    let snap_bytes = du(snaps.root());
+    let (mut snap_count, mut snap_bytes) = (0, 0);
+    for snaps in open_snapshotters(store)? {
+        snap_count += snaps.list().context("listing snapshots")?.len();
+        snap_bytes += du(snaps.root());
+    }
     let cm = store.root().join("cache-mounts");
     let cm_count = std::fs::read_dir(&cm).map(|d| d.count()).unwrap_or(0);
     let cm_bytes = du(&cm);
@@ -406,7 +416,7 @@ pub fn df(store: &Store) -> Result<ExitCode> {
     println!(
         "{:<16}{:>8}{:>14}{:>14}",
         "Snapshots",
-        list.len(),
+        snap_count,
         human(snap_bytes),
         "-"
     );
@@ -444,16 +454,16 @@ struct SnapFsck {
     missing_dirs: Vec<String>,
     /// Active/view snapshots whose owner is gone, and dirs without metadata.
     stale: Vec<String>,
-    /// Cache records naming a snapshot that is not there (not an error: rebuilt from the layer).
-    records_without_snapshot: usize,
+    /// Names of the snapshots there.
+    names: HashSet<String>,
 }
 
-fn fsck_snapshots(store: &Store, snaps: &Snapshotter) -> Result<SnapFsck> {
+fn fsck_snapshots(snaps: &Snapshotter) -> Result<SnapFsck> {
     let mut out = SnapFsck::default();
     let list = snaps.list().context("listing snapshots")?;
     out.checked = list.len();
     let ids: HashSet<i64> = list.iter().map(|i| i.id).collect();
-    let names: HashSet<&str> = list.iter().map(|i| i.name.as_str()).collect();
+    out.names = list.iter().map(|i| i.name.clone()).collect();
     for i in &list {
         let dir = snaps.root().join(i.id.to_string());
         match i.kind {
@@ -483,10 +493,6 @@ fn fsck_snapshots(store: &Store, snaps: &Snapshotter) -> Result<SnapFsck> {
             }
         }
     }
-    out.records_without_snapshot = record_snapshot_names(store)?
-        .iter()
-        .filter(|n| !names.contains(n.as_str()))
-        .count();
     Ok(out)
 }
 
@@ -552,35 +558,39 @@ pub fn fsck(root: &Path, repair: bool) -> Result<ExitCode> {
         say(format!("cache record {k}: {why}"));
     }
 
-    // Snapshots: a broken snapshot db is moved aside with --repair (snapshots are a cache: every
-    // one can be made again from the blobs).
-    let sroot = store.root().join("snapshots");
-    let snaps = match Snapshotter::open(&sroot) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            say(format!("snapshots: {e}"));
-            if repair {
-                let aside = store.root().join(format!(
-                    "snapshots.corrupt-{}",
-                    SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .map(|d| d.as_nanos())
-                        .unwrap_or(0)
-                ));
-                std::fs::rename(&sroot, &aside).with_context(|| {
-                    format!("moving {} aside to {}", sroot.display(), aside.display())
-                })?;
-                println!("snapshots moved aside to {}", aside.display());
-                Some(open_snapshotter(&store)?)
-            } else {
-                None
-            }
-        }
-    };
+    // Snapshots, of every driver directory the store has: a broken snapshot db is moved aside
+    // with --repair (snapshots are a cache: every one can be made again from the blobs).
     let mut snap_checked = 0;
-    if let Some(snaps) = snaps {
-        let sf = fsck_snapshots(&store, &snaps)?;
-        snap_checked = sf.checked;
+    let mut snap_names = HashSet::new();
+    for driver in crate::snapshots::present_drivers(store.root()) {
+        let sroot = store.root().join(driver.dir_name());
+        let snaps = match Snapshotter::open_with(&sroot, driver) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                say(format!("{}: {e}", driver.dir_name()));
+                if repair {
+                    let aside = store.root().join(format!(
+                        "{}.corrupt-{}",
+                        driver.dir_name(),
+                        SystemTime::now()
+                            .duration_since(UNIX_EPOCH)
+                            .map(|d| d.as_nanos())
+                            .unwrap_or(0)
+                    ));
+                    std::fs::rename(&sroot, &aside).with_context(|| {
+                        format!("moving {} aside to {}", sroot.display(), aside.display())
+                    })?;
+                    println!("{} moved aside to {}", driver.dir_name(), aside.display());
+                    Some(crate::snapshots::open(store.root(), driver)?)
+                } else {
+                    None
+                }
+            }
+        };
+        let Some(snaps) = snaps else { continue };
+        let sf = fsck_snapshots(&snaps)?;
+        snap_checked += sf.checked;
+        snap_names.extend(sf.names.iter().cloned());
         for n in &sf.missing_dirs {
             say(format!("snapshot {n}: its layer directory is missing"));
         }
@@ -618,12 +628,16 @@ pub fn fsck(root: &Path, repair: bool) -> Result<ExitCode> {
                 }
             }
         }
-        if sf.records_without_snapshot > 0 {
-            println!(
-                "note: {} cache records name a snapshot that is gone (it is rebuilt from its layer when used)",
-                sf.records_without_snapshot
-            );
-        }
+    }
+    // A record's snapshot may be in either driver's directory.
+    let records_without_snapshot = record_snapshot_names(&store)?
+        .iter()
+        .filter(|n| !snap_names.contains(*n))
+        .count();
+    if records_without_snapshot > 0 {
+        println!(
+            "note: {records_without_snapshot} cache records name a snapshot that is gone (it is rebuilt from its layer when used)"
+        );
     }
     println!(
         "checked {} blobs, {} images, {} snapshots: {}",

@@ -65,22 +65,34 @@ pub fn open_for_mounting(store_root: &Path) -> Result<Snapshotter> {
 /// In the overlay snapshotter's directory: a probe mount worked under this store.
 const OVERLAY_PROBED: &str = "overlay-probed";
 
-/// The snapshotter of a command that only reads or removes snapshots (prune, df, fsck): the
-/// chosen driver, else the one this store has been using (native only if it has no overlay
-/// snapshots), without a probe mount.
-pub fn open_existing(store_root: &Path) -> Result<Snapshotter> {
-    let driver = CHOICE.get().copied().unwrap_or_else(|| {
-        let has = |d: Driver| store_root.join(d.dir_name()).exists();
-        if has(Driver::Native) && !has(Driver::Overlay) {
-            Driver::Native
-        } else {
-            Driver::Overlay
-        }
-    });
-    open(store_root, driver)
+/// Every driver, in the order maintenance reports them.
+const DRIVERS: [Driver; 2] = [Driver::Overlay, Driver::Native];
+
+/// The snapshotters of a command that reads or removes snapshots (prune, df, fsck): one for each
+/// driver directory the store has (a store built with both keeps both), whichever is chosen for
+/// building; the chosen (else overlayfs) one on a store that has none yet. No probe mount.
+pub fn open_existing(store_root: &Path) -> Result<Vec<Snapshotter>> {
+    present_drivers(store_root)
+        .into_iter()
+        .map(|d| open(store_root, d))
+        .collect()
 }
 
-fn open(store_root: &Path, driver: Driver) -> Result<Snapshotter> {
+/// The drivers whose directory the store has, else the chosen one (else overlayfs).
+pub fn present_drivers(store_root: &Path) -> Vec<Driver> {
+    let present: Vec<Driver> = DRIVERS
+        .into_iter()
+        .filter(|d| store_root.join(d.dir_name()).exists())
+        .collect();
+    if present.is_empty() {
+        vec![CHOICE.get().copied().unwrap_or(Driver::Overlay)]
+    } else {
+        present
+    }
+}
+
+/// Open the snapshotter of `driver` in the store (creating its directory if needed).
+pub fn open(store_root: &Path, driver: Driver) -> Result<Snapshotter> {
     let root = store_root.join(driver.dir_name());
     Snapshotter::open_with(&root, driver)
         .with_context(|| format!("opening the {driver} snapshotter at {}", root.display()))

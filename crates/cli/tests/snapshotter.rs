@@ -163,3 +163,71 @@ fn a_successful_overlay_probe_is_remembered() {
     assert!(marker.exists(), "probed and remembered again");
     assert!(!env.root.join("snapshots-native").exists());
 }
+
+/// A store built once with each driver has two snapshot directories; prune, df and fsck cover
+/// both, whichever driver is selected: df and fsck count the snapshots of both, and `prune -a`
+/// (images removed) leaves none in either.
+#[test]
+fn maintenance_covers_every_snapshot_directory() {
+    if !require_root(&[]) {
+        return;
+    }
+    let env = Env::with_busybox();
+    for driver in ["native", "overlayfs"] {
+        // Steps of its own: the other driver's cache would answer the same ones.
+        let dockerfile = format!("FROM busybox\nRUN echo {driver} > /one\nRUN echo 2 > /two\n");
+        let ctx = env.context(driver, &[("Dockerfile", &dockerfile)]);
+        let mut build = env.cmd();
+        build
+            .env("RBUILD_SNAPSHOTTER", driver)
+            .args(["build", "--progress=plain", "-t", &format!("both:{driver}")])
+            .arg(&ctx);
+        run_ok(&mut build);
+    }
+    // Snapshot directories (named by id) under a driver's directory.
+    let count = |dir: &str| {
+        std::fs::read_dir(env.root.join(dir))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().parse::<u64>().is_ok())
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let (overlay, native) = (count("snapshots"), count("snapshots-native"));
+    assert!(overlay >= 3 && native >= 3, "{overlay} {native}");
+    let df_snapshots = |driver: &str| {
+        let mut df = env.cmd();
+        df.env("RBUILD_SNAPSHOTTER", driver).arg("df");
+        let out = run_ok(&mut df);
+        let line = out.lines().find(|l| l.starts_with("Snapshots")).unwrap();
+        line.split_whitespace().nth(1).unwrap().to_string()
+    };
+    let fsck = || {
+        let mut fsck = env.cmd();
+        fsck.env_remove("RBUILD_SNAPSHOTTER").arg("fsck");
+        run_ok(&mut fsck)
+    };
+    for driver in ["overlayfs", "native"] {
+        assert_eq!(df_snapshots(driver), (overlay + native).to_string());
+    }
+    let checked = fsck();
+    assert!(
+        checked.contains(&format!(" {} snapshots: clean", overlay + native)),
+        "{checked}"
+    );
+
+    run_ok(
+        env.cmd()
+            .args(["rmi", "both:native", "both:overlayfs", "busybox:latest"]),
+    );
+    run_ok(
+        env.cmd()
+            .env_remove("RBUILD_SNAPSHOTTER")
+            .args(["prune", "-a", "-f"]),
+    );
+    assert_eq!((count("snapshots"), count("snapshots-native")), (0, 0));
+    assert_eq!(df_snapshots("overlayfs"), "0");
+    let checked = fsck();
+    assert!(checked.contains(" 0 snapshots: clean"), "{checked}");
+}
