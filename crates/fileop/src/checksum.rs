@@ -11,7 +11,7 @@
 
 use crate::error::{FileOpError, Result};
 use crate::root::{join, Follow, Root};
-use crate::select::{EntryKind, Selection, StatKey};
+use crate::select::{EntryKind, SelEntry, Selection, StatKey};
 use rayon::prelude::*;
 use rbuild_oci::Digest;
 use sha2::{Digest as _, Sha256};
@@ -142,11 +142,52 @@ pub fn checksum_with_stats(
 
     let mut h = Enc(Sha256::new());
     h.raw(b"rbuild-fileop/copy-selection/v1\n");
+    encode_selection(&mut h, sel, false, |h, i, j, _| {
+        match digests.get(&(i, j)) {
+            Some(d) => h.str(d.hex()),
+            None => h.str(""),
+        }
+    });
+    Ok((Digest::from_sha256_bytes(h.0.finalize().into()), stats))
+}
+
+/// A digest of everything [`checksum`] encodes about `sel` except file contents, plus each
+/// entry's [`StatKey`] and canonical path: when two selections of the same root have equal
+/// fingerprints, every file's stat is unchanged and a checksum cache keyed by stats would return
+/// every digest unchanged, so the earlier checksum still holds. It lets a caller re-key an
+/// unchanged context from one stored row instead of one cache lookup per file.
+pub fn stat_fingerprint(sel: &Selection) -> Digest {
+    let mut h = Enc(Sha256::new());
+    h.raw(b"rbuild-fileop/stat-fingerprint/v1\n");
+    encode_selection(&mut h, sel, true, |h, _, _, e| {
+        h.u64(e.size);
+        h.u64(e.stat.dev);
+        h.u64(e.stat.ino);
+        h.u64(e.stat.size);
+        h.u64(e.stat.mtime_ns as u64);
+        h.u64(e.stat.ctime_ns as u64);
+    });
+    Digest::from_sha256_bytes(h.0.finalize().into())
+}
+
+/// The encoding [`checksum_with_stats`] and [`stat_fingerprint`] share: every item and every
+/// entry's metadata, in selection order; `with_path` adds each item's canonical path, and
+/// `entry_tail` what one of them adds after an entry's metadata (given item and entry index).
+/// Changing what it writes changes every cache key: bump the callers' version tags.
+fn encode_selection(
+    h: &mut Enc,
+    sel: &Selection,
+    with_path: bool,
+    mut entry_tail: impl FnMut(&mut Enc, usize, usize, &SelEntry),
+) {
     h.u64(sel.several as u64);
     h.u64(sel.items.len() as u64);
     for (i, item) in sel.items.iter().enumerate() {
         h.raw(b"I");
         h.str(&item.source);
+        if with_path {
+            h.str(&item.path);
+        }
         h.str(&item.name);
         h.str(&item.parents_rel);
         h.u64(item.entries.len() as u64);
@@ -159,50 +200,9 @@ pub fn checksum_with_stats(
             h.u64(e.gid as u64);
             h.str(e.link_target.as_deref().unwrap_or(""));
             h.u64(e.rdev);
-            match digests.get(&(i, j)) {
-                Some(d) => h.str(d.hex()),
-                None => h.str(""),
-            }
+            entry_tail(h, i, j, e);
         }
     }
-    Ok((Digest::from_sha256_bytes(h.0.finalize().into()), stats))
-}
-
-/// A digest of everything [`checksum`] encodes about `sel` except file contents, plus each
-/// entry's [`StatKey`] and canonical path: when two selections of the same root have equal
-/// fingerprints, every file's stat is unchanged and a checksum cache keyed by stats would return
-/// every digest unchanged, so the earlier checksum still holds. It lets a caller re-key an
-/// unchanged context from one stored row instead of one cache lookup per file.
-pub fn stat_fingerprint(sel: &Selection) -> Digest {
-    let mut h = Enc(Sha256::new());
-    h.raw(b"rbuild-fileop/stat-fingerprint/v1\n");
-    h.u64(sel.several as u64);
-    h.u64(sel.items.len() as u64);
-    for item in &sel.items {
-        h.raw(b"I");
-        h.str(&item.source);
-        h.str(&item.path);
-        h.str(&item.name);
-        h.str(&item.parents_rel);
-        h.u64(item.entries.len() as u64);
-        for e in &item.entries {
-            h.raw(b"E");
-            h.str(&e.rel);
-            h.raw(&[e.kind.tag()]);
-            h.u64(e.mode as u64);
-            h.u64(e.uid as u64);
-            h.u64(e.gid as u64);
-            h.str(e.link_target.as_deref().unwrap_or(""));
-            h.u64(e.rdev);
-            h.u64(e.size);
-            h.u64(e.stat.dev);
-            h.u64(e.stat.ino);
-            h.u64(e.stat.size);
-            h.u64(e.stat.mtime_ns as u64);
-            h.u64(e.stat.ctime_ns as u64);
-        }
-    }
-    Digest::from_sha256_bytes(h.0.finalize().into())
 }
 
 /// sha256 of a file's content; the flag says whether its stat still matches `key` afterwards
