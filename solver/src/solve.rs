@@ -281,12 +281,19 @@ impl Solver {
         }
 
         // Everything with a usable record is cached; say so in build order, as BuildKit does.
+        // A base image is cached when it is unpacked, or when nothing will need its files: every
+        // step has a record and no rootfs is asked for (then the snapshot table is not even read).
+        let all_recorded = !self.opts.materialize_target
+            && order.iter().all(|id| match &def.graph.vertex(*id).op {
+                Op::Exec(_) | Op::File(_) | Op::Merge(_) => run.nodes[id].record.is_some(),
+                _ => true,
+            });
         for id in &order {
             let node = &run.nodes[id];
             let cached = match &def.graph.vertex(*id).op {
                 Op::Exec(_) | Op::File(_) => node.record.is_some(),
                 Op::Source(Source::Image { manifest, .. }) => {
-                    exec::image_unpacked(&self.store, &self.snapshotter, manifest)
+                    all_recorded || exec::image_unpacked(&self.store, &self.snapshotter, manifest)
                 }
                 _ => false,
             };
