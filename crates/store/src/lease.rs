@@ -222,14 +222,7 @@ impl Lease {
             return Ok(());
         }
         // The cache records this build used are marked in the same transaction.
-        let used = std::mem::take(
-            &mut *self
-                .store
-                .inner
-                .used_records
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-        );
+        let used = self.store.take_record_uses();
         let res = self.store.db(|c| {
             let tx = c.transaction()?;
             tx.execute("DELETE FROM leases WHERE id = ?1", [&self.id])?;

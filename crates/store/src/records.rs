@@ -127,15 +127,20 @@ impl Store {
         Ok(v)
     }
 
-    /// Write the last-used times of the cache records read so far, in one transaction.
-    pub fn flush_record_uses(&self) -> Result<()> {
-        let used = std::mem::take(
+    /// The cache-record uses not written yet, taken (the caller writes them).
+    pub(crate) fn take_record_uses(&self) -> Vec<(String, i64)> {
+        std::mem::take(
             &mut *self
                 .inner
                 .used_records
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()),
-        );
+        )
+    }
+
+    /// Write the last-used times of the cache records read so far, in one transaction.
+    pub fn flush_record_uses(&self) -> Result<()> {
+        let used = self.take_record_uses();
         self.db(|c| {
             let tx = c.transaction()?;
             write_record_uses(&tx, &used)?;
