@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
-cargo build --release --bin rbuild
-install -m 0755 target/release/rbuild /usr/local/bin/rbuild
+cargo build --release --bin rbuild --bin rbuild-engine
+# `rbuild` (the front: no-op rebuilds) runs `rbuild-engine` from its own directory.
+install -m 0755 target/release/rbuild target/release/rbuild-engine /usr/local/bin/
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 python3 testdata/base/make-busybox-image.py "$tmp/busybox" >/dev/null

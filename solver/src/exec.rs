@@ -94,21 +94,11 @@ fn step_err(run: &Run, id: VertexId, message: String) -> SolveError {
 }
 
 /// `.dockerignore` rules as fileop's excluder.
-pub(crate) struct IgnoreRules(pub rbuild_ignore::Matcher);
-
-impl rbuild_fileop::Excluder for IgnoreRules {
-    fn excluded_by(&self, rel: &str) -> Option<String> {
-        self.0
-            .excluded(rel)
-            .map(|r| format!(".dockerignore line {} ({:?})", r.line, r.pattern))
-    }
-    fn may_include_below(&self, rel: &str) -> bool {
-        self.0.may_match_beneath(rel)
-    }
-}
+pub(crate) use rbuild_fileop::IgnoreRules;
 
 /// Checksum of a copy's selection out of a local context directory, and the per-file listing that
-/// explains later misses.
+/// explains later misses; with the selection's stat fingerprint when the files held still while
+/// they were read (see [`rbuild_fileop::context_fingerprint`]).
 pub(crate) fn checksum_selection(
     store: &Arc<Store>,
     dir: &Path,
@@ -116,19 +106,9 @@ pub(crate) fn checksum_selection(
     excludes: &[String],
     extra_excludes: &[String],
     parents: bool,
-) -> Result<ContentInfo, String> {
-    let root = rbuild_fileop::Root::open(dir).map_err(|e| e.to_string())?;
-    let ignore =
-        IgnoreRules(rbuild_ignore::Matcher::from_patterns(excludes).map_err(|e| e.to_string())?);
-    let exclude = rbuild_fileop::Patterns::new(extra_excludes).map_err(|e| e.to_string())?;
-    let opts = rbuild_fileop::SelectOptions {
-        ignore: &ignore,
-        exclude: &exclude,
-        parents,
-        keep_owner: false,
-        allow_empty_wildcard: true,
-    };
-    let sel = rbuild_fileop::select(&root, sources, &opts).map_err(|e| e.to_string())?;
+) -> Result<(ContentInfo, Option<Digest>), String> {
+    let (root, sel) =
+        rbuild_fileop::select_context(dir, sources, excludes, extra_excludes, parents)?;
     // Fast path: every selected file has the stats it had when this selection was last
     // checksummed, so the per-file checksum cache would return every digest unchanged. One row
     // replaces loading and checking one cache entry per file (20,000 on a big context).
@@ -138,10 +118,13 @@ pub(crate) fn checksum_selection(
         if known.fingerprint == fingerprint
             && known.files.as_ref().is_none_or(|f| store.has_blob(f))
         {
-            return Ok(ContentInfo {
-                checksum: known.checksum,
-                files: known.files,
-            });
+            return Ok((
+                ContentInfo {
+                    checksum: known.checksum,
+                    files: known.files,
+                },
+                Some(fingerprint),
+            ));
         }
     }
     let cache = StoreChecksums::load(store.clone(), dir);
@@ -185,6 +168,7 @@ pub(crate) fn checksum_selection(
         store.put_blob(&listing).ok()
     };
     // A file that changed while it was read may not match its stats: no fingerprint then.
+    let stable = (stats.unstable == 0).then(|| fingerprint.clone());
     if stats.unstable == 0 {
         let _ = store.put_context_fingerprint(
             &selection,
@@ -195,7 +179,7 @@ pub(crate) fn checksum_selection(
             },
         );
     }
-    Ok(ContentInfo { checksum, files })
+    Ok((ContentInfo { checksum, files }, stable))
 }
 
 /// Names one selection out of one context directory: everything that decides which files a

@@ -33,7 +33,10 @@ mod unpack;
 
 pub use events::{Event, EventSink, Stream, VertexRef};
 pub use remote::{ExportRecord, RemoteCache, RemoteCaches, RemoteRecord};
-pub use solve::{BaseImages, LocalImages, SecretSource, SolveOptions, SolveResult, Solver};
+pub use solve::{
+    BaseImages, BuildStamp, LocalImages, SecretSource, SolveOptions, SolveResult, Solver,
+    StampedSelection,
+};
 pub use unpack::unpack_image;
 
 use rbuild_ops::Span;

@@ -97,7 +97,33 @@ pub struct SolveResult {
     pub steps_run: usize,
     /// Every step executed or cached in this build, for `--cache-to` (see [`crate::remote`]).
     pub cache: Vec<crate::remote::ExportRecord>,
+    /// For the no-op check of later rebuilds; None when this build cannot have one.
+    pub stamp: Option<BuildStamp>,
 }
+
+/// One context selection a build read, with its stat fingerprint.
+pub use rbuild_noop::Selection as StampedSelection;
+
+/// What decides that a rebuild of the same request would find every step cached and produce the
+/// same image: the context selections read (with their stat fingerprints) and the base images.
+/// With it the steps such a rebuild shows and the cache keys it would use.
+#[derive(Clone, Debug, Default)]
+pub struct BuildStamp {
+    pub selections: Vec<StampedSelection>,
+    /// Base images as resolved: (reference, manifest).
+    pub images: Vec<(String, Digest)>,
+    /// Cache keys of every step (exec, file and merge).
+    pub keys: Vec<Digest>,
+    /// The steps a fully cached rebuild shows, in its order: (name, reported as CACHED); the
+    /// context load is reported done instead.
+    pub steps: Vec<(String, bool)>,
+}
+
+/// Context checksums by vertex and content index, and each selection's stamp (None: unstable).
+type ContextChecksums = (
+    HashMap<VertexId, BTreeMap<usize, ContentInfo>>,
+    Vec<Option<StampedSelection>>,
+);
 
 pub struct Solver {
     pub(crate) store: Arc<Store>,
@@ -187,7 +213,7 @@ impl Solver {
         let run_numbers = AtomicU32::new(1);
 
         // Pass 1: keys (context checksums run on the blocking pool, in parallel per selection).
-        let mut content = self
+        let (mut content, stamps) = self
             .context_checksums(&def, &order, &run_numbers, &ctx_number)
             .await?;
         // ADD <url> without --checksum: downloaded now and keyed by its content.
@@ -328,6 +354,7 @@ impl Solver {
         }
         let (manifest, config_digest, config) = self.assemble(&run, &realized)?;
         let cache = export_records(&run);
+        let stamp = self.stamp(&def, &order, &run, stamps);
         Ok(SolveResult {
             manifest,
             config_digest,
@@ -336,7 +363,55 @@ impl Solver {
             steps_cached: run.cached_count.load(Ordering::SeqCst) as usize,
             steps_run: run.run_count.load(Ordering::SeqCst) as usize,
             cache,
+            stamp,
         })
+    }
+
+    /// What a later no-op check needs (see [`BuildStamp`]); None when some input is not a local
+    /// context or image, or a context file changed while it was read.
+    fn stamp(
+        &self,
+        def: &BuildDefinition,
+        order: &[VertexId],
+        run: &Run,
+        selections: Vec<Option<StampedSelection>>,
+    ) -> Option<BuildStamp> {
+        if !self.opts.remote_cache.is_empty() || self.opts.materialize_target {
+            return None;
+        }
+        let selections: Vec<StampedSelection> = selections.into_iter().collect::<Option<_>>()?;
+        let mut stamp = BuildStamp {
+            steps: Vec::new(),
+            keys: Vec::new(),
+            images: Vec::new(),
+            selections,
+        };
+        if !stamp.selections.is_empty() {
+            stamp
+                .steps
+                .push(("[internal] load build context".to_string(), false));
+        }
+        for id in order {
+            let v = def.graph.vertex(*id);
+            let node = &run.nodes[id];
+            match &v.op {
+                Op::Source(Source::Http { .. }) => return None,
+                Op::Source(Source::Image {
+                    reference,
+                    manifest,
+                }) => {
+                    stamp.images.push((reference.clone(), manifest.clone()));
+                    stamp.steps.push((v.meta.name.clone(), true));
+                }
+                Op::Source(_) => {}
+                Op::Exec(_) | Op::File(_) => {
+                    stamp.keys.push(node.key.clone());
+                    stamp.steps.push((v.meta.name.clone(), true));
+                }
+                Op::Merge(_) => stamp.keys.push(node.key.clone()),
+            }
+        }
+        Some(stamp)
     }
 
     fn lookup(&self, key: &Digest) -> Option<CacheRecord> {
@@ -447,7 +522,7 @@ impl Solver {
         order: &[VertexId],
         numbers: &AtomicU32,
         _ctx: &AtomicU32,
-    ) -> Result<HashMap<VertexId, BTreeMap<usize, ContentInfo>>, SolveError> {
+    ) -> Result<ContextChecksums, SolveError> {
         let mut jobs = Vec::new();
         for &id in order {
             let v = def.graph.vertex(id);
@@ -516,7 +591,7 @@ impl Solver {
             }
         }
         if jobs.is_empty() {
-            return Ok(HashMap::new());
+            return Ok((HashMap::new(), Vec::new()));
         }
         let vref = VertexRef {
             number: numbers.fetch_add(1, Ordering::SeqCst),
@@ -532,7 +607,17 @@ impl Solver {
             let store = self.store.clone();
             handles.push(tokio::task::spawn_blocking(move || {
                 exec::checksum_selection(&store, &dir, &sources, &excludes, &exclude, parents)
-                    .map(|ci| (id, ai, ci))
+                    .map(|(ci, fingerprint)| {
+                        let stamp = fingerprint.map(|fingerprint| StampedSelection {
+                            dir,
+                            sources,
+                            ignore: excludes,
+                            exclude,
+                            parents,
+                            fingerprint: fingerprint.to_string(),
+                        });
+                        (id, ai, ci, stamp)
+                    })
                     .map_err(|message| SolveError::Step {
                         instruction: instr,
                         span,
@@ -541,11 +626,13 @@ impl Solver {
             }));
         }
         let mut out: HashMap<VertexId, BTreeMap<usize, ContentInfo>> = HashMap::new();
+        let mut stamps = Vec::new();
         let mut first_err = None;
         for h in handles {
             match h.await {
-                Ok(Ok((id, ai, ci))) => {
+                Ok(Ok((id, ai, ci, stamp))) => {
                     out.entry(id).or_default().insert(ai, ci);
+                    stamps.push(stamp);
                 }
                 Ok(Err(e)) => {
                     first_err.get_or_insert(e);
@@ -569,7 +656,7 @@ impl Solver {
             vertex: vref,
             duration: started.elapsed(),
         });
-        Ok(out)
+        Ok((out, stamps))
     }
 
     /// Write the image config and manifest for the target.

@@ -166,7 +166,7 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> 
             .with_context(|| format!("reading Dockerfile {}", dockerfile_path.display()))?;
         (display_name(&dockerfile_path), text)
     };
-    let dockerignore = read_dockerignore(&context, &dockerfile_path)?;
+    let (dockerignore, ignore_stamps) = read_dockerignore(&context, &dockerfile_path)?;
     let mut contexts = BTreeMap::new();
     contexts.insert("context".to_string(), context.canonicalize()?);
     contexts.extend(extra_contexts);
@@ -184,6 +184,8 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> 
         );
     }
     let store = Arc::new(crate::open_store(root)?);
+    // The no-op check's record of this build (see rbuild-noop) starts from this generation.
+    let noop_generation = rbuild_noop::generation(store.root());
     let snapshotter = Arc::new(crate::snapshots::open_for_mounting(store.root())?);
     // Snapshots left by crashed builds are removed when this build first needs the snapshot
     // table; a fully cached build never opens it.
@@ -352,6 +354,38 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> 
         std::fs::write(f, serde_json::to_vec_pretty(&meta)?)
             .with_context(|| format!("writing {}", f.display()))?;
     }
+    // The front's key for this request, when it can answer a rebuild of it (see rbuild-noop).
+    if let Ok(key) = std::env::var(rbuild_noop::KEY_ENV) {
+        let plain_request = outputs.is_empty()
+            && !args.push
+            && !args.pull
+            && !args.no_cache
+            && args.no_cache_filter.is_empty()
+            && cache_from.is_empty()
+            && cache_to.is_empty()
+            && args.build_contexts.is_empty()
+            && !ctx.is_archive()
+            && ctx.stdin_dockerfile.is_none()
+            && dockerfile_path.as_os_str() != "-";
+        if plain_request {
+            let rec = noop_record(
+                &store,
+                &resolver,
+                &result,
+                noop_generation,
+                &dockerfile_path,
+                &dockerfile,
+                ignore_stamps,
+                &args.tags,
+                &record,
+            );
+            if let Some(rec) = rec {
+                if let Err(e) = rbuild_noop::write_record(store.root(), &key, &rec) {
+                    tracing::debug!("writing the no-op record: {e}");
+                }
+            }
+        }
+    }
     // stdout carries only data: the id, unless an output already wrote its archive there.
     if stdout_outputs == 0 {
         println!("{id}");
@@ -394,23 +428,88 @@ fn display_name(p: &Path) -> String {
 }
 
 /// `<Dockerfile>.dockerignore` beside the Dockerfile wins over the context's `.dockerignore`.
-fn read_dockerignore(context: &Path, dockerfile: &Path) -> anyhow::Result<Option<String>> {
+/// With the no-op check's stamps of the files looked at.
+fn read_dockerignore(
+    context: &Path,
+    dockerfile: &Path,
+) -> anyhow::Result<(Option<String>, Vec<rbuild_noop::FileStamp>)> {
+    let mut stamps = Vec::new();
     if dockerfile.as_os_str() != "-" {
         let specific = PathBuf::from(format!("{}.dockerignore", dockerfile.display()));
         if specific.is_file() {
-            return Ok(Some(
-                std::fs::read_to_string(&specific)
-                    .with_context(|| format!("reading {}", specific.display()))?,
-            ));
+            let text = std::fs::read_to_string(&specific)
+                .with_context(|| format!("reading {}", specific.display()))?;
+            stamps.push(rbuild_noop::FileStamp::of_bytes(&specific, text.as_bytes()));
+            return Ok((Some(text), stamps));
         }
+        stamps.push(rbuild_noop::FileStamp::absent(&specific));
     }
     let p = context.join(".dockerignore");
     if p.is_file() {
-        return Ok(Some(
-            std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?,
-        ));
+        let text =
+            std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+        stamps.push(rbuild_noop::FileStamp::of_bytes(&p, text.as_bytes()));
+        return Ok((Some(text), stamps));
     }
-    Ok(None)
+    stamps.push(rbuild_noop::FileStamp::absent(&p));
+    Ok((None, stamps))
+}
+
+/// The no-op check's record of this build: what it read and what it answered (see rbuild-noop).
+/// None when some input cannot be stamped (a registry, an image id, a file that changed while
+/// it was read, an ADD of a URL).
+#[allow(clippy::too_many_arguments)]
+fn noop_record(
+    store: &rbuild_store::Store,
+    resolver: &StoreResolver,
+    result: &rbuild_solver::SolveResult,
+    generation: String,
+    dockerfile_path: &Path,
+    dockerfile: &str,
+    ignore_stamps: Vec<rbuild_noop::FileStamp>,
+    tags: &[String],
+    image: &rbuild_store::ImageRecord,
+) -> Option<rbuild_noop::Record> {
+    use rbuild_noop::{FileStamp, Step};
+    let stamp = result.stamp.as_ref()?;
+    let mut rec = rbuild_noop::Record::new(store.root(), generation);
+    rec.files
+        .push(FileStamp::of_bytes(dockerfile_path, dockerfile.as_bytes()));
+    rec.files.extend(ignore_stamps);
+    rec.selections = stamp.selections.clone();
+    for answer in resolver.answers() {
+        match answer {
+            crate::resolver::Answer::Named(name, image) => {
+                let (path, bytes) = store.ref_file(&name, &image).ok()?;
+                rec.refs.push(FileStamp::of_bytes(&path, &bytes));
+            }
+            crate::resolver::Answer::Pinned(d) => rec.blobs.push(d.to_string()),
+            crate::resolver::Answer::Other => return None,
+        }
+    }
+    for t in tags {
+        let (path, bytes) = store.ref_file(t, image).ok()?;
+        rec.refs.push(FileStamp::of_bytes(&path, &bytes));
+    }
+    let manifest = rbuild_image::read_manifest(store, &result.manifest).ok()?;
+    rec.blobs.push(result.manifest.to_string());
+    rec.blobs.push(manifest.config.digest.to_string());
+    rec.blobs
+        .extend(manifest.layers.iter().map(|l| l.digest.to_string()));
+    rec.blobs
+        .extend(stamp.images.iter().map(|(_, m)| m.to_string()));
+    rec.keys = stamp.keys.iter().map(|k| k.to_string()).collect();
+    rec.steps = stamp
+        .steps
+        .iter()
+        .map(|(name, cached)| Step {
+            name: name.clone(),
+            cached: *cached,
+        })
+        .collect();
+    rec.id = result.config_digest.to_string();
+    rec.size = image.size;
+    Some(rec)
 }
 
 fn parse_build_args(list: &[String]) -> anyhow::Result<BTreeMap<String, String>> {

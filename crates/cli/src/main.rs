@@ -26,29 +26,9 @@ use args::{Cli, Command};
 use clap::{CommandFactory, Parser};
 use std::process::ExitCode;
 
-/// Subcommand names; anything else as first argument means `build` (`rbuild -t app .`).
-const SUBCOMMANDS: &[&str] = &[
-    "build",
-    "images",
-    "rmi",
-    "load",
-    "save",
-    "inspect",
-    "history",
-    "tag",
-    "parse",
-    "prune",
-    "df",
-    "fsck",
-    "pull",
-    "push",
-    "login",
-    "logout",
-    "completion",
-    "man",
-    "run",
-    "help",
-];
+/// Subcommand names; anything else as first argument means `build` (`rbuild -t app .`). The
+/// front's no-op check reads arguments the same way.
+use rbuild_noop::SUBCOMMANDS;
 
 fn main() -> ExitCode {
     // Must come first: the sandbox re-executes this binary as its init.
@@ -272,5 +252,20 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// The front (`rbuild-noop`) tells a subcommand from an implicit build's first argument with
+    /// the same list.
+    #[test]
+    fn subcommand_list_is_clap_s() {
+        let mut clap: Vec<String> = Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .collect();
+        clap.push("help".to_string());
+        clap.sort();
+        let mut ours: Vec<String> = SUBCOMMANDS.iter().map(|s| s.to_string()).collect();
+        ours.sort();
+        assert_eq!(clap, ours);
     }
 }

@@ -308,17 +308,4 @@ fn vertex_of_mut(e: &mut Event) -> &mut rbuild_solver::VertexRef {
     }
 }
 
-pub fn human(n: u64) -> String {
-    const U: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut f = n as f64;
-    let mut i = 0;
-    while f >= 1000.0 && i < U.len() - 1 {
-        f /= 1000.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n}B")
-    } else {
-        format!("{f:.2}{}", U[i])
-    }
-}
+pub use rbuild_noop::human;

@@ -29,6 +29,19 @@ pub struct StoreResolver {
     registry: Option<Arc<LazyRegistry>>,
     pull: bool,
     memo: Mutex<HashMap<String, ResolvedImage>>,
+    /// How each reference was answered, for the no-op check's stamps.
+    answers: Mutex<Vec<Answer>>,
+}
+
+/// Where a `FROM` reference's answer came from.
+#[derive(Clone, Debug)]
+pub enum Answer {
+    /// The local store, by this (normalized) name, pointing at this image.
+    Named(String, rbuild_store::ImageRecord),
+    /// Pinned by digest, present in the store.
+    Pinned(Digest),
+    /// Anything else: an id prefix, a registry.
+    Other,
 }
 
 impl StoreResolver {
@@ -39,6 +52,7 @@ impl StoreResolver {
             registry: None,
             pull: false,
             memo: Mutex::new(HashMap::new()),
+            answers: Mutex::new(Vec::new()),
         }
     }
 
@@ -49,6 +63,21 @@ impl StoreResolver {
             pull,
             ..StoreResolver::new(store)
         }
+    }
+
+    fn answered(&self, a: Answer) {
+        self.answers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(a);
+    }
+
+    /// How every reference resolved so far was answered.
+    pub fn answers(&self) -> Vec<Answer> {
+        self.answers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn image_in_store(&self, name: String, manifest: &Digest) -> Result<ResolvedImage, String> {
@@ -73,6 +102,7 @@ impl StoreResolver {
         if let Some(r) = &parsed {
             if let Some(d) = r.digest() {
                 if self.store.has_blob(d) {
+                    self.answered(Answer::Pinned(d.clone()));
                     return self.image_in_store(r.familiar(), d).map_err(failed);
                 }
             }
@@ -83,6 +113,11 @@ impl StoreResolver {
                 .find_image(reference)
                 .map_err(|e| failed(e.to_string()))?;
             if let Some((name, rec)) = found {
+                let by_name = rbuild_store::normalize_name(reference).ok();
+                self.answered(match &name {
+                    Some(n) if by_name.as_ref() == Some(n) => Answer::Named(n.clone(), rec.clone()),
+                    _ => Answer::Other,
+                });
                 return self
                     .image_in_store(name.unwrap_or_else(|| reference.to_string()), &rec.manifest)
                     .map_err(failed);
@@ -97,6 +132,7 @@ impl StoreResolver {
                 ),
             });
         };
+        self.answered(Answer::Other);
         let r = parse_ref(reference, "image").map_err(|e| failed(e.to_string()))?;
         let ctx = registry.get().map_err(|e| failed(format!("{e:#}")))?;
         let manifest = ctx

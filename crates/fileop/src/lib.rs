@@ -34,6 +34,7 @@
 mod apply;
 pub mod checksum;
 pub mod chmod;
+mod context;
 mod copy;
 mod error;
 pub mod pattern;
@@ -49,6 +50,7 @@ pub use checksum::{
     MemoryChecksumCache, NoChecksumCache,
 };
 pub use chmod::ModeSpec;
+pub use context::{context_fingerprint, select_context, IgnoreRules};
 pub use copy::{copy_selection, CopyOptions};
 pub use error::{FileOpError, Result};
 pub use pattern::{Excluder, NoExcludes, Patterns};

@@ -79,6 +79,13 @@ pub(crate) fn move_db_aside(root: &Path, db_path: &Path) -> Result<PathBuf> {
 impl Store {
     /// Check the whole store; with `repair`, fix what can be fixed (see [`FsckReport`]).
     pub fn fsck(&self, repair: bool) -> Result<FsckReport> {
+        if repair {
+            return self.voiding_noop_records(|| self.fsck_locked(true));
+        }
+        self.fsck_locked(false)
+    }
+
+    fn fsck_locked(&self, repair: bool) -> Result<FsckReport> {
         let _gc = self.gc_lock()?;
         let mut report = FsckReport {
             repaired: repair,

@@ -233,6 +233,13 @@ impl Store {
     /// leases; layer variants of unreferenced layers; cache records with `all`; leases of dead
     /// processes; stale ingest temp files.
     pub fn prune(&self, opts: PruneOptions) -> Result<PruneReport> {
+        if opts.dry_run {
+            return self.prune_locked(opts);
+        }
+        self.voiding_noop_records(|| self.prune_locked(opts))
+    }
+
+    fn prune_locked(&self, opts: PruneOptions) -> Result<PruneReport> {
         let _gc = self.gc_lock()?;
         let mut report = PruneReport::default();
         let held = self.held_by_leases()?;

@@ -215,9 +215,11 @@ impl Store {
         let Ok(name) = normalize_name(name) else {
             return Ok(false);
         };
-        let n = self.db(|c| c.execute("DELETE FROM images WHERE name = ?1", [&name]))?;
-        self.remove_ref(&name)?;
-        Ok(n > 0)
+        self.voiding_noop_records(|| {
+            let n = self.db(|c| c.execute("DELETE FROM images WHERE name = ?1", [&name]))?;
+            self.remove_ref(&name)?;
+            Ok(n > 0)
+        })
     }
 }
 

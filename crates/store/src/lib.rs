@@ -190,19 +190,19 @@ impl Store {
     /// `$RBUILD_ROOT`, else `/var/lib/rbuild` for root, else `$XDG_DATA_HOME/rbuild`
     /// (`~/.local/share/rbuild`).
     pub fn default_root() -> PathBuf {
-        if let Some(r) = std::env::var_os("RBUILD_ROOT").filter(|r| !r.is_empty()) {
-            return PathBuf::from(r);
-        }
-        if nix::unistd::geteuid().is_root() {
-            return PathBuf::from("/var/lib/rbuild");
-        }
-        if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
-            return PathBuf::from(x).join("rbuild");
-        }
-        let home = std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/tmp"));
-        home.join(".local/share/rbuild")
+        rbuild_noop::default_root()
+    }
+
+    /// Run `f`, a change that removes cache records, images or blobs or replaces a cache record,
+    /// between two bumps of the no-op check's generation (see `rbuild-noop`): no record of an
+    /// earlier build answers for what `f` changed. The first bump must succeed.
+    pub(crate) fn voiding_noop_records<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let root = self.root();
+        rbuild_noop::bump_generation(root)
+            .map_err(|e| self.io_err("void no-op records", &root.join(rbuild_noop::DIR), e))?;
+        let out = f();
+        let _ = rbuild_noop::bump_generation(root);
+        out
     }
 
     /// The root directory.

@@ -97,14 +97,27 @@ impl Store {
     /// every stored blob whose digest appears in a kept record.
     pub fn put_cache_record(&self, key: &Digest, value: &str) -> Result<()> {
         let now = crate::db::now_ns();
-        self.db(|c| {
-            c.execute(
-                "INSERT INTO cache_records (key, value, created_ns, last_used_ns)
-                 VALUES (?1, ?2, ?3, ?3)
-                 ON CONFLICT(key) DO UPDATE SET value=excluded.value, last_used_ns=excluded.last_used_ns",
-                params![key.to_string(), value, now],
-            )
+        let write = || {
+            self.db(|c| {
+                c.execute(
+                    "INSERT INTO cache_records (key, value, created_ns, last_used_ns)
+                     VALUES (?1, ?2, ?3, ?3)
+                     ON CONFLICT(key) DO UPDATE SET value=excluded.value, last_used_ns=excluded.last_used_ns",
+                    params![key.to_string(), value, now],
+                )
+            })
+        };
+        // Replacing a record (`--no-cache` re-ran the step) changes what a rebuild would produce.
+        let old: Option<String> = self.db(|c| {
+            c.prepare_cached("SELECT value FROM cache_records WHERE key = ?1")?
+                .query_row([key.to_string()], |r| r.get(0))
+                .optional()
         })?;
+        if old.is_some_and(|o| o != value) {
+            self.voiding_noop_records(write)?;
+        } else {
+            write()?;
+        }
         Ok(())
     }
 
@@ -172,11 +185,13 @@ impl Store {
 
     /// Remove a cache record; `false` if there was none.
     pub fn remove_cache_record(&self, key: &Digest) -> Result<bool> {
-        let n = self.db(|c| {
-            c.execute(
-                "DELETE FROM cache_records WHERE key = ?1",
-                [key.to_string()],
-            )
+        let n = self.voiding_noop_records(|| {
+            self.db(|c| {
+                c.execute(
+                    "DELETE FROM cache_records WHERE key = ?1",
+                    [key.to_string()],
+                )
+            })
         })?;
         Ok(n > 0)
     }
@@ -192,15 +207,22 @@ impl Store {
         })
     }
 
-    /// key -> last_used_ns of every cache record.
+    /// key -> last_used_ns of every cache record; a no-op rebuild the `rbuild-noop` check
+    /// answered counts as a use of its steps' records.
     pub(crate) fn cache_record_last_used(&self) -> Result<std::collections::HashMap<String, i64>> {
-        self.db(|c| {
+        let mut rows: std::collections::HashMap<String, i64> = self.db(|c| {
             let mut stmt = c.prepare("SELECT key, last_used_ns FROM cache_records")?;
             let rows = stmt
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<rusqlite::Result<_>>()?;
             Ok(rows)
-        })
+        })?;
+        for (k, ns) in rbuild_noop::uses(self.root()) {
+            if let Some(last) = rows.get_mut(&k) {
+                *last = (*last).max(ns);
+            }
+        }
+        Ok(rows)
     }
 
     pub(crate) fn remove_cache_record_row(&self, key: &str) -> Result<()> {

@@ -40,11 +40,7 @@ impl Store {
             std::process::id(),
             crate::db::now_ns()
         ));
-        let body = serde_json::to_vec(&RefFile {
-            name: name.to_string(),
-            record: rec.clone(),
-        })
-        .map_err(|e| self.io_err("encode ref file", &path, io::Error::other(e)))?;
+        let body = self.ref_body(name, rec)?;
         // Unchanged (a no-op rebuild re-tags the same image): leave the file, skip two fsyncs.
         if std::fs::metadata(&path).is_ok_and(|m| m.len() == body.len() as u64)
             && std::fs::read(&path).is_ok_and(|old| old == body)
@@ -63,6 +59,21 @@ impl Store {
             return Err(self.io_err("write ref file", &path, e));
         }
         Ok(())
+    }
+
+    fn ref_body(&self, name: &str, rec: &ImageRecord) -> Result<Vec<u8>> {
+        serde_json::to_vec(&RefFile {
+            name: name.to_string(),
+            record: rec.clone(),
+        })
+        .map_err(|e| self.io_err("encode ref file", &self.ref_path(name), io::Error::other(e)))
+    }
+
+    /// The ref file of image name `name`, and the bytes it holds while the name points at `rec`
+    /// (the no-op check's stamp of a name).
+    pub fn ref_file(&self, name: &str, rec: &ImageRecord) -> Result<(PathBuf, Vec<u8>)> {
+        let name = crate::images::normalize_name(name)?;
+        Ok((self.ref_path(&name), self.ref_body(&name, rec)?))
     }
 
     pub(crate) fn remove_ref(&self, name: &str) -> Result<()> {
