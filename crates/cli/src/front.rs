@@ -10,9 +10,10 @@
 //! This binary is small on purpose: after `drop_caches` a no-op rebuild's time is mostly the
 //! kernel reading the program from disk, and the engine is 9 MB.
 //!
-//! `RBUILD_NOOP_CHECK=0` sends every build to the engine.
+//! `RBUILD_NOOP_CHECK=0` sends every build to the engine; `RBUILD_NOOP_CHECK=explain` says why a
+//! build it could answer went to the engine.
 
-use rbuild_noop::{Mode, Request, KEY_ENV};
+use rbuild_noop::{Mode, Request, CHECK_ENV, KEY_ENV};
 use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
 use std::os::unix::process::CommandExt;
@@ -20,7 +21,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 const ENGINE: &str = "rbuild-engine";
-const CHECK_ENV: &str = "RBUILD_NOOP_CHECK";
 
 fn main() -> ExitCode {
     let argv: Vec<OsString> = std::env::args_os().collect();
@@ -61,7 +61,8 @@ enum Answered {
 
 fn answer(argv: &[OsString], engine: &Path) -> Option<Answered> {
     let started = std::time::Instant::now();
-    if std::env::var_os(CHECK_ENV).is_some_and(|v| v == "0") {
+    let check = std::env::var_os(CHECK_ENV);
+    if check.as_ref().is_some_and(|v| v == "0") {
         return None;
     }
     let args: Vec<String> = argv
@@ -76,8 +77,14 @@ fn answer(argv: &[OsString], engine: &Path) -> Option<Answered> {
     let cwd = std::env::current_dir().ok()?;
     let req = Request::parse(&args, &env, &vars, &cwd, std::io::stderr().is_terminal())?;
     let key = req.key(&engine_identity(engine)?);
-    let Some(hit) = rbuild_noop::check(&req.root, &key) else {
-        return Some(Answered::Miss(key));
+    let hit = match rbuild_noop::check(&req.root, &key) {
+        Ok(hit) => hit,
+        Err(why) => {
+            if check.is_some_and(|v| v == "explain") {
+                eprintln!("rbuild: no-op check: {why}; the engine builds");
+            }
+            return Some(Answered::Miss(key));
+        }
     };
     let progress = match req.mode {
         Mode::Plain => rbuild_noop::render_plain(&hit),

@@ -338,7 +338,7 @@ fn select_one(src: &Root, written: &str, opts: &SelectOptions<'_>) -> Result<Opt
             entries: Vec::new(),
         }));
     }
-    let mut entries = vec![entry("", kind, &st, None, opts)];
+    let mut entries = vec![entry(String::new(), kind, &st, None, opts)];
     if is_dir {
         walk(src, &canon, "", opts, &mut entries, 0)?;
     }
@@ -354,8 +354,21 @@ fn select_one(src: &Root, written: &str, opts: &SelectOptions<'_>) -> Result<Opt
 /// Directories with at least this many entries are stat'ed in parallel.
 const PARALLEL_STAT_MIN: usize = 64;
 
+/// Subdirectories are walked in parallel down to this depth (deeper, one after another: rayon's
+/// worker stacks are small).
+const PARALLEL_WALK_DEPTH: usize = 16;
+
 /// Deepest directory nesting a walk follows (PATH_MAX allows about 2048).
 const MAX_DEPTH: usize = 2048;
+
+/// One child of a walked directory, before its subtree is walked.
+enum Child {
+    /// Selected, with nothing below it to walk (a file, or a directory to walk: `Some(ctx_path)`).
+    Entry(SelEntry, Option<String>),
+    /// An excluded directory something below may be re-included from: its entry is kept only
+    /// when something below is.
+    Excluded(SelEntry, String),
+}
 
 fn walk(
     src: &Root,
@@ -387,6 +400,8 @@ fn walk(
     } else {
         names.into_iter().map(stat).collect::<Result<_>>()?
     };
+    let mut children = Vec::with_capacity(stats.len());
+    let mut subdirs = 0;
     for (name, st) in stats {
         let Some(kind) = kind_of(&st) else {
             continue; // sockets are not copied
@@ -401,12 +416,8 @@ fn walk(
                 && (!ignored || opts.ignore.may_include_below(&ctx_path))
                 && (!excluded || opts.exclude.may_include_below(&rel));
             if descend {
-                let mut below = Vec::new();
-                walk(src, &ctx_path, &rel, opts, &mut below, depth + 1)?;
-                if !below.is_empty() {
-                    out.push(entry(&rel, kind, &st, None, opts));
-                    out.append(&mut below);
-                }
+                subdirs += 1;
+                children.push(Child::Excluded(entry(rel, kind, &st, None, opts), ctx_path));
             }
             continue;
         }
@@ -420,9 +431,42 @@ fn walk(
         } else {
             None
         };
-        out.push(entry(&rel, kind, &st, target, opts));
-        if is_dir {
-            walk(src, &ctx_path, &rel, opts, out, depth + 1)?;
+        subdirs += usize::from(is_dir);
+        children.push(Child::Entry(
+            entry(rel, kind, &st, target, opts),
+            is_dir.then_some(ctx_path),
+        ));
+    }
+    drop(fd);
+    // The subtrees, in parallel when there are several: a context of many directories is walked
+    // on every CPU, not one directory at a time.
+    let subtree = |c: &Child| -> Result<Vec<SelEntry>> {
+        let (e, path) = match c {
+            Child::Entry(e, Some(p)) | Child::Excluded(e, p) => (e, p),
+            Child::Entry(_, None) => return Ok(Vec::new()),
+        };
+        let mut below = Vec::new();
+        walk(src, path, &e.rel, opts, &mut below, depth + 1)?;
+        Ok(below)
+    };
+    let subtrees: Vec<Vec<SelEntry>> = if subdirs >= 2 && depth < PARALLEL_WALK_DEPTH {
+        children.par_iter().map(subtree).collect::<Result<_>>()?
+    } else {
+        children.iter().map(subtree).collect::<Result<_>>()?
+    };
+    out.reserve(children.len() + subtrees.iter().map(Vec::len).sum::<usize>());
+    for (c, mut below) in children.into_iter().zip(subtrees) {
+        match c {
+            Child::Entry(e, _) => {
+                out.push(e);
+                out.append(&mut below);
+            }
+            Child::Excluded(e, _) => {
+                if !below.is_empty() {
+                    out.push(e);
+                    out.append(&mut below);
+                }
+            }
         }
     }
     Ok(())
@@ -441,7 +485,7 @@ pub(crate) fn kind_of(st: &FileStat) -> Option<EntryKind> {
 }
 
 fn entry(
-    rel: &str,
+    rel: String,
     kind: EntryKind,
     st: &FileStat,
     target: Option<String>,
@@ -454,7 +498,7 @@ fn entry(
     };
     let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
     SelEntry {
-        rel: rel.to_string(),
+        rel,
         kind,
         mode: st.st_mode & 0o7777,
         uid,

@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 mod request;
-pub use request::{Mode, Request, KEY_ENV, SUBCOMMANDS};
+pub use request::{Mode, Request, CHECK_ENV, KEY_ENV, SUBCOMMANDS};
 
 /// Records live in `<store>/noop/`.
 pub const DIR: &str = "noop";
@@ -251,36 +251,42 @@ pub struct Hit {
     pub context_time: Duration,
 }
 
-/// The record of request `key` if everything it relied on is unchanged.
-pub fn check(root: &Path, key: &str) -> Option<Hit> {
-    let path = record_path(root, key)?;
-    let rec = read_record(&path)?;
-    if rec.version != VERSION
-        || rec.generation != generation(root)
-        || rec.db.is_empty()
-        || rec.db != db_identity(root)
-        || rec.id.is_empty()
-    {
-        return None;
+/// The record of request `key` if everything it relied on is unchanged; else why not (the
+/// first stamp that does not hold).
+pub fn check(root: &Path, key: &str) -> Result<Hit, String> {
+    let path = record_path(root, key).ok_or("not a request key")?;
+    let rec = read_record(&path).ok_or_else(|| format!("no readable record {}", path.display()))?;
+    if rec.version != VERSION || rec.id.is_empty() {
+        return Err("the record is of another version".into());
     }
-    if !rec.files.iter().chain(&rec.refs).all(FileStamp::holds) {
-        return None;
+    if rec.generation != generation(root) {
+        return Err("the store changed since (prune, rmi, fsck or a replaced cache record)".into());
+    }
+    if rec.db.is_empty() || rec.db != db_identity(root) {
+        return Err("the store's database was made anew".into());
+    }
+    if let Some(f) = rec.files.iter().chain(&rec.refs).find(|f| !f.holds()) {
+        return Err(format!("{} changed", f.path.display()));
     }
     let blobs = root.join("blobs").join("sha256");
     for b in &rec.blobs {
-        let hex = b.strip_prefix("sha256:")?;
-        if hex.len() != 64 || !hex.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
-            return None;
-        }
+        let hex = b
+            .strip_prefix("sha256:")
+            .filter(|h| h.len() == 64 && h.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')))
+            .ok_or_else(|| format!("bad blob digest {b:?}"))?;
         if !blobs.join(hex).is_file() {
-            return None;
+            return Err(format!("blob {b} is missing"));
         }
     }
     let started = Instant::now();
-    if !rec.selections.iter().all(Selection::holds) {
-        return None;
+    if let Some(s) = rec.selections.iter().find(|s| !s.holds()) {
+        return Err(format!(
+            "files of {:?} in {} changed",
+            s.sources,
+            s.dir.display()
+        ));
     }
-    Some(Hit {
+    Ok(Hit {
         record: rec,
         path,
         context_time: started.elapsed(),

@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 /// The engine reads the request key the front computed from here, and writes its record under it.
 pub const KEY_ENV: &str = "RBUILD_NOOP_KEY";
 
+/// `0`: the front answers nothing; `explain`: it says on stderr why it did not answer.
+pub const CHECK_ENV: &str = "RBUILD_NOOP_CHECK";
+
 /// rbuild's subcommands (the engine's parser, clap, has the same; a first argument that names
 /// none of them is the first argument of an implicit `build`).
 pub const SUBCOMMANDS: &[&str] = &[
@@ -180,7 +183,7 @@ impl Request {
         // rbuild's own variables (limits, logging, snapshotter) may change what a build does.
         let mut own: Vec<&(String, String)> = env_vars
             .iter()
-            .filter(|(k, _)| k.starts_with("RBUILD_") && k != KEY_ENV)
+            .filter(|(k, _)| k.starts_with("RBUILD_") && k != KEY_ENV && k != CHECK_ENV)
             .collect();
         own.sort();
         fields.extend(own.iter().map(|(k, v)| format!("env:{k}={v}")));

@@ -125,7 +125,10 @@ fn rbuild_variables_are_part_of_the_key() {
             .unwrap()
             .key("e")
     };
-    assert_eq!(k(&[]), k(&[("HOME", "/x"), (KEY_ENV, "abc")]));
+    assert_eq!(
+        k(&[]),
+        k(&[("HOME", "/x"), (KEY_ENV, "abc"), (CHECK_ENV, "explain")])
+    );
     assert_ne!(k(&[]), k(&[("RBUILD_MAX_LAYER_BYTES", "10")]));
 }
 
@@ -203,7 +206,8 @@ fn a_record_holds_until_anything_it_read_changes() {
         let hit = check(root.path(), &key).expect("an unchanged record holds");
         assert_eq!(hit.record, rec);
         change(root.path(), ctx.path());
-        assert!(check(root.path(), &key).is_none(), "{what}: still a hit");
+        let why = check(root.path(), &key).expect_err(what);
+        assert!(!why.is_empty());
     }
 }
 
@@ -211,7 +215,7 @@ fn a_record_holds_until_anything_it_read_changes() {
 fn bad_keys_name_no_file_and_plain_output_matches_the_engine() {
     let ctx = tempfile::tempdir().unwrap();
     let (root, _, key) = stamped(ctx.path());
-    assert!(check(root.path(), "../../etc/passwd").is_none());
+    assert!(check(root.path(), "../../etc/passwd").is_err());
     assert!(write_record(
         root.path(),
         "../x",
