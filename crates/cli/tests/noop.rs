@@ -246,6 +246,18 @@ fn every_change_goes_to_the_engine() {
         ("prune", &[], |f| {
             let o = f.env.rbuild(&["prune", "-f"]);
             assert!(o.status.success(), "{}", stderr(&o));
+            // The void records are gone, not left to pile up.
+            let records = std::fs::read_dir(f.env.root.join("noop"))
+                .unwrap()
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .path()
+                        .extension()
+                        .is_some_and(|x| x == "json")
+                })
+                .count();
+            assert_eq!(records, 0);
         }),
         ("a rbuild variable", &[], |f| {
             f.vars

@@ -89,6 +89,19 @@ pub fn bump_generation(root: &Path) -> std::io::Result<()> {
     res
 }
 
+/// Remove every record (they are void once the generation moves on; removing them keeps
+/// `noop/` from growing with every request ever built). Best effort.
+pub fn remove_records(root: &Path) {
+    let Ok(dir) = std::fs::read_dir(root.join(DIR)) else {
+        return;
+    };
+    for e in dir.flatten() {
+        if e.file_name() != GENERATION {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// A file whose bytes a build relied on: their sha256 (hex), or None for "not a file".
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileStamp {

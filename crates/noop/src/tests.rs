@@ -192,6 +192,10 @@ fn a_record_holds_until_anything_it_read_changes() {
             std::fs::remove_file(r.join("blobs/sha256").join("a".repeat(64))).unwrap()
         }),
         ("generation", |r, _| bump_generation(r).unwrap()),
+        ("records removed", |r, _| {
+            remove_records(r);
+            assert_eq!(std::fs::read_dir(r.join(DIR)).unwrap().count(), 0);
+        }),
         ("database made anew", |r, _| {
             std::fs::remove_file(r.join("meta.db")).unwrap();
             std::fs::write(r.join("meta.db"), b"db").unwrap();

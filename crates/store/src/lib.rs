@@ -195,12 +195,14 @@ impl Store {
 
     /// Run `f`, a change that removes cache records, images or blobs or replaces a cache record,
     /// between two bumps of the no-op check's generation (see `rbuild-noop`): no record of an
-    /// earlier build answers for what `f` changed. The first bump must succeed.
+    /// earlier build answers for what `f` changed. The first bump must succeed. The records,
+    /// void from the first bump on, are removed before the second (none written after it is).
     pub(crate) fn voiding_noop_records<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
         let root = self.root();
         rbuild_noop::bump_generation(root)
             .map_err(|e| self.io_err("void no-op records", &root.join(rbuild_noop::DIR), e))?;
         let out = f();
+        rbuild_noop::remove_records(root);
         let _ = rbuild_noop::bump_generation(root);
         out
     }
