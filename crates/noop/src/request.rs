@@ -91,7 +91,8 @@ impl Request {
             } else {
                 a.strip_prefix(short?)?.to_string()
             };
-            (!v.starts_with('-') && !v.is_empty()).then_some(v)
+            // Values clap could read another way (`-t=app`, `-t -x`) are left to the engine.
+            (!v.starts_with('-') && !v.starts_with('=') && !v.is_empty()).then_some(v)
         };
         let once = |slot: &mut Option<String>, v: String| -> Option<()> {
             slot.is_none().then(|| *slot = Some(v))

@@ -55,6 +55,8 @@ fn everything_else_goes_to_the_engine() {
         &["-t", "app", "build", "."],
         &["build", "/definitely/not/a/dir/here"],
         &["-v", "build", "."],
+        &["build", "-t=app", "."],
+        &["build", "-t", "=app", "."],
     ] {
         assert!(req(args).is_none(), "{args:?}");
     }
