@@ -341,3 +341,59 @@ fn the_front_without_its_engine_says_so() {
         "{err}"
     );
 }
+
+/// The lines a terminal keeps from the live view (escape sequences and spinner frames dropped,
+/// times blanked): one per step, then the summary.
+fn final_frame(shown: &str) -> Vec<String> {
+    let esc = regex::Regex::new(r"\x1b\[[0-9;?]*[A-Za-z]").unwrap();
+    let time = regex::Regex::new(r"\d+\.\ds").unwrap();
+    let clean = esc.replace_all(shown, "");
+    clean
+        .split(['\n', '\r'])
+        .map(str::trim)
+        .filter(|l| {
+            l.starts_with("CACHED ") || l.starts_with("DONE ") || l.starts_with("Finished ")
+        })
+        .map(|l| time.replace_all(l, "T").to_string())
+        .collect()
+}
+
+#[test]
+fn front_shows_the_live_view_s_last_frame_on_a_terminal() {
+    if !require_root(&[]) {
+        return;
+    }
+    let f = Fixture::new();
+    f.build(&[]);
+    let tty = |engine_only: bool| {
+        let mut c = f.env.cmd();
+        c.args(["build", "-t", "nooptest:latest"]).arg(&f.ctx);
+        if engine_only {
+            c.env("RBUILD_NOOP_CHECK", "0");
+        }
+        let before = db_state(&f.env.root);
+        let (st, shown) = run_on_pty(c, &[]);
+        assert!(st.success(), "{shown}");
+        (db_state(&f.env.root) == before, final_frame(&shown))
+    };
+    // The first terminal build is another request (the live view): the engine answers it.
+    let (front, engine_frame) = tty(false);
+    assert!(!front);
+    let (front, frame) = tty(false);
+    assert!(front, "the front did not answer on a terminal");
+    let (_, engine_again) = tty(true);
+    // The engine's output also has the live frames it drew before; what stays on the terminal
+    // is what it prints last, after clearing them.
+    let last = |v: &[String]| v[v.len().saturating_sub(frame.len())..].to_vec();
+    assert_eq!(frame, last(&engine_frame));
+    assert_eq!(frame, last(&engine_again));
+    assert_eq!(frame.len(), 9, "{frame:?}");
+    assert!(
+        frame[0].starts_with("DONE [internal] load build context"),
+        "{frame:?}"
+    );
+    assert!(
+        frame[8].starts_with("Finished in T (7 cached, 1 run) image sha256:"),
+        "{frame:?}"
+    );
+}
