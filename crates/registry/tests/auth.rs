@@ -173,11 +173,71 @@ fn secrets_only_went_to_the_token_server(proxy: &Proxy) {
     for s in proxy.seen() {
         assert!(
             !s.carries_secret || (s.method == "POST" && s.target == "/token"),
-            "a secret was sent with {} {}",
+            "a secret was sent with {} {} (Authorization: {:?})",
             s.method,
-            s.target
+            s.target,
+            s.auth_scheme
         );
     }
+}
+
+/// The proxy reads a `POST /token` form after it has recorded the request; a registry request
+/// arriving meanwhile (concurrent blob requests on push do) must not be marked with the form's
+/// secret. Holding the form back until that request is answered makes this deterministic; it once
+/// flaked `oauth_login_stores_an_identity_token_that_later_tokens_use` on a loaded machine ("a
+/// secret was sent with HEAD /v2/idt/app/blobs/…", a request that carried only a bearer token).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_marks_a_token_form_secret_on_its_own_request() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    // No registry: the proxy answers both requests itself (the HEAD carries no token: 401).
+    let proxy = Proxy::start("127.0.0.1:9").await;
+    proxy.enable_bearer("bob", "s3cret");
+    proxy.enable_oauth(REFRESH);
+    proxy.watch("s3cret");
+
+    let form = format!(
+        "grant_type=refresh_token&client_id=rbuild&service=rbuild-test&refresh_token={REFRESH}"
+    );
+    let mut post = tokio::net::TcpStream::connect(&proxy.host).await.unwrap();
+    post.write_all(
+        format!(
+            "POST /token HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            proxy.host,
+            form.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    // The proxy has recorded the POST and is waiting for its form.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while proxy.count("POST", "/token") == 0 {
+        assert!(std::time::Instant::now() < deadline, "{:?}", proxy.seen());
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let head = reqwest::Client::new()
+        .head(format!(
+            "http://{}/v2/idt/app/blobs/sha256:{}",
+            proxy.host,
+            "a".repeat(64)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 401);
+    post.write_all(form.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    post.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    let seen = proxy.seen();
+    let marked: Vec<_> = seen
+        .iter()
+        .map(|s| (s.method.as_str(), s.carries_secret))
+        .collect();
+    assert_eq!(marked, [("POST", true), ("HEAD", false)], "{seen:?}");
+    secrets_only_went_to_the_token_server(&proxy);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -70,6 +70,9 @@ pub struct Seen {
     /// Whether a watched secret ([`Proxy::watch`]) was in the path, the query or the
     /// Authorization header (decoded, for Basic) — or, for `POST /token`, in the form.
     pub carries_secret: bool,
+    /// The proxy's number for this request (in arrival order), so that what is learnt after its
+    /// body arrives is recorded on this request's entry and not on one that came in meanwhile.
+    pub seq: u64,
 }
 
 /// One OAuth2 `POST /token` the proxy answered.
@@ -95,6 +98,8 @@ struct State {
     oauth: Option<String>,
     oauth_requests: Vec<OAuthRequest>,
     watch: Vec<String>,
+    /// The next [`Seen::seq`].
+    next_seq: u64,
 }
 
 pub struct Proxy {
@@ -251,6 +256,7 @@ async fn handle(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
         carries_secret: false,
+        seq: 0,
     };
     let mut seen = seen;
     let (watch, oauth) = {
@@ -279,8 +285,11 @@ async fn handle(
         .unwrap_or(&target)
         .to_string();
     let is_storage = forward_target.len() != target.len();
-    let (bearer, action) = {
+    let (bearer, action, seq) = {
         let mut s = st.lock().unwrap();
+        let seq = s.next_seq;
+        s.next_seq += 1;
+        seen.seq = seq;
         s.seen.push(seen);
         let action = s
             .rules
@@ -297,7 +306,7 @@ async fn handle(
                 }
                 r.action.clone()
             });
-        (s.bearer.clone(), action)
+        (s.bearer.clone(), action, seq)
     };
 
     if let (Some((user, pass)), false) = (&bearer, is_storage) {
@@ -311,8 +320,10 @@ async fn handle(
             let form: std::collections::HashMap<String, String> =
                 url::form_urlencoded::parse(&body).into_owned().collect();
             let mut s = st.lock().unwrap();
-            if let Some(last) = s.seen.last_mut() {
-                last.carries_secret |= watch
+            // Other requests may have come in while the body was read: mark this one, by number
+            // (gone only if `reset_counts` ran meanwhile).
+            if let Some(me) = s.seen.iter_mut().rev().find(|x| x.seq == seq) {
+                me.carries_secret |= watch
                     .iter()
                     .any(|w| form.values().any(|v| v.contains(w.as_str())));
             }
