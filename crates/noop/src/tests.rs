@@ -243,3 +243,28 @@ fn bad_keys_name_no_file_and_plain_output_matches_the_engine() {
     let u = uses(root.path());
     assert!(u.get("sha256:k1").is_some_and(|ns| *ns > 0));
 }
+
+proptest::proptest! {
+    /// Any argument list is either a request or left to the engine, never a panic; a request's
+    /// key is a hex digest.
+    #[test]
+    fn any_arguments_parse_or_go_to_the_engine(args in proptest::collection::vec(
+        proptest::prop_oneof![
+            proptest::string::string_regex("-{0,2}[a-z=.-]{0,8}").unwrap(),
+            proptest::sample::select(vec![
+                "build".to_string(), "-t".into(), "--tag".into(), "-f".into(), "--file".into(),
+                "--build-arg".into(), "--target".into(), "--progress".into(), "plain".into(),
+                "quiet".into(), "tty".into(), "-q".into(), "--root".into(), ".".into(),
+                "--progress=auto".into(), "A=1".into(), "=".into(), "-".into(), "--".into(),
+            ]),
+        ],
+        0..8,
+    )) {
+        let env = |_: &str| None;
+        let dir = std::env::temp_dir();
+        if let Some(r) = Request::parse(&args, &env, &[], &dir, false) {
+            let k = r.key("e");
+            proptest::prop_assert!(k.len() == 64 && k.bytes().all(|b| b.is_ascii_hexdigit()));
+        }
+    }
+}
