@@ -114,6 +114,8 @@ pub struct BuildStamp {
     pub images: Vec<(String, Digest)>,
     /// Cache keys of every step (exec, file and merge).
     pub keys: Vec<Digest>,
+    /// Every layer blob of every step's chain: a cache record is used only while all are here.
+    pub blobs: Vec<Digest>,
     /// The steps a fully cached rebuild shows, in its order: (name, reported as CACHED); the
     /// context load is reported done instead.
     pub steps: Vec<(String, bool)>,
@@ -383,6 +385,7 @@ impl Solver {
         let mut stamp = BuildStamp {
             steps: Vec::new(),
             keys: Vec::new(),
+            blobs: Vec::new(),
             images: Vec::new(),
             selections,
         };
@@ -404,11 +407,19 @@ impl Solver {
                     stamp.steps.push((v.meta.name.clone(), true));
                 }
                 Op::Source(_) => {}
-                Op::Exec(_) | Op::File(_) => {
+                Op::Exec(_) | Op::File(_) | Op::Merge(_) => {
+                    // A step neither found in the cache nor run here: nothing to stand on.
+                    let chain = match (&node.record, node.result()) {
+                        (Some(r), _) => &r.chain,
+                        (None, Some(r)) => &r.chain,
+                        (None, None) => return None,
+                    };
+                    stamp.blobs.extend(chain.iter().map(|l| l.blob.clone()));
                     stamp.keys.push(node.key.clone());
-                    stamp.steps.push((v.meta.name.clone(), true));
+                    if !matches!(v.op, Op::Merge(_)) {
+                        stamp.steps.push((v.meta.name.clone(), true));
+                    }
                 }
-                Op::Merge(_) => stamp.keys.push(node.key.clone()),
             }
         }
         Some(stamp)

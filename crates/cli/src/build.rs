@@ -491,13 +491,18 @@ fn noop_record(
         let (path, bytes) = store.ref_file(t, image).ok()?;
         rec.refs.push(FileStamp::of_bytes(&path, &bytes));
     }
-    let manifest = rbuild_image::read_manifest(store, &result.manifest).ok()?;
-    rec.blobs.push(result.manifest.to_string());
-    rec.blobs.push(manifest.config.digest.to_string());
-    rec.blobs
-        .extend(manifest.layers.iter().map(|l| l.digest.to_string()));
-    rec.blobs
-        .extend(stamp.images.iter().map(|(_, m)| m.to_string()));
+    // Every blob the engine would read for the same rebuild: the image's, each base image's
+    // manifest and config, and every layer a step's cache record needs.
+    for m in std::iter::once(&result.manifest).chain(stamp.images.iter().map(|(_, m)| m)) {
+        let manifest = rbuild_image::read_manifest(store, m).ok()?;
+        rec.blobs.push(m.to_string());
+        rec.blobs.push(manifest.config.digest.to_string());
+        rec.blobs
+            .extend(manifest.layers.iter().map(|l| l.digest.to_string()));
+    }
+    rec.blobs.extend(stamp.blobs.iter().map(|b| b.to_string()));
+    rec.blobs.sort_unstable();
+    rec.blobs.dedup();
     rec.keys = stamp.keys.iter().map(|k| k.to_string()).collect();
     rec.steps = stamp
         .steps
