@@ -346,13 +346,8 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> 
         std::fs::write(f, &id).with_context(|| format!("writing {}", f.display()))?;
     }
     if let Some(f) = &args.metadata_file {
-        let meta = serde_json::json!({
-            "containerimage.digest": result.manifest.to_string(),
-            "containerimage.config.digest": id,
-            "image.name": args.tags.join(","),
-        });
-        std::fs::write(f, serde_json::to_vec_pretty(&meta)?)
-            .with_context(|| format!("writing {}", f.display()))?;
+        let meta = rbuild_noop::build_metadata(&result.manifest.to_string(), &id, &args.tags);
+        std::fs::write(f, meta).with_context(|| format!("writing {}", f.display()))?;
     }
     // The front's key for this request, when it can answer a rebuild of it (see rbuild-noop).
     if let Ok(key) = std::env::var(rbuild_noop::KEY_ENV) {
@@ -513,6 +508,7 @@ fn noop_record(
         })
         .collect();
     rec.id = result.config_digest.to_string();
+    rec.manifest = result.manifest.to_string();
     rec.size = image.size;
     Some(rec)
 }

@@ -86,6 +86,22 @@ fn answer(argv: &[OsString], engine: &Path) -> Option<Answered> {
             return Some(Answered::Miss(key));
         }
     };
+    // The files first (as the engine, after the build): one that cannot be written is the
+    // engine's to report.
+    if let Some(f) = &req.iidfile {
+        if std::fs::write(f, &hit.record.id).is_err() {
+            return Some(Answered::Miss(key));
+        }
+    }
+    if let Some(f) = &req.metadata_file {
+        if hit.record.manifest.is_empty() {
+            return Some(Answered::Miss(key));
+        }
+        let meta = rbuild_noop::build_metadata(&hit.record.manifest, &hit.record.id, &req.tags);
+        if std::fs::write(f, meta).is_err() {
+            return Some(Answered::Miss(key));
+        }
+    }
     let progress = match req.mode {
         Mode::Plain => rbuild_noop::render_plain(&hit),
         Mode::Tty => {

@@ -142,6 +142,35 @@ fn front_answers_no_op_rebuilds_as_the_engine_would() {
     assert!(front);
     assert_eq!(stdout(&q), stdout(&out));
     assert_eq!(stderr(&q), "");
+    // --iidfile and --metadata-file: the front writes what the engine writes.
+    let dir = f.env.path("files");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (id, meta) = (dir.join("id"), dir.join("meta.json"));
+    let owned = [
+        "--iidfile".to_string(),
+        id.display().to_string(),
+        format!("--metadata-file={}", meta.display()),
+    ];
+    let args: Vec<&str> = owned.iter().map(String::as_str).collect();
+    assert!(!f.build(&args).0, "a new request");
+    std::fs::remove_file(&id).unwrap();
+    std::fs::remove_file(&meta).unwrap();
+    assert!(
+        f.build(&args).0,
+        "the front answers with --iidfile and --metadata-file"
+    );
+    let front_id = std::fs::read_to_string(&id).unwrap();
+    let front_meta = std::fs::read(&meta).unwrap();
+    let engine_out = f.run(&args, true);
+    assert_eq!(front_id, stdout(&engine_out).trim());
+    assert_eq!(std::fs::read_to_string(&id).unwrap(), front_id);
+    assert_eq!(std::fs::read(&meta).unwrap(), front_meta);
+    let m: serde_json::Value = serde_json::from_slice(&front_meta).unwrap();
+    assert_eq!(m["image.name"], "nooptest:latest");
+    assert!(m["containerimage.digest"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
     // `rbuild -t … CTX` is the same request as `rbuild build -t … CTX`.
     let before = db_state(&f.env.root);
     let o = f

@@ -194,6 +194,9 @@ pub struct Record {
     pub id: String,
     /// Bytes of config and layers (the live view's summary).
     pub size: u64,
+    /// The image's manifest digest (`--metadata-file`).
+    #[serde(default)]
+    pub manifest: String,
 }
 
 impl Record {
@@ -211,6 +214,7 @@ impl Record {
             steps: Vec::new(),
             id: String::new(),
             size: 0,
+            manifest: String::new(),
         }
     }
 }
@@ -406,6 +410,16 @@ pub fn render_tty(hit: &Hit, elapsed: Duration, color: bool) -> String {
         human(hit.record.size)
     ));
     out
+}
+
+/// What `--metadata-file` holds after a build (BuildKit's keys).
+pub fn build_metadata(manifest: &str, id: &str, tags: &[String]) -> Vec<u8> {
+    let meta = serde_json::json!({
+        "containerimage.digest": manifest,
+        "containerimage.config.digest": id,
+        "image.name": tags.join(","),
+    });
+    serde_json::to_vec_pretty(&meta).unwrap_or_default()
 }
 
 /// Bytes as the progress output shows them (`5.10MB`).

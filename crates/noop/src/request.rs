@@ -1,7 +1,7 @@
 //! The build requests the no-op check answers, and their keys.
 //!
-//! Only the plain form of `rbuild build` is taken: tags, a Dockerfile, build args, a target, and
-//! plain or quiet progress, on a context directory. Every other flag, subcommand or spelling
+//! Only the plain form of `rbuild build` is taken: tags, a Dockerfile, build args, a target,
+//! plain, tty or quiet progress, `--iidfile` and `--metadata-file`, on a context directory. Every other flag, subcommand or spelling
 //! goes to the engine untouched (whose parser, clap, is the one that reports usage errors).
 
 use rbuild_oci::sha256_hex;
@@ -55,6 +55,12 @@ pub struct Request {
     pub root: PathBuf,
     /// How progress is shown.
     pub mode: Mode,
+    /// `--iidfile`: where to write the image id.
+    pub iidfile: Option<PathBuf>,
+    /// `--metadata-file`: where to write the build's metadata ([`crate::build_metadata`]).
+    pub metadata_file: Option<PathBuf>,
+    /// `-t`, in order (the metadata's `image.name`).
+    pub tags: Vec<String>,
     /// The canonical fields the key digests, in order.
     fields: Vec<String>,
 }
@@ -77,6 +83,8 @@ impl Request {
         let mut build_args = Vec::new();
         let mut target: Option<String> = None;
         let mut progress: Option<String> = None;
+        let mut iidfile: Option<String> = None;
+        let mut metadata_file: Option<String> = None;
         let mut quiet = false;
         let mut context: Option<String> = None;
         let mut seen_command = false;
@@ -124,6 +132,13 @@ impl Request {
                 once(&mut target, value(&mut i, a, "--target", None)?)?;
             } else if is("--progress") {
                 once(&mut progress, value(&mut i, a, "--progress", None)?)?;
+            } else if is("--iidfile") {
+                once(&mut iidfile, value(&mut i, a, "--iidfile", None)?)?;
+            } else if is("--metadata-file") {
+                once(
+                    &mut metadata_file,
+                    value(&mut i, a, "--metadata-file", None)?,
+                )?;
             } else if a == "-q" || a == "--quiet" {
                 if quiet {
                     return None;
@@ -170,6 +185,8 @@ impl Request {
             format!("dockerfile={}", dockerfile.display()),
             format!("target={target:?}"),
             format!("mode={mode:?}"),
+            format!("iidfile={iidfile:?}"),
+            format!("metadata-file={metadata_file:?}"),
             format!("snapshotter={snapshotter:?}"),
         ];
         fields.extend(tags.iter().map(|t| format!("tag={t}")));
@@ -188,7 +205,14 @@ impl Request {
             .collect();
         own.sort();
         fields.extend(own.iter().map(|(k, v)| format!("env:{k}={v}")));
-        Some(Request { root, mode, fields })
+        Some(Request {
+            root,
+            mode,
+            iidfile: iidfile.map(|f| cwd.join(f)),
+            metadata_file: metadata_file.map(|f| cwd.join(f)),
+            tags,
+            fields,
+        })
     }
 
     /// The request's key, given the engine binary's identity (a rebuilt engine answers anew).

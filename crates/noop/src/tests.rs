@@ -29,6 +29,13 @@ fn the_plain_build_forms_are_requests() {
         &["build", "--progress=plain", "--target", "s1", "."],
         &["build", "-q", "."],
         &["build", ".", "--progress", "quiet"],
+        &[
+            "build",
+            "--iidfile",
+            "id.txt",
+            "--metadata-file=meta.json",
+            ".",
+        ],
     ] {
         assert!(req(args).is_some(), "{args:?}");
     }
@@ -56,6 +63,7 @@ fn everything_else_goes_to_the_engine() {
         &["build", "/definitely/not/a/dir/here"],
         &["-v", "build", "."],
         &["build", "-t=app", "."],
+        &["build", "--iidfile", "a", "--iidfile", "b", "."],
         &["build", "-t", "=app", "."],
     ] {
         assert!(req(args).is_none(), "{args:?}");
@@ -98,6 +106,12 @@ fn keys_change_with_every_field_and_the_engine() {
             .key("e1"),
         req(&["build", "-t", "app", "-q", "."]).unwrap().key("e1"),
         req(&["build", "-t", "app", "-f", "D2", "."])
+            .unwrap()
+            .key("e1"),
+        req(&["build", "-t", "app", "--iidfile", "i", "."])
+            .unwrap()
+            .key("e1"),
+        req(&["build", "-t", "app", "--metadata-file", "m", "."])
             .unwrap()
             .key("e1"),
         req(&["--root", "/other", "build", "-t", "app", "."])
