@@ -116,9 +116,9 @@ pub struct BuildStamp {
     pub keys: Vec<Digest>,
     /// Every layer blob of every step's chain: a cache record is used only while all are here.
     pub blobs: Vec<Digest>,
-    /// The steps a fully cached rebuild shows, in its order: (name, reported as CACHED); the
-    /// context load is reported done instead.
-    pub steps: Vec<(String, bool)>,
+    /// The steps a fully cached rebuild shows, in its order (the context load is reported done,
+    /// the others CACHED).
+    pub steps: Vec<rbuild_noop::Step>,
 }
 
 /// Context checksums by vertex and content index, and each selection's stamp (None: unstable).
@@ -390,9 +390,10 @@ impl Solver {
             selections,
         };
         if !stamp.selections.is_empty() {
-            stamp
-                .steps
-                .push(("[internal] load build context".to_string(), false));
+            stamp.steps.push(rbuild_noop::Step {
+                name: "[internal] load build context".to_string(),
+                cached: false,
+            });
         }
         for id in order {
             let v = def.graph.vertex(*id);
@@ -404,7 +405,10 @@ impl Solver {
                     manifest,
                 }) => {
                     stamp.images.push((reference.clone(), manifest.clone()));
-                    stamp.steps.push((v.meta.name.clone(), true));
+                    stamp.steps.push(rbuild_noop::Step {
+                        name: v.meta.name.clone(),
+                        cached: true,
+                    });
                 }
                 Op::Source(_) => {}
                 Op::Exec(_) | Op::File(_) | Op::Merge(_) => {
@@ -417,7 +421,10 @@ impl Solver {
                     stamp.blobs.extend(chain.iter().map(|l| l.blob.clone()));
                     stamp.keys.push(node.key.clone());
                     if !matches!(v.op, Op::Merge(_)) {
-                        stamp.steps.push((v.meta.name.clone(), true));
+                        stamp.steps.push(rbuild_noop::Step {
+                            name: v.meta.name.clone(),
+                            cached: true,
+                        });
                     }
                 }
             }

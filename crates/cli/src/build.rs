@@ -465,7 +465,7 @@ fn noop_record(
     tags: &[String],
     image: &rbuild_store::ImageRecord,
 ) -> Option<rbuild_noop::Record> {
-    use rbuild_noop::{FileStamp, Step};
+    use rbuild_noop::FileStamp;
     let stamp = result.stamp.as_ref()?;
     let mut rec = rbuild_noop::Record::new(store.root(), generation);
     rec.files
@@ -499,14 +499,7 @@ fn noop_record(
     rec.blobs.sort_unstable();
     rec.blobs.dedup();
     rec.keys = stamp.keys.iter().map(|k| k.to_string()).collect();
-    rec.steps = stamp
-        .steps
-        .iter()
-        .map(|(name, cached)| Step {
-            name: name.clone(),
-            cached: *cached,
-        })
-        .collect();
+    rec.steps = stamp.steps.clone();
     rec.id = result.config_digest.to_string();
     rec.manifest = result.manifest.to_string();
     rec.size = image.size;
