@@ -28,6 +28,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -127,12 +128,25 @@ impl FileStamp {
     }
 
     /// Whether the file is as stamped (`is_file` follows symlinks, as the engine's reads do).
+    /// Only a regular file is read: a FIFO put in a stamped file's place is "changed", never a
+    /// read that blocks.
     pub fn holds(&self) -> bool {
-        match &self.sha256 {
-            None => !self.path.is_file(),
-            Some(want) => std::fs::read(&self.path)
-                .is_ok_and(|b| self.path.is_file() && rbuild_oci::sha256_hex(&b) == *want),
+        use std::io::Read;
+        let Some(want) = &self.sha256 else {
+            return !self.path.is_file();
+        };
+        let Ok(f) = std::fs::File::options()
+            .read(true)
+            .custom_flags(nix::libc::O_NONBLOCK)
+            .open(&self.path)
+        else {
+            return false;
+        };
+        if !f.metadata().is_ok_and(|m| m.is_file()) {
+            return false;
         }
+        let mut b = Vec::new();
+        (&f).read_to_end(&mut b).is_ok() && rbuild_oci::sha256_hex(&b) == *want
     }
 }
 

@@ -195,6 +195,10 @@ fn a_record_holds_until_anything_it_read_changes() {
         ("dockerfile", |_, d| {
             std::fs::write(d.join("Dockerfile"), b"FROM scratch \n").unwrap()
         }),
+        ("Dockerfile replaced by a FIFO", |_, d| {
+            std::fs::remove_file(d.join("Dockerfile")).unwrap();
+            nix::unistd::mkfifo(&d.join("Dockerfile"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        }),
         ("dockerignore appears", |_, d| {
             std::fs::write(d.join(".dockerignore"), b"x").unwrap()
         }),
