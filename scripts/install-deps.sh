@@ -14,3 +14,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # The shipped registry service listens on all interfaces; tests start their own on 127.0.0.1.
 if command -v systemctl >/dev/null 2>&1; then systemctl disable --now docker-registry >/dev/null 2>&1 || true; fi
+# Python servers and checkers the tests run: moto's standalone S3 API server (the S3 cache tests).
+if ! command -v moto_server >/dev/null 2>&1; then
+  echo "installing: moto[server] (pip)" >&2
+  python3 -m pip install -q 'moto[server]' >/dev/null
+fi
