@@ -4,6 +4,7 @@
 
 use super::gofmt;
 use super::mounts::{self, MountType};
+use super::vars::MAX_VARS_BYTES;
 use super::vars::{self, env_get, env_set, PROXY_ARGS};
 use super::{NamedContext, Planner, Ref};
 use crate::ast::{Body, Flag, Instruction, Keyword, Pos};
@@ -52,6 +53,43 @@ impl St {
                 .find(|(n, _)| n == k)
                 .and_then(|(_, v)| v.clone())
         })
+    }
+}
+
+impl St {
+    /// Bytes held by the stage's ENV, LABEL and ARG values (keys included).
+    fn vars_size(&self) -> usize {
+        let env: usize = self.config.config.env.iter().map(String::len).sum();
+        let labels: usize = self
+            .config
+            .config
+            .labels
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum();
+        let args: usize = self
+            .args
+            .iter()
+            .map(|(k, v)| k.len() + v.as_ref().map_or(0, String::len))
+            .sum();
+        env + labels + args
+    }
+
+    /// Refuses the instruction at `pos` if it took the stage's variables over [`MAX_VARS_BYTES`].
+    fn check_vars_size(&self, keyword: Keyword, pos: Pos) -> Result<(), FrontendError> {
+        let size = self.vars_size();
+        if size > MAX_VARS_BYTES {
+            return Err(err(
+                ErrorKind::Expansion,
+                pos,
+                format!(
+                    "{} takes the stage's ENV, LABEL and ARG values to {size} bytes, over the \
+                     limit of {MAX_VARS_BYTES} bytes",
+                    keyword.upper()
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -671,6 +709,7 @@ impl<'a, 'd> Planner<'a, 'd> {
                         st.config.config.labels.insert(k, v);
                     }
                 }
+                st.check_vars_size(ins.keyword, ins.pos())?;
                 Self::history(st, msg, None);
                 Ok(())
             }
@@ -701,6 +740,7 @@ impl<'a, 'd> Planner<'a, 'd> {
                     };
                     st.args.retain(|(n, _)| n != &d.name);
                     st.args.push((d.name.clone(), value));
+                    st.check_vars_size(Keyword::Arg, d.pos)?;
                 }
                 Self::history(st, format!("ARG {}", strs.join(" ")), None);
                 Ok(())

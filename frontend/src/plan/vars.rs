@@ -21,6 +21,13 @@ pub const PROXY_ARGS: &[&str] = &[
     "all_proxy",
 ];
 
+/// Most bytes the variables of one scope may hold in all (a stage's ENV and LABEL keys and values
+/// and ARG values; the global ARGs): each value is already capped at
+/// [`crate::expand::MAX_OUTPUT`], this bounds how many such values there are (`ENV B1=$A B2=$A …`
+/// with a 1 MiB `A`). Far above anything a process can be started with (Linux refuses an
+/// environment beyond ARG_MAX, 2 MiB by default).
+pub const MAX_VARS_BYTES: usize = 8 << 20;
+
 /// `os/arch[/variant]`.
 pub fn platform_string(p: &Platform) -> String {
     match &p.variant {
@@ -108,7 +115,24 @@ impl GlobalArgs {
                 }
                 (None, None) => self.platform.get(&d.name).cloned(),
             };
+            self.declared.retain(|(n, _)| n != &d.name);
             self.declared.push((d.name.clone(), value));
+            let size: usize = self
+                .declared
+                .iter()
+                .map(|(k, v)| k.len() + v.as_ref().map_or(0, String::len))
+                .sum();
+            if size > MAX_VARS_BYTES {
+                return Err(FrontendError::new(
+                    ErrorKind::Expansion,
+                    d.pos.line,
+                    d.pos.col,
+                    format!(
+                        "ARG takes the global ARG values to {size} bytes, over the limit of \
+                         {MAX_VARS_BYTES} bytes"
+                    ),
+                ));
+            }
         }
         Ok(())
     }
