@@ -7,9 +7,8 @@
 //! file's mtime but, like every mtime, never feeds a key. The download lands in the content store as
 //! a blob (so a second use in the same or a later build, with the same checksum, costs nothing).
 
-use crate::exec::Realized;
 use crate::record::ContentInfo;
-use crate::solve::{Node, Run, Solver};
+use crate::state::{Node, Realized, Run};
 use crate::SolveError;
 use rbuild_oci::Digest;
 use rbuild_ops::{BuildDefinition, Op, Source, VertexId};
@@ -151,7 +150,7 @@ fn known_mtime(d: &Digest) -> Option<Option<i64>> {
 /// Pass 1 for downloads: every `Source::Http` without a checksum is fetched now and keyed by its
 /// content (content index 0 of that vertex). Downloads run concurrently on the blocking pool.
 pub(crate) async fn content_keys(
-    solver: &Solver,
+    store: &std::sync::Arc<Store>,
     def: &BuildDefinition,
     order: &[VertexId],
     content: &mut HashMap<VertexId, BTreeMap<usize, ContentInfo>>,
@@ -167,7 +166,7 @@ pub(crate) async fn content_keys(
         else {
             continue;
         };
-        let store = solver.store.clone();
+        let store = store.clone();
         let url = url.clone();
         let (instruction, span) = (v.meta.instruction.clone(), v.meta.span.clone());
         handles.push(tokio::task::spawn_blocking(move || {

@@ -20,24 +20,33 @@
 //! What it is not: no parsing, no terminal output (it emits [`events::Event`]s), no registry
 //! protocol (base images come through [`BaseImages`], imported caches through [`RemoteCache`]).
 
+mod apply;
+mod checksum;
 pub mod events;
 mod exec;
+mod file;
+mod guard;
 mod http;
+mod image;
 pub mod key;
+mod merge;
+mod miss;
 mod mounts;
+mod naming;
 pub mod record;
 pub mod remote;
+mod schedule;
 mod solve;
+mod state;
+mod step;
 mod stream_copy;
-mod unpack;
+mod time;
 
 pub use events::{Event, EventSink, Stream, VertexRef};
+pub use image::unpack_image;
 pub use remote::{ExportRecord, RemoteCache, RemoteCaches, RemoteRecord};
-pub use solve::{
-    BaseImages, BuildStamp, LocalImages, SecretSource, SolveOptions, SolveResult, Solver,
-    StampedSelection,
-};
-pub use unpack::unpack_image;
+pub use solve::{BuildStamp, SolveResult, StampedSelection};
+pub use state::{BaseImages, LocalImages, SecretSource, SolveOptions, Solver};
 
 use rbuild_ops::Span;
 

@@ -56,7 +56,7 @@ impl RemoteRecord {
 
 /// The snapshot name of a build step with cache key `key`.
 pub fn step_snapshot_name(key: &Digest) -> String {
-    format!("step-{}", key.hex())
+    crate::naming::step_name(key)
 }
 
 /// A source of cache records that lives outside the local store.

@@ -19,9 +19,10 @@
 //! first, whiteouts and opaque directories honoured); directories the copy creates are `0755`,
 //! owned by the `--chown` owner or 0:0.
 
-use crate::exec::{now_unix, IgnoreRules, Realized};
+use crate::checksum::IgnoreRules;
 use crate::record::{CacheRecord, LayerInfo};
-use crate::solve::{Node, Run};
+use crate::state::{Node, Realized, Run};
+use crate::time::now_unix;
 use crate::SolveError;
 use rbuild_fileop::{EntryKind, Follow, ModeSpec, SelEntry, Selection};
 use rbuild_oci::MEDIA_TYPE_OCI_LAYER;
@@ -175,16 +176,9 @@ pub(crate) fn execute(
     // One process writes a step at a time (as `execute_locked` does): a concurrent build that
     // finished it meanwhile left a record to reuse.
     let store = &run.solver.store;
-    let lock_path = store.lock_path(&format!("step-{}", node.key.hex()));
-    let lock = store
-        .lock_named(&format!("step-{}", node.key.hex()))
-        .map_err(|e| SolveError::Internal(format!("locking {}: {e}", lock_path.display())))?;
+    let lock = crate::step::lock_step(store, &node.key)?;
     if !vertex.meta.ignore_cache {
-        let done = store
-            .get_cache_record(&node.key)
-            .ok()
-            .flatten()
-            .and_then(|t| serde_json::from_str::<CacheRecord>(&t).ok())
+        let done = crate::step::read_record(store, &node.key)
             .filter(|r| r.chain.iter().all(|l| store.has_blob(&l.blob)));
         if let Some(rec) = done {
             return Ok(Some(Realized {
@@ -214,13 +208,13 @@ pub(crate) fn execute(
     chain.push(layer.clone());
     // The snapshot is named but not created: `rematerialize` makes it from the layer when needed.
     let rec = CacheRecord::new(
-        format!("step-{}", node.key.hex()),
+        crate::naming::step_name(&node.key),
         Some(layer.clone()),
         chain.clone(),
         now,
         node.explain.clone(),
     );
-    crate::exec::put_record(store, &node.key, &rec)?;
+    crate::step::put_record(store, &node.key, &rec)?;
     drop(lock);
     Ok(Some(Realized {
         snapshot: None,

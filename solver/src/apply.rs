@@ -1,0 +1,76 @@
+//! Applying a layer blob onto a snapshot, verifying its diff_id.
+
+use crate::naming::unique;
+use rbuild_oci::Digest;
+use rbuild_snapshotter::{diff, Snapshotter};
+use rbuild_store::Store;
+
+/// Apply the layer blob `blob` on top of snapshot `parent`, committing it as `name`; its
+/// uncompressed stream must hash to `diff_id`. When another build or process commits `name` first,
+/// that snapshot is used (the name fixes its content).
+pub(crate) fn apply_blob(
+    store: &Store,
+    snaps: &Snapshotter,
+    blob: &Digest,
+    diff_id: &Digest,
+    parent: Option<&str>,
+    name: &str,
+) -> Result<(), String> {
+    let key = unique("apply");
+    snaps
+        .prepare(&key, parent)
+        .map_err(|e| format!("preparing snapshot: {e}"))?;
+    let res = (|| {
+        let upper = snaps.upper_dir(&key).map_err(|e| e.to_string())?;
+        let f = store
+            .open_blob(blob)
+            .map_err(|e| format!("layer {blob}: {e}"))?;
+        let reader = diff::decompress(std::io::BufReader::new(f))
+            .map_err(|e| format!("layer {blob}: {e}"))?;
+        let mut hashing = rbuild_oci::Sha256Writer::new(std::io::sink());
+        let tee = TeeReader {
+            inner: reader,
+            hash: &mut hashing,
+        };
+        let budgets = diff::ApplyOptions::from_env().map_err(|e| format!("layer {blob}: {e}"))?;
+        diff::apply_layer(tee, &upper, &budgets).map_err(|e| format!("layer {blob}: {e}"))?;
+        rbuild_store::crash_point("layer-apply");
+        let (got, _, _) = hashing.finish();
+        if &got != diff_id {
+            return Err(format!(
+                "layer {blob}: uncompressed digest {got} does not match the config's diff_id {diff_id}"
+            ));
+        }
+        snaps
+            .commit(name, &key)
+            .map_err(|e| format!("committing snapshot: {e}"))
+    })();
+    if res.is_err() {
+        let _ = snaps.remove(&key);
+        if snaps.stat(name).ok().flatten().is_some() {
+            return Ok(()); // committed by a concurrent apply
+        }
+    }
+    res
+}
+
+struct TeeReader<'a, R: std::io::Read> {
+    inner: R,
+    hash: &'a mut rbuild_oci::Sha256Writer<std::io::Sink>,
+}
+
+impl<R: std::io::Read> std::io::Read for TeeReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        std::io::Write::write_all(self.hash, &buf[..n])?;
+        Ok(n)
+    }
+}
+
+impl<R: std::io::Read> Drop for TeeReader<'_, R> {
+    fn drop(&mut self) {
+        // Hash whatever trailing bytes the tar reader did not consume (padding after the end
+        // marker), so the digest covers the whole uncompressed stream.
+        let _ = std::io::copy(&mut self.inner, self.hash);
+    }
+}
