@@ -20,6 +20,10 @@ pub struct Dockerfile {
     /// The escape character in effect (`\` unless `# escape=` set a backtick).
     pub escape: char,
     pub instructions: Vec<Instruction>,
+    /// What the parser read leniently, as BuildKit does, but tells the user about: an
+    /// unterminated JSON array taken as shell form, blank lines inside a continuation
+    /// (`NoEmptyContinuation`).
+    pub warnings: Vec<crate::Warning>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -18,6 +18,8 @@ pub struct LogicalLine {
     pub end_line: u32,
     /// Characters in the last physical line consumed.
     pub end_col: u32,
+    /// Blank lines inside the continuation (BuildKit warns: NoEmptyContinuation).
+    pub empty_continuations: Vec<u32>,
 }
 
 impl LogicalLine {
@@ -150,12 +152,17 @@ impl<'a> Scanner<'a> {
         self.next as u32 + 1
     }
 
-    /// Strip a trailing continuation (`ESC[ \t]*$`); returns the line and whether it was continued.
+    /// Strip a trailing continuation; returns the line and whether it was continued.
+    ///
+    /// As BuildKit's `([^ESC])ESC[ \t]*$|^ESC[ \t]*$`: the last non-blank char is the escape
+    /// char and it is alone on the line or follows a char that is not the escape char. An escaped
+    /// escape char at the end (`trailing\\`) is text, not a continuation — and so is an escaped
+    /// escape char followed by a continuation (`a\\\`), which BuildKit cannot tell apart.
     fn trim_continuation<'s>(&self, s: &'s str) -> (&'s str, bool) {
         let t = s.trim_end_matches(is_blank);
         match t.strip_suffix(self.escape) {
-            Some(head) => (head, true),
-            None => (s, false),
+            Some(head) if !head.ends_with(self.escape) => (head, true),
+            _ => (s, false),
         }
     }
 
@@ -178,6 +185,7 @@ impl<'a> Scanner<'a> {
             let mut segments = vec![(0usize, line_no, lead_chars + 1)];
             let mut end_line = line_no;
             let mut end_col = raw.chars().count() as u32;
+            let mut empty_continuations = Vec::new();
             while continued {
                 let Some(raw) = self.lines.get(self.next).copied() else {
                     break; // a continuation at end of file is accepted
@@ -185,7 +193,11 @@ impl<'a> Scanner<'a> {
                 self.next += 1;
                 end_line = self.next as u32;
                 end_col = raw.chars().count() as u32;
-                if is_comment(raw) || trim_leading_ws(raw).is_empty() {
+                if is_comment(raw) {
+                    continue;
+                }
+                if trim_leading_ws(raw).is_empty() {
+                    empty_continuations.push(end_line);
                     continue;
                 }
                 let (part, more) = self.trim_continuation(raw);
@@ -199,6 +211,7 @@ impl<'a> Scanner<'a> {
                 start_line: line_no,
                 end_line,
                 end_col,
+                empty_continuations,
             });
         }
     }

@@ -22,12 +22,15 @@ mod error;
 pub mod expand;
 mod json;
 pub mod lexer;
+pub mod lint;
 pub mod parser;
 mod plan;
+mod warning;
 mod words;
 
 pub use ast::{Body, Dockerfile, Heredoc, Instruction, Keyword, Span};
 pub use error::{ErrorKind, FrontendError};
 pub use json::{instruction_to_json, to_json};
 pub use parser::parse;
-pub use plan::{plan, NamedContext, PlanOptions};
+pub use plan::{plan, plan_checked, Checked, NamedContext, PlanOptions};
+pub use warning::Warning;

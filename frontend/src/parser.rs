@@ -5,11 +5,17 @@
 use crate::ast::*;
 use crate::error::{suggest, ErrorKind, FrontendError};
 use crate::lexer::{LogicalLine, Scanner};
+use crate::warning::Warning;
 use crate::words::{self, extract_flags, heredoc_marker, parse_words, raw_shell_words};
 
 /// Parse a Dockerfile. `file` names it in errors.
 pub fn parse(file: &str, text: &str) -> Result<Dockerfile, FrontendError> {
-    parse_inner(text).map_err(|e| e.located_in(file, text))
+    let mut df = parse_inner(text).map_err(|e| e.located_in(file, text))?;
+    df.warnings = std::mem::take(&mut df.warnings)
+        .into_iter()
+        .map(|w| w.located_in(file, text))
+        .collect();
+    Ok(df)
 }
 
 fn parse_inner(text: &str) -> Result<Dockerfile, FrontendError> {
@@ -17,8 +23,19 @@ fn parse_inner(text: &str) -> Result<Dockerfile, FrontendError> {
     let directives = scanner.directives()?;
     let escape = scanner.escape;
     let mut instructions = Vec::new();
+    let mut warnings = Vec::new();
     while let Some(line) = scanner.next_logical() {
-        let mut ins = parse_line(&line, 0, escape, false)?;
+        let mut ins = parse_line(&line, 0, escape, false, &mut warnings)?;
+        if !line.empty_continuations.is_empty() {
+            let mut w = Warning::new(
+                ins.span.start_line,
+                ins.span.start_col,
+                "Empty continuation line",
+            );
+            w.rule = Some("NoEmptyContinuation");
+            w.url = Some(crate::lint::rule_url("NoEmptyContinuation"));
+            warnings.push(w);
+        }
         read_heredocs(&mut ins, &mut scanner)?;
         instructions.push(ins);
     }
@@ -35,6 +52,7 @@ fn parse_inner(text: &str) -> Result<Dockerfile, FrontendError> {
         directives,
         escape,
         instructions,
+        warnings,
     })
 }
 
@@ -77,6 +95,7 @@ fn parse_line(
     start: usize,
     escape: char,
     nested: bool,
+    warnings: &mut Vec<Warning>,
 ) -> Result<Instruction, FrontendError> {
     let text = &line.text;
     let kw_off = start + (text[start..].len() - text[start..].trim_start_matches(is_ws).len());
@@ -116,12 +135,14 @@ fn parse_line(
     let name = keyword.upper();
     let body = match keyword {
         Keyword::Run | Keyword::Cmd | Keyword::Entrypoint | Keyword::Shell => {
-            maybe_json(&rest, rest_pos)?.unwrap_or_else(|| Body::Shell(rest.clone()))
+            maybe_json(&rest, rest_pos, warnings)?.unwrap_or_else(|| Body::Shell(rest.clone()))
         }
-        Keyword::Copy | Keyword::Add | Keyword::Volume => match maybe_json(&rest, rest_pos)? {
-            Some(b) => b,
-            None => Body::Words(word_list(&rest, rest_off)),
-        },
+        Keyword::Copy | Keyword::Add | Keyword::Volume => {
+            match maybe_json(&rest, rest_pos, warnings)? {
+                Some(b) => b,
+                None => Body::Words(word_list(&rest, rest_off)),
+            }
+        }
         Keyword::From | Keyword::Expose => Body::Words(word_list(&rest, rest_off)),
         Keyword::Env | Keyword::Label => name_val(&rest, rest_off, line, escape, &name)?,
         Keyword::Arg => Body::Args(
@@ -151,7 +172,7 @@ fn parse_line(
             let cmd = if cmd_text.is_empty() {
                 Body::Empty
             } else {
-                maybe_json(cmd_text, line.pos(cmd_off))?
+                maybe_json(cmd_text, line.pos(cmd_off), warnings)?
                     .unwrap_or_else(|| Body::Shell(cmd_text.to_string()))
             };
             if kind.is_empty() {
@@ -174,7 +195,7 @@ fn parse_line(
             if rest.is_empty() {
                 Body::Empty
             } else {
-                let inner = parse_line(line, rest_off, escape, true)?;
+                let inner = parse_line(line, rest_off, escape, true, warnings)?;
                 if matches!(inner.keyword, Keyword::From | Keyword::Maintainer) {
                     return Err(err(
                         ErrorKind::Invalid,
@@ -285,7 +306,13 @@ fn check_flags(
 }
 
 /// BuildKit's `parseJSON` with its fallback: `Ok(None)` means "not JSON, use shell form".
-fn maybe_json(rest: &str, pos: Pos) -> Result<Option<Body>, FrontendError> {
+/// Only an array with a non-string element is an error; anything else that is not a JSON array
+/// of strings is shell form — with a warning when it looks like an exec form left unterminated.
+fn maybe_json(
+    rest: &str,
+    pos: Pos,
+    warnings: &mut Vec<Warning>,
+) -> Result<Option<Body>, FrontendError> {
     if !rest.starts_with('[') {
         return Ok(None);
     }
@@ -307,12 +334,17 @@ fn maybe_json(rest: &str, pos: Pos) -> Result<Option<Body>, FrontendError> {
             Ok(Some(Body::Exec(out)))
         }
         Ok(_) => Ok(None),
-        Err(e) if e.is_eof() && rest.trim_start_matches('[').trim_start().starts_with('"') => Err(
-            err(ErrorKind::Syntax, pos, "unterminated JSON array").with_hint(
-                "close the array with `]`, or write the command without `[` for shell form",
-            ),
-        ),
-        Err(_) => Ok(None),
+        Err(e) => {
+            if e.is_eof() && rest.trim_start_matches('[').trim_start().starts_with('"') {
+                warnings.push(Warning::new(
+                    pos.line,
+                    pos.col,
+                    "unterminated JSON array: run as shell form, as BuildKit does; close the \
+                     array with `]` for exec form",
+                ));
+            }
+            Ok(None)
+        }
     }
 }
 
@@ -533,7 +565,7 @@ pub(crate) fn parse_trigger(text: &str, escape: char) -> Result<Instruction, Fro
     let line = scanner
         .next_logical()
         .ok_or_else(|| FrontendError::new(ErrorKind::Syntax, 1, 1, "empty ONBUILD trigger"))?;
-    let mut ins = parse_line(&line, 0, escape, false)?;
+    let mut ins = parse_line(&line, 0, escape, false, &mut Vec::new())?;
     read_heredocs(&mut ins, &mut scanner)?;
     Ok(ins)
 }

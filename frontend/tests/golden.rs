@@ -6,12 +6,15 @@
 //! - `options.json` (optional): `build_args`, `target`, `labels`, `no_cache`, `no_cache_filter`,
 //!   `dockerignore`, `build_contexts` (`{"name": "local" | "image:REF"}`).
 //!
+//! - `lint.txt` (build-check cases): the rendered warnings of `plan_checked` (and the planning
+//!   error, if any), with the same `options.json`;
+//!
 //! `UPDATE_GOLDEN=1 cargo test -p rbuild-frontend --test golden` (re)writes expectations; a new
 //! meaning case is made by creating an empty `config.json` next to its Dockerfile.
 
 mod common;
 
-use rbuild_frontend::{plan, to_json, NamedContext, PlanOptions};
+use rbuild_frontend::{plan, plan_checked, to_json, NamedContext, PlanOptions};
 use std::path::{Path, PathBuf};
 
 fn cases_dir() -> PathBuf {
@@ -82,6 +85,33 @@ fn check(path: &Path, actual: &str, update: bool, failures: &mut Vec<String>) {
     }
 }
 
+/// What `rbuild build --check` would print for the case: every warning, then the error.
+fn lint_output(dir: &Path, text: &str) -> String {
+    let resolver = common::FakeResolver::new();
+    let checked = match plan_checked(&options(dir, text), &resolver) {
+        Ok(c) => c,
+        Err(e) => return format!("error before checks:\n{}", e.render()),
+    };
+    let mut out = String::new();
+    for w in &checked.warnings {
+        out.push_str(&w.render());
+    }
+    let rules = checked.error_rules();
+    if !rules.is_empty() {
+        out.push_str(&format!(
+            "lint violation found for rules: {}\n",
+            rules.join(", ")
+        ));
+    }
+    if let Err(e) = &checked.definition {
+        out.push_str(&format!("plan error:\n{}", e.render()));
+    }
+    if out.is_empty() {
+        out.push_str("no warnings\n");
+    }
+    out
+}
+
 #[test]
 fn golden_cases() {
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();
@@ -94,6 +124,18 @@ fn golden_cases() {
     let mut failures = Vec::new();
     for dir in &dirs {
         let text = std::fs::read_to_string(dir.join("Dockerfile")).unwrap();
+        let lint_path = dir.join("lint.txt");
+        if lint_path.exists() {
+            check(&lint_path, &lint_output(dir, &text), update, &mut failures);
+            let json_path = dir.join("parse.json");
+            if json_path.exists() {
+                if let Ok(df) = rbuild_frontend::parse("Dockerfile", &text) {
+                    let json = serde_json::to_string_pretty(&to_json(&df)).unwrap() + "\n";
+                    check(&json_path, &json, update, &mut failures);
+                }
+            }
+            continue;
+        }
         let err_path = dir.join("error.txt");
         let meaning = dir.join("config.json").exists();
         let parsed = rbuild_frontend::parse("Dockerfile", &text);

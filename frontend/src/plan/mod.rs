@@ -82,8 +82,56 @@ pub fn plan(
     resolver: &dyn ImageResolver,
 ) -> Result<BuildDefinition, FrontendError> {
     let df = crate::parse(&opts.dockerfile_name, &opts.dockerfile)?;
-    plan_parsed(opts, &df, resolver)
+    plan_parsed(opts, &df, resolver, &mut Vec::new())
         .map_err(|e| e.located_in(&opts.dockerfile_name, &opts.dockerfile))
+}
+
+/// A plan with its build checks: see [`plan_checked`].
+#[derive(Debug)]
+pub struct Checked {
+    /// The plan, or why there is none (a stage that cannot be resolved, a bad flag value, …).
+    pub definition: Result<BuildDefinition, FrontendError>,
+    /// Build-check warnings (and parser warnings), ordered by line, configured by the `check`
+    /// directive or the `BUILDKIT_DOCKERFILE_CHECK` build arg. Those found before a planning
+    /// error are kept.
+    pub warnings: Vec<crate::Warning>,
+}
+
+impl Checked {
+    /// The rules that are violated as errors (`check=error=true`), sorted and deduplicated.
+    pub fn error_rules(&self) -> Vec<&'static str> {
+        let mut r: Vec<&'static str> = self
+            .warnings
+            .iter()
+            .filter(|w| w.is_error)
+            .filter_map(|w| w.rule)
+            .collect();
+        r.sort_unstable();
+        r.dedup();
+        r
+    }
+}
+
+/// [`plan`] plus the build checks ([`crate::lint`]). Only a syntax error or a malformed check
+/// configuration is an `Err`; a planning error is in [`Checked::definition`], next to the
+/// warnings found up to it.
+pub fn plan_checked(
+    opts: &PlanOptions,
+    resolver: &dyn ImageResolver,
+) -> Result<Checked, FrontendError> {
+    let (name, text) = (&opts.dockerfile_name, &opts.dockerfile);
+    let df = crate::parse(name, text)?;
+    let config = crate::lint::CheckConfig::for_build(&df, &opts.build_args)
+        .map_err(|e| e.located_in(name, text))?;
+    let mut found =
+        crate::lint::static_checks(&df, text, &opts.build_args, opts.dockerignore.as_deref());
+    let definition =
+        plan_parsed(opts, &df, resolver, &mut found).map_err(|e| e.located_in(name, text));
+    let warnings = crate::lint::finish(&df, found, &config, name, text);
+    Ok(Checked {
+        definition,
+        warnings,
+    })
 }
 
 /// A stage as written: its FROM and its instructions.
@@ -118,12 +166,15 @@ pub(crate) struct Planner<'a, 'd> {
     pub context_vertex: Option<VertexId>,
     pub named_vertices: BTreeMap<String, VertexId>,
     pub excludes: Vec<String>,
+    /// Build-check findings made while planning (`UndefinedVar`, `InvalidBaseImagePlatform`).
+    pub found: std::cell::RefCell<Vec<crate::lint::Found>>,
 }
 
 fn plan_parsed(
     opts: &PlanOptions,
     df: &Dockerfile,
     resolver: &dyn ImageResolver,
+    found: &mut Vec<crate::lint::Found>,
 ) -> Result<BuildDefinition, FrontendError> {
     let lexer = Lexer::new(df.escape);
     let mut global = GlobalArgs::new(&opts.platform);
@@ -198,12 +249,14 @@ fn plan_parsed(
         context_vertex: None,
         named_vertices: BTreeMap::new(),
         excludes,
+        found: std::cell::RefCell::new(Vec::new()),
     };
     let target = p.target_index()?;
     let order = p.build_order(target)?;
     for i in order {
-        let r = p.plan_stage(i)?;
-        p.results[i] = Some(r);
+        let r = p.plan_stage(i);
+        found.append(&mut p.found.borrow_mut());
+        p.results[i] = Some(r?);
     }
     let Some(result) = p.results[target].take() else {
         return Err(FrontendError::new(

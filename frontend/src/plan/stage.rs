@@ -262,17 +262,59 @@ fn url_filename(url: &str) -> String {
 
 impl<'a, 'd> Planner<'a, 'd> {
     fn ex(&self, st: &St, word: &str, pos: Pos) -> Result<String, FrontendError> {
-        let env = |k: &str| st.lookup(k);
-        self.lexer
-            .process_word(word, &env)
-            .map_err(|e| vars::expand_error(e, pos))
+        self.ex_checked(st, word, pos).map(|e| e.result)
     }
 
     fn ex_words(&self, st: &St, word: &str, pos: Pos) -> Result<Vec<String>, FrontendError> {
+        self.ex_checked(st, word, pos).map(|e| e.words)
+    }
+
+    /// Expands `word` in the stage's environment and notes `UndefinedVar` for every variable
+    /// that is neither set nor a declared ARG (BuildKit's `reportUnmatchedVariables`). Not
+    /// reported, to stay clear of false alarms: the predefined platform and proxy ARGs, and a
+    /// variable used with a default or alternative (`${V:-x}`, `${V+x}`, `${V:?msg}`).
+    fn ex_checked(
+        &self,
+        st: &St,
+        word: &str,
+        pos: Pos,
+    ) -> Result<crate::expand::Expansion, FrontendError> {
         let env = |k: &str| st.lookup(k);
-        self.lexer
-            .process_words(word, &env)
-            .map_err(|e| vars::expand_error(e, pos))
+        let e = self
+            .lexer
+            .process_word_with_matches(word, &env)
+            .map_err(|e| vars::expand_error(e, pos))?;
+        for u in &e.unmatched {
+            // `${u:-default}` and friends say the author expects `u` may be unset.
+            let guarded = ["-", ":-", "+", ":+", "?", ":?"]
+                .iter()
+                .any(|m| word.contains(&format!("${{{u}{m}")));
+            if guarded
+                || st.args.iter().any(|(n, _)| n == u)
+                || PROXY_ARGS.contains(&u.as_str())
+                || self.global.platform.contains_key(u)
+            {
+                continue;
+            }
+            let mut names: Vec<&str> = st
+                .config
+                .config
+                .env
+                .iter()
+                .map(|kv| kv.split_once('=').map_or(kv.as_str(), |(k, _)| k))
+                .collect();
+            names.extend(st.args.iter().map(|(n, _)| n.as_str()));
+            let mut msg = format!("Usage of undefined variable '${u}'");
+            if let Some(s) = crate::error::suggest(u, &names) {
+                msg.push_str(&format!(" (did you mean ${s}?)"));
+            }
+            self.found.borrow_mut().push(crate::lint::Found {
+                rule: "UndefinedVar",
+                pos,
+                message: msg,
+            });
+        }
+        Ok(e)
     }
 
     fn ex_flag(&self, st: &St, f: Option<&Flag>) -> Result<Option<String>, FrontendError> {
@@ -551,6 +593,26 @@ impl<'a, 'd> Planner<'a, 'd> {
             }
             Ref::Image(r) => {
                 let img = self.resolve_image(r, w0.pos)?;
+                let want = &self.opts.platform;
+                let got = &img.config;
+                if !got.architecture.is_empty()
+                    && !got.os.is_empty()
+                    && (got.architecture != want.architecture || got.os != want.os)
+                {
+                    let got_s = match &got.variant {
+                        Some(v) => format!("{}/{}/{v}", got.os, got.architecture),
+                        None => format!("{}/{}", got.os, got.architecture),
+                    };
+                    self.found.borrow_mut().push(crate::lint::Found {
+                        rule: "InvalidBaseImagePlatform",
+                        pos: w0.pos,
+                        message: format!(
+                            "Base image {} was pulled with platform {got_s:?}, expected {:?} for current build",
+                            img.reference,
+                            vars::platform_string(want)
+                        ),
+                    });
+                }
                 (None, img.config.clone(), Vec::new(), img.reference.clone())
             }
         };

@@ -32,6 +32,14 @@ impl FakeResolver {
             })),
         );
         images.insert(
+            "armimage".to_string(),
+            cfg(serde_json::json!({
+                "architecture": "arm64", "os": "linux", "variant": "v8",
+                "config": {"Env": ["PATH=/bin"]},
+                "rootfs": {"type": "layers", "diff_ids": [diff]},
+            })),
+        );
+        images.insert(
             "alpine".to_string(),
             cfg(serde_json::json!({
                 "architecture": "amd64", "os": "linux",
