@@ -639,6 +639,7 @@ fn report_failure(e: &SolveError, source: Option<&rbuild_ops::SourceFile>, name:
         SolveError::Cancelled => eprintln!("error: build cancelled"),
         SolveError::Internal(m) => eprintln!("error: {m}"),
     }
+    crate::single_id_hint();
 }
 
 fn quote_span(name: &str, text: &str, sp: &rbuild_ops::Span) -> String {

@@ -33,6 +33,12 @@ use rbuild_noop::SUBCOMMANDS;
 fn main() -> ExitCode {
     // Must come first: the sandbox re-executes this binary as its init.
     rbuild_sandbox::init_if_requested();
+    // Rootless: an ordinary user's engine runs as root inside a user namespace of its own (one
+    // thread still, as the fork there needs).
+    if let Err(e) = rbuild_sandbox::userns::enter_user_namespace() {
+        eprintln!("error: {e}");
+        return ExitCode::from(1);
+    }
 
     let argv: Vec<String> = std::env::args().collect();
     let argv = implicit_build(argv);
@@ -112,26 +118,28 @@ pub fn print_error(e: &anyhow::Error) {
     }
 }
 
+/// Rootless with a single id: a step that chowns to (or runs as) another id fails; every failure
+/// says how to give the user a range.
+pub(crate) fn single_id_hint() {
+    if rbuild_oci::host::is_single_id() {
+        let user = std::env::var("USER").unwrap_or_else(|_| "$USER".into());
+        eprintln!("hint: {}", rbuild_sandbox::userns::single_id_hint(&user));
+    }
+}
+
 fn open_store(cli_root: &Option<std::path::PathBuf>) -> anyhow::Result<rbuild_store::Store> {
     let root = cli_root
         .clone()
         .unwrap_or_else(rbuild_store::Store::default_root);
     rbuild_store::Store::open(&root).map_err(|e| {
         let mut msg = format!("opening the store at {}: {e}", root.display());
-        if !nix_is_root() {
+        if rbuild_oci::host::is_rootless() {
             msg.push_str(
-                "\nhint: rbuild needs root (or a user namespace with mount privileges) to build; run it as root or set RBUILD_ROOT to a writable directory",
+                "\nhint: running rootless, the store must be a directory you can write: the default is $XDG_DATA_HOME/rbuild (~/.local/share/rbuild); set RBUILD_ROOT or --root to another",
             );
         }
         anyhow::anyhow!(msg)
     })
-}
-
-pub(crate) fn nix_is_root() -> bool {
-    // SAFETY-free: getuid via std's metadata of /proc/self.
-    std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-        .unwrap_or(false)
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {

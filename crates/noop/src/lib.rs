@@ -42,13 +42,14 @@ const VERSION: u32 = 1;
 /// Records are small; anything bigger is not ours.
 const MAX_RECORD: u64 = 8 << 20;
 
-/// `$RBUILD_ROOT`, else `/var/lib/rbuild` for root, else `$XDG_DATA_HOME/rbuild`
+/// `$RBUILD_ROOT`, else `/var/lib/rbuild` for root (root inside a user namespace of an ordinary
+/// user, rootless, is not), else `$XDG_DATA_HOME/rbuild`
 /// (`~/.local/share/rbuild`).
 pub fn default_root() -> PathBuf {
     if let Some(r) = std::env::var_os("RBUILD_ROOT").filter(|r| !r.is_empty()) {
         return PathBuf::from(r);
     }
-    if nix::unistd::geteuid().is_root() {
+    if nix::unistd::geteuid().is_root() && rbuild_oci::host::in_initial_user_namespace() {
         return PathBuf::from("/var/lib/rbuild");
     }
     if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {

@@ -5,13 +5,15 @@
 //! fields (Healthcheck, OnBuild, Shell, StopSignal), and [`canonical_json`], the one way any of them is
 //! turned into bytes that get a digest.
 //!
-//! What it is not: it does no I/O, knows nothing of stores, registries or layers on disk.
+//! What it is not: it does no I/O (but for [`host`], one fact about the process every crate needs
+//! alike), knows nothing of stores, registries or layers on disk.
 //!
 //! Why our own structs rather than `oci-spec`: a digest must not depend on map iteration order, so
 //! every map here is a `BTreeMap`, optional fields are skipped when empty, and field names follow the
 //! specs exactly. `oci-spec` serializes maps in random order and drops Docker's fields.
 
 mod digest;
+pub mod host;
 mod types;
 
 pub use digest::{sha256_hex, Digest, DigestError, Sha256Writer};

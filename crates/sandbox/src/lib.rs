@@ -55,6 +55,7 @@ mod seccomp;
 mod spec;
 mod sys;
 mod user;
+pub mod userns;
 
 pub use cancel::Cancel;
 pub use error::{InitError, SandboxError};

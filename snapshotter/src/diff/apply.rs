@@ -18,7 +18,7 @@
 
 use super::fsutil::{open_dir_at, remove_all_at, set_xattr};
 use super::tar_read::{EntryMeta, TarError, TarReader};
-use super::{OPAQUE_MARKER, OPAQUE_XATTR, WHITEOUT_META_PREFIX, WHITEOUT_PREFIX};
+use super::{opaque_xattr, OPAQUE_MARKER, WHITEOUT_META_PREFIX, WHITEOUT_PREFIX};
 use nix::errno::Errno;
 use nix::fcntl::{openat, AtFlags, OFlag};
 use nix::sys::stat::{
@@ -459,7 +459,7 @@ impl<R: Read> Applier<'_, R> {
 
     fn set_opaque(&self, dir: &OwnedFd) -> Result<(), ApplyError> {
         let f = File::from(dir.try_clone().map_err(|e| self.io("dup dir fd", e))?);
-        xattr::FileExt::set_xattr(&f, OPAQUE_XATTR, b"y")
+        xattr::FileExt::set_xattr(&f, opaque_xattr(), b"y")
             .map_err(|e| self.io("set opaque xattr", e))
     }
 
@@ -660,14 +660,19 @@ impl<R: Read> Applier<'_, R> {
             entry: self.entry_name(),
             why: "gid out of range",
         })?;
-        fchownat(
+        match fchownat(
             dir,
             name,
             Some(Uid::from_raw(uid)),
             Some(Gid::from_raw(gid)),
             AtFlags::AT_SYMLINK_NOFOLLOW,
-        )
-        .map_err(self.nix("chown"))?;
+        ) {
+            Ok(()) => {}
+            // Rootless with a single id (no subordinate range): only root exists here, so a base
+            // image's other owners are squashed to it, as podman's ignore_chown_errors.
+            Err(nix::errno::Errno::EINVAL) if rbuild_oci::host::is_single_id() => {}
+            Err(e) => return Err(self.nix("chown")(e)),
+        }
         if not_symlink {
             // chown cleared setuid/setgid: the mode goes after it. O_PATH|O_NOFOLLOW pins the inode.
             let mode = Mode::from_bits_truncate(meta.mode & 0o7777);
@@ -688,7 +693,7 @@ impl<R: Read> Applier<'_, R> {
         }
         // chown also dropped security.capability: xattrs after it.
         for (k, v) in &meta.xattrs {
-            if k.starts_with(b"trusted.overlay.") {
+            if super::is_overlay_xattr(k) {
                 continue;
             }
             set_xattr(dir, name, OsStr::from_bytes(k), v).map_err(|e| self.io("set xattr", e))?;

@@ -62,7 +62,7 @@ pub fn lower_entry(lowers: &[PathBuf], rel: &str) -> io::Result<LowerEntry> {
             if !ft.is_dir() {
                 return Ok(LowerEntry::Absent);
             }
-            if xattr::get(&path, super::OPAQUE_XATTR)
+            if xattr::get(&path, super::opaque_xattr())
                 .ok()
                 .flatten()
                 .is_some_and(|v| v == b"y")

@@ -29,5 +29,20 @@ pub const WHITEOUT_PREFIX: &str = ".wh.";
 pub const WHITEOUT_META_PREFIX: &str = ".wh..wh.";
 /// OCI opaque marker: its directory hides everything of the layers below.
 pub const OPAQUE_MARKER: &str = ".wh..wh..opq";
-/// Overlay's opaque-directory xattr (value `y`).
-pub const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+/// Overlay's opaque-directory xattr (value `y`): `trusted.overlay.opaque` as root, and
+/// `user.overlay.opaque` rootless, where overlay is mounted with `userxattr` (a user namespace
+/// cannot write `trusted.*`).
+pub fn opaque_xattr() -> &'static str {
+    if rbuild_oci::host::in_initial_user_namespace() {
+        "trusted.overlay.opaque"
+    } else {
+        "user.overlay.opaque"
+    }
+}
+
+/// Overlay's own bookkeeping xattrs (opaque, origin, redirect…), in either namespace: never image
+/// content, never copied into a layer, and never applied from one (a layer naming one could
+/// otherwise steer overlay).
+pub fn is_overlay_xattr(name: &[u8]) -> bool {
+    name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
+}

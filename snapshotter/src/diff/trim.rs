@@ -11,8 +11,6 @@ use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
-
 /// Remove directories of `upper` that only exist because of an overlay copy-up. `lowers` are the
 /// layer dirs below, nearest first. Returns how many were removed.
 pub fn trim_unchanged_dirs(upper: &Path, lowers: &[PathBuf]) -> io::Result<usize> {
@@ -51,7 +49,11 @@ fn trim_dir(upper: &Path, rel: &Path, lowers: &[PathBuf]) -> io::Result<usize> {
     if remaining > 0 {
         return Ok(removed);
     }
-    if xattr::get(&dir, OPAQUE_XATTR).ok().flatten().is_some() {
+    if xattr::get(&dir, super::opaque_xattr())
+        .ok()
+        .flatten()
+        .is_some()
+    {
         return Ok(removed);
     }
     let meta = dir.symlink_metadata()?;

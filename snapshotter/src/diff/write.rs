@@ -191,7 +191,7 @@ impl<'a, W: Write> Walker<'a, W> {
             SFlag::S_IFDIR => {
                 let opaque = xattrs
                     .iter()
-                    .any(|(k, v)| k == "trusted.overlay.opaque" && v.as_slice() == b"y");
+                    .any(|(k, v)| k == super::opaque_xattr() && v.as_slice() == b"y");
                 let mut dname = rel.clone();
                 dname.push(b'/');
                 let h = self.header(EntryType::Directory, &dname, &st, 0, None)?;
@@ -345,7 +345,7 @@ impl<'a, W: Write> Walker<'a, W> {
         self.flush_pending()?;
         for (k, v) in xattrs {
             // Overlay's own bookkeeping (opaque, origin, redirect…) is not image content.
-            if k.starts_with("trusted.overlay.") {
+            if super::is_overlay_xattr(k.as_bytes()) {
                 continue;
             }
             pax.push((format!("SCHILY.xattr.{k}"), v.clone()));

@@ -502,8 +502,16 @@ impl Snapshotter {
             }
             _ => {
                 let mut options = vec!["index=off".to_string()];
+                let rootless = rbuild_oci::host::is_rootless();
+                if rootless {
+                    // Overlay in a user namespace keeps its bookkeeping in user.overlay.* xattrs
+                    // (and then never follows redirects; `redirect_dir=off` is refused with it).
+                    options.push("userxattr".into());
+                }
                 if self.overlay_knobs {
-                    options.push("redirect_dir=off".into());
+                    if !rootless {
+                        options.push("redirect_dir=off".into());
+                    }
                     options.push("metacopy=off".into());
                 }
                 options.push(format!("lowerdir={}", lowers.join(":")));

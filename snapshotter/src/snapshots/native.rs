@@ -23,9 +23,6 @@ use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-/// Overlay's opaque-directory xattr; overlay's own xattrs are never copied into a tree.
-const OVERLAY_XATTR_PREFIX: &[u8] = b"trusted.overlay.";
-
 fn errno(e: Errno) -> io::Error {
     io::Error::from_raw_os_error(e as i32)
 }
@@ -61,7 +58,7 @@ fn set_meta(
     )
     .map_err(errno)?;
     for (k, v) in xattrs {
-        if !k.as_bytes().starts_with(OVERLAY_XATTR_PREFIX) {
+        if !crate::diff::is_overlay_xattr(k.as_bytes()) {
             set_xattr(dir, name, k, v)?;
         }
     }
@@ -216,7 +213,7 @@ fn merge_dir(up: &OwnedFd, tree: &OwnedFd, root: &Path, rel: &Path) -> io::Resul
         let xattrs = read_xattrs(up, &name).map_err(|e| fail("read xattrs", &child, e))?;
         let opaque = xattrs
             .iter()
-            .any(|(k, v)| k == crate::diff::OPAQUE_XATTR && v.as_slice() == b"y");
+            .any(|(k, v)| k == crate::diff::opaque_xattr() && v.as_slice() == b"y");
         match stat_at(tree, &name) {
             Ok(t) if kind(&t) == SFlag::S_IFDIR => {}
             Ok(_) => {

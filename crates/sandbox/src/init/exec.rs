@@ -118,7 +118,15 @@ fn credentials(cfg: &InitConfig) -> Result<(), InitError> {
         .iter()
         .map(|g| Gid::from_raw(*g))
         .collect();
-    setgroups(&gids).map_err(|e| InitError::setup("setgroups", None, e))?;
+    match setgroups(&gids) {
+        Ok(()) => {}
+        // Rootless with a single id: the user namespace was made with setgroups denied (the
+        // kernel's rule for an unprivileged gid map); the groups stay as they are.
+        Err(nix::errno::Errno::EPERM)
+            if std::fs::read_to_string("/proc/self/setgroups")
+                .is_ok_and(|s| s.trim() == "deny") => {}
+        Err(e) => return Err(InitError::setup("setgroups", None, e)),
+    }
     let gid = Gid::from_raw(cfg.gid);
     setresgid(gid, gid, gid)
         .map_err(|e| InitError::setup(format!("setgid {}", cfg.gid), None, e))?;

@@ -266,14 +266,37 @@ fn mount_dev(ctx: &Ctx<'_>) -> Result<(), InitError> {
     };
     for (name, major, minor) in DEVICES {
         let mode = Mode::from_bits_truncate(0o666);
-        mknodat(
+        match mknodat(
             dev.as_fd(),
             *name,
             SFlag::S_IFCHR,
             mode,
             makedev(*major, *minor),
-        )
-        .map_err(|e| step("mknod", name, e))?;
+        ) {
+            Ok(()) => {}
+            // In a user namespace (rootless) no device node can be made: bind the host's own
+            // node onto an empty file instead, as rootless podman and runc do.
+            Err(Errno::EPERM) => {
+                nix::fcntl::openat(
+                    dev.as_fd(),
+                    *name,
+                    nix::fcntl::OFlag::O_CREAT
+                        | nix::fcntl::OFlag::O_EXCL
+                        | nix::fcntl::OFlag::O_WRONLY
+                        | nix::fcntl::OFlag::O_CLOEXEC,
+                    mode,
+                )
+                .map_err(|e| step("create", name, e))?;
+                ctx.bind(
+                    &format!("/dev/{name}"),
+                    &format!("/dev/{name}"),
+                    false,
+                    MsFlags::empty(),
+                )?;
+                continue;
+            }
+            Err(e) => return Err(step("mknod", name, e)),
+        }
         fchmodat(dev.as_fd(), *name, mode, FchmodatFlags::FollowSymlink)
             .map_err(|e| step("chmod", name, e))?;
     }
@@ -281,13 +304,24 @@ fn mount_dev(ctx: &Ctx<'_>) -> Result<(), InitError> {
         mkdirat(dev.as_fd(), dir, Mode::from_bits_truncate(mode))
             .map_err(|e| step("mkdir", dir, e))?;
     }
-    ctx.mount_fs(
+    let pts_flags = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
+    let pts = ctx.mount_fs(
         "/dev/pts",
         false,
         "devpts",
-        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        pts_flags,
         Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
-    )?;
+    );
+    if pts.is_err() {
+        // Rootless with a single id: group 5 (tty) does not exist in the user namespace.
+        ctx.mount_fs(
+            "/dev/pts",
+            false,
+            "devpts",
+            pts_flags,
+            Some("newinstance,ptmxmode=0666,mode=0620"),
+        )?;
+    }
     ctx.mount_fs(
         "/dev/shm",
         false,
