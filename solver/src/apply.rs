@@ -1,8 +1,9 @@
 //! Applying a layer blob onto a snapshot, verifying its diff_id.
 
 use crate::naming::unique;
+use crate::seam::Snapshots;
 use rbuild_oci::Digest;
-use rbuild_snapshotter::{diff, Snapshotter};
+use rbuild_snapshotter::diff;
 use rbuild_store::Store;
 
 /// Apply the layer blob `blob` on top of snapshot `parent`, committing it as `name`; its
@@ -10,7 +11,7 @@ use rbuild_store::Store;
 /// that snapshot is used (the name fixes its content).
 pub(crate) fn apply_blob(
     store: &Store,
-    snaps: &Snapshotter,
+    snaps: &dyn Snapshots,
     blob: &Digest,
     diff_id: &Digest,
     parent: Option<&str>,
@@ -21,7 +22,7 @@ pub(crate) fn apply_blob(
         .prepare(&key, parent)
         .map_err(|e| format!("preparing snapshot: {e}"))?;
     let res = (|| {
-        let upper = snaps.upper_dir(&key).map_err(|e| e.to_string())?;
+        let upper = snaps.upper_dir(&key)?;
         let f = store
             .open_blob(blob)
             .map_err(|e| format!("layer {blob}: {e}"))?;
@@ -47,7 +48,7 @@ pub(crate) fn apply_blob(
     })();
     if res.is_err() {
         let _ = snaps.remove(&key);
-        if snaps.stat(name).ok().flatten().is_some() {
+        if snaps.exists(name) {
             return Ok(()); // committed by a concurrent apply
         }
     }

@@ -312,7 +312,7 @@ pub(crate) fn run_exec(
             emit(stream, &line, &mut tail);
         }
     };
-    let outcome = rbuild_sandbox::run(&spec, &mut on_output, &cancel);
+    let outcome = solver.executor.run(&spec, &mut on_output, &cancel);
     for (idx, stream) in [(0, Stream::Stdout), (1, Stream::Stderr)] {
         if !partial[idx].is_empty() {
             let line = std::mem::take(&mut partial[idx]);

@@ -1,8 +1,8 @@
 //! A snapshot mounted for the length of a step: the one guard the solver mounts through.
 
 use crate::naming::unique;
+use crate::seam::Snapshots;
 use crate::state::Run;
-use rbuild_snapshotter::{mount, Snapshotter};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -10,9 +10,12 @@ use std::sync::Arc;
 /// `<store>/mnt/<key>`. On drop it is unmounted, its mountpoint removed, and the snapshot removed
 /// unless it was committed ([`Mounted::committed`]).
 pub(crate) struct Mounted {
-    snaps: Arc<Snapshotter>,
+    snaps: Arc<dyn Snapshots>,
     key: String,
+    /// The mountpoint made for it.
     mnt: PathBuf,
+    /// Where the filesystem is seen (the mountpoint, unless a fake puts it elsewhere).
+    path: PathBuf,
     mounted: bool,
     committed: bool,
 }
@@ -54,20 +57,24 @@ impl Mounted {
         let mut m = Mounted {
             snaps: run.solver.snapshotter.clone(),
             mnt: run.solver.store.root().join("mnt").join(&key),
+            path: PathBuf::new(),
             key,
             mounted: false,
             committed: false,
         };
         std::fs::create_dir_all(&m.mnt)
             .map_err(|e| format!("creating {}: {e}", m.mnt.display()))?;
-        mount::mount_all(specs, &m.mnt).map_err(|e| format!("{what}: {e}"))?;
+        m.path = m
+            .snaps
+            .mount(specs, &m.mnt)
+            .map_err(|e| format!("{what}: {e}"))?;
         m.mounted = true;
         Ok(m)
     }
 
     /// Where the filesystem is.
     pub(crate) fn path(&self) -> &Path {
-        &self.mnt
+        &self.path
     }
 
     /// The snapshot's key.
@@ -78,7 +85,9 @@ impl Mounted {
     /// Unmount now (before diffing or committing), reporting a failure.
     pub(crate) fn unmount(&mut self) -> Result<(), String> {
         if self.mounted {
-            mount::unmount(&self.mnt).map_err(|e| format!("unmounting rootfs: {e}"))?;
+            self.snaps
+                .unmount(&self.mnt)
+                .map_err(|e| format!("unmounting rootfs: {e}"))?;
             self.mounted = false;
             let _ = std::fs::remove_dir(&self.mnt);
         }

@@ -215,7 +215,7 @@ pub(crate) fn realize(
         context: None,
         created: None,
     };
-    if snaps.stat(&name).ok().flatten().is_some() {
+    if snaps.exists(&name) {
         return Ok(done(name));
     }
     // The content: keyed in pass 1 (no checksum), or by its checksum.
@@ -238,7 +238,7 @@ pub(crate) fn realize(
         .prepare(&key, None)
         .map_err(|e| format!("preparing snapshot: {e}"))?;
     let res = (|| {
-        let upper = snaps.upper_dir(&key).map_err(|e| e.to_string())?;
+        let upper = snaps.upper_dir(&key)?;
         let path = upper.join(filename);
         let mut src = store
             .open_blob(&fetched.blob)
@@ -266,7 +266,7 @@ pub(crate) fn realize(
     if let Err(e) = res {
         let _ = snaps.remove(&key);
         // Another build committed the same snapshot first: use it.
-        if snaps.stat(&name).ok().flatten().is_some() {
+        if snaps.exists(&name) {
             return Ok(done(name));
         }
         return Err(e);

@@ -5,6 +5,7 @@ use crate::apply::apply_blob;
 use crate::events::Event;
 use crate::naming::chain_id;
 use crate::record::LayerInfo;
+use crate::seam::Snapshots;
 use crate::state::{step_err, Node, Realized, Run};
 use crate::SolveError;
 use rbuild_oci::Digest;
@@ -98,12 +99,16 @@ pub(crate) fn image_layers(
 }
 
 /// Whether every layer of the image `manifest` is already unpacked (its top chain-id snapshot exists).
-pub(crate) fn image_unpacked(store: &Store, snapshotter: &Snapshotter, manifest: &Digest) -> bool {
+pub(crate) fn image_unpacked(
+    store: &Store,
+    snapshotter: &dyn Snapshots,
+    manifest: &Digest,
+) -> bool {
     let Ok((_, config)) = read_image(store, manifest) else {
         return false;
     };
     match layer_names(&config).last() {
-        Some(top) => snapshotter.stat(top).ok().flatten().is_some(),
+        Some(top) => snapshotter.exists(top),
         None => true,
     }
 }
@@ -112,7 +117,7 @@ pub(crate) fn image_unpacked(store: &Store, snapshotter: &Snapshotter, manifest:
 /// is called before the first one that is. Returns the top snapshot's name (None: no layers).
 fn unpack_layers(
     store: &Store,
-    snaps: &Snapshotter,
+    snaps: &dyn Snapshots,
     m: &rbuild_oci::Manifest,
     config: &rbuild_oci::ImageConfig,
     starting: &mut dyn FnMut(),
@@ -125,7 +130,7 @@ fn unpack_layers(
         .zip(&config.rootfs.diff_ids)
         .zip(layer_names(config))
     {
-        if snaps.stat(&name).ok().flatten().is_none() {
+        if !snaps.exists(&name) {
             if !started {
                 starting();
                 started = true;
@@ -170,12 +175,18 @@ pub(crate) fn unpack_into(
     let started = Instant::now();
     let (m, config) = base_image(run, node, reference, manifest)?;
     let mut did_work = false;
-    let top = unpack_layers(&solver.store, &solver.snapshotter, &m, &config, &mut || {
-        did_work = true;
-        solver.events.send(Event::Started {
-            vertex: vref.clone(),
-        });
-    })
+    let top = unpack_layers(
+        &solver.store,
+        &*solver.snapshotter,
+        &m,
+        &config,
+        &mut || {
+            did_work = true;
+            solver.events.send(Event::Started {
+                vertex: vref.clone(),
+            });
+        },
+    )
     .map_err(|e| step_err(run, node.id, format!("image {reference}: {e}")))?;
     if did_work {
         solver.events.send(Event::Done {

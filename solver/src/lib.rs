@@ -4,18 +4,43 @@
 //! frontend) and produces an image in the store. It works in three passes:
 //!
 //! 1. **Keys.** Every vertex reachable from the target gets a cache key ([`key::vertex_key`]): its
-//!    definition, its inputs' keys and, for copies out of a local context, the checksum of exactly
-//!    the files copied. Keys need no execution, so a fully cached build runs nothing at all.
-//! 2. **Lookup.** Each key is looked up in the store's cache records. A hit whose layers are still
-//!    in the store is reused as it is; a miss is explained against the closest earlier record
-//!    ([`record::explain_miss`]).
+//!    definition, its inputs' keys and, for reads of a local context (COPY/ADD sources and
+//!    `RUN --mount=type=bind`), the checksum of exactly the files read; an `ADD <url>` without
+//!    `--checksum` is downloaded now and keyed by its content. Keys need no execution, so a fully
+//!    cached build runs nothing at all.
+//! 2. **Lookup.** Each step's key is looked up in the store's cache records, then in the caches
+//!    imported with `--cache-from` ([`remote`]). A hit whose layers are still in the store (or in
+//!    the imported cache) is reused as it is; a miss is explained against the closest earlier record
+//!    ([`record::explain_miss`]) when the step runs.
 //! 3. **Realize.** Starting from the target, the solver realizes only what is needed: a missed
-//!    vertex is executed (its inputs materialized first, in parallel), a hit is materialized only if
-//!    a later executed step needs its filesystem. Independent vertices run at once, bounded by
-//!    `jobs`; the first failure cancels the rest.
+//!    vertex is executed (its inputs materialized first, concurrently), a hit is materialized only
+//!    if a later executed step needs its filesystem (its snapshot, or its layer re-applied when the
+//!    snapshot was pruned). A vertex reached from several stages is realized once. Independent
+//!    vertices run at once, bounded by `jobs`; the first failure cancels the rest, and `solve`
+//!    returns that failure once everything it started has stopped.
 //!
-//! Results are committed snapshots (one overlay layer directory per step) plus an uncompressed layer
-//! blob per step; the final image is assembled from the chain of layers of the target.
+//! A step's result is a committed snapshot (`step-<key>`) plus an uncompressed layer blob and a
+//! cache record; a COPY out of the context whose filesystem nothing reads is streamed to a layer
+//! without a snapshot (`stream_copy`), and a `COPY --link` is a merge known by its layers. Base
+//! images are unpacked into snapshots named by chain id (shared with `rbuild run` through
+//! [`unpack_image`]). The image is assembled from the target's chain of layers and its history.
+//!
+//! ## Modules, top down
+//!
+//! `solve` (passes 1–2, image assembly, the no-op stamp) → `schedule` (pass 3: which vertex runs
+//! when, op dispatch) → the jobs: `step` (execute a step, diff it, commit and record it), `exec` (a
+//! RUN in the executor), `file` (file actions), `merge`, `image` and `apply` (base images and
+//! layer application), `http` (downloads), `stream_copy`, `checksum` (context checksums), `miss`
+//! (lookup and miss explanations) → `state` (the shared types) and the leaves `guard` (the one
+//! mounted-snapshot guard), `mounts` (`RUN --mount` helpers), `naming`, `time`, `key`, `record`,
+//! `remote`, `events`. Dependencies only point down.
+//!
+//! ## The seam
+//!
+//! [`Solver::new`] drives the real snapshotter and sandbox. [`Solver::with_parts`] takes any
+//! [`Snapshots`] and [`Executor`] ([`seam`]): `solver/tests/` runs the solver on in-memory fakes
+//! (scheduling, dedup, cancellation, first failure, miss reasons) without root. The store is the
+//! real one in those tests: it needs no privileges.
 //!
 //! What it is not: no parsing, no terminal output (it emits [`events::Event`]s), no registry
 //! protocol (base images come through [`BaseImages`], imported caches through [`RemoteCache`]).
@@ -36,6 +61,7 @@ mod naming;
 pub mod record;
 pub mod remote;
 mod schedule;
+pub mod seam;
 mod solve;
 mod state;
 mod step;
@@ -45,13 +71,14 @@ mod time;
 pub use events::{Event, EventSink, Stream, VertexRef};
 pub use image::unpack_image;
 pub use remote::{ExportRecord, RemoteCache, RemoteCaches, RemoteRecord};
+pub use seam::{Executor, Sandbox, Snapshots};
 pub use solve::{BuildStamp, SolveResult, StampedSelection};
-pub use state::{BaseImages, LocalImages, SecretSource, SolveOptions, Solver};
+pub use state::{BaseImages, LocalImages, Parts, SecretSource, SolveOptions, Solver};
 
 use rbuild_ops::Span;
 
 /// A build failure, carrying where in the Dockerfile it happened.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum SolveError {
     /// A RUN exited non-zero (or was killed).
     #[error("{instruction}: {status}")]

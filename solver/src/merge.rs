@@ -18,7 +18,7 @@ pub(crate) fn merge_locked(
     let store = &run.solver.store;
     let file = lock_step(store, &node.key)?;
     let name = step_name(&node.key);
-    let exists = |n: &str| run.solver.snapshotter.stat(n).ok().flatten().is_some();
+    let exists = |n: &str| run.solver.snapshotter.exists(n);
     let mut chain = base.chain.clone();
     chain.extend(diff.layer.clone());
     let rec = match read_record(store, &node.key).filter(|r| r.chain == chain) {

@@ -56,7 +56,7 @@ impl Run {
                         _ => self.clone().layers(b).await,
                     }
                 };
-                let (base, diff) = futures::future::try_join(base, self.clone().layers(d)).await?;
+                let (base, diff) = join2(base, self.clone().layers(d)).await?;
                 let r = Arc::new(crate::merge::merge_layers(&self, &node, &base, &diff)?);
                 let _ = node.layer_only.set(r.clone());
                 return Ok(r);
@@ -106,27 +106,39 @@ impl Run {
             .iter()
             .map(|i| self.clone().materialize(*i))
             .collect::<Vec<_>>();
-        let res = futures::future::join_all(futs).await;
         let mut out = Vec::new();
         let mut err = None;
-        for r in res {
+        for r in futures::future::join_all(futs).await {
             match r {
                 Ok(r) => out.push(r),
-                Err(SolveError::Cancelled) => {
-                    err.get_or_insert(SolveError::Cancelled);
-                }
-                Err(e) => {
-                    // A real failure beats "cancelled".
-                    if matches!(err, None | Some(SolveError::Cancelled)) {
-                        err = Some(e);
-                    }
-                }
+                Err(e) => err = Some(worse(err, e)),
             }
         }
         match err {
             Some(e) => Err(e),
             None => Ok(out),
         }
+    }
+}
+
+/// Of two failures, the one to report: a real failure beats "cancelled".
+fn worse(a: Option<SolveError>, b: SolveError) -> SolveError {
+    match a {
+        Some(a) if !matches!(a, SolveError::Cancelled) => a,
+        _ => b,
+    }
+}
+
+/// Both results, waiting for both even when one fails (so nothing started is left running when
+/// the failure reaches `solve`); a real failure beats "cancelled".
+async fn join2<A, B>(
+    a: impl std::future::Future<Output = Result<A, SolveError>>,
+    b: impl std::future::Future<Output = Result<B, SolveError>>,
+) -> Result<(A, B), SolveError> {
+    match futures::future::join(a, b).await {
+        (Ok(a), Ok(b)) => Ok((a, b)),
+        (Err(e), Ok(_)) | (Ok(_), Err(e)) => Err(e),
+        (Err(a), Err(b)) => Err(worse(Some(a), b)),
     }
 }
 
@@ -186,14 +198,7 @@ pub(crate) async fn realize(run: Arc<Run>, id: VertexId) -> Result<Realized, Sol
         Op::Exec(_) | Op::File(_) => {
             if let Some(rec) = node.record.clone() {
                 // Cached: the snapshot may still be there; else rebuild it from the layer blob.
-                if run
-                    .solver
-                    .snapshotter
-                    .stat(&rec.snapshot)
-                    .ok()
-                    .flatten()
-                    .is_some()
-                {
+                if run.solver.snapshotter.exists(&rec.snapshot) {
                     run.report_cached(&node);
                     return Ok(Realized::recorded(&rec));
                 }
@@ -267,6 +272,8 @@ pub(crate) async fn run_missed(
         }),
         Err(SolveError::Cancelled) => run.solver.events.send(Event::Cancelled { vertex: vref }),
         Err(e) => {
+            // The first step to fail is the build's failure, whatever its siblings report.
+            let _ = run.first_failure.set(e.clone());
             run.cancel_all();
             run.solver.events.send(Event::Failed {
                 vertex: vref,
@@ -292,18 +299,11 @@ async fn realize_merge(run: Arc<Run>, node: Arc<Node>) -> Result<Realized, Solve
         }
     };
     if let Some(rec) = &node.record {
-        if run
-            .solver
-            .snapshotter
-            .stat(&rec.snapshot)
-            .ok()
-            .flatten()
-            .is_some()
-        {
+        if run.solver.snapshotter.exists(&rec.snapshot) {
             return Ok(Realized::recorded(rec));
         }
     }
-    let (base, diff) = futures::future::try_join(
+    let (base, diff) = join2(
         run.clone().materialize(base_id),
         run.clone().layers(diff_id),
     )

@@ -4,7 +4,8 @@
 use crate::events::EventSink;
 use crate::key::vertex_key;
 use crate::record::{CacheRecord, Explain, LayerInfo};
-use crate::state::{BaseImages, Node, Realized, Run, SolveOptions, Solver};
+use crate::seam::Sandbox;
+use crate::state::{BaseImages, Node, Parts, Realized, Run, SolveOptions, Solver};
 use crate::time::{now_unix, rfc3339};
 use crate::SolveError;
 use rbuild_oci::{Digest, History, ImageConfig};
@@ -60,10 +61,25 @@ impl Solver {
         events: EventSink,
         opts: SolveOptions,
     ) -> Self {
+        Self::with_parts(
+            Parts {
+                store,
+                snapshots: snapshotter,
+                executor: Arc::new(Sandbox),
+                images,
+            },
+            events,
+            opts,
+        )
+    }
+
+    /// A solver on any [`crate::Snapshots`] and [`crate::Executor`] (fakes, in tests).
+    pub fn with_parts(parts: Parts, events: EventSink, opts: SolveOptions) -> Self {
         Solver {
-            store,
-            snapshotter,
-            images,
+            store: parts.store,
+            snapshotter: parts.snapshots,
+            executor: parts.executor,
+            images: parts.images,
             events,
             opts,
             earlier: Default::default(),
@@ -177,6 +193,7 @@ impl Solver {
             cancels: Mutex::new(Vec::new()),
             run_count: AtomicU32::new(0),
             cached_count: AtomicU32::new(0),
+            first_failure: Default::default(),
         });
         self.runs.lock().unwrap().push(Arc::downgrade(&run));
         if self.cancel_requested.load(Ordering::SeqCst) {
@@ -197,7 +214,7 @@ impl Solver {
                 Op::Exec(_) | Op::File(_) => node.record.is_some(),
                 Op::Source(Source::Image { manifest, .. }) => {
                     all_recorded
-                        || crate::image::image_unpacked(&self.store, &self.snapshotter, manifest)
+                        || crate::image::image_unpacked(&self.store, &*self.snapshotter, manifest)
                 }
                 _ => false,
             };
@@ -217,7 +234,7 @@ impl Solver {
             Ok(r) => r,
             Err(e) => {
                 run.cancel_all();
-                return Err(e);
+                return Err(run.first_failure.get().cloned().unwrap_or(e));
             }
         };
         // Layers named by remote cache hits are fetched now: the image needs them in the store.

@@ -4,10 +4,10 @@
 
 use crate::events::{Event, EventSink, VertexRef};
 use crate::record::{CacheRecord, Explain, LayerInfo};
+use crate::seam::{Executor, Snapshots};
 use crate::SolveError;
 use rbuild_oci::Digest;
 use rbuild_ops::{BuildDefinition, Op, VertexId};
-use rbuild_snapshotter::Snapshotter;
 use rbuild_store::Store;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -74,10 +74,20 @@ impl BaseImages for LocalImages {
     }
 }
 
+/// What a [`Solver`] drives: the content store, the snapshots, the executor of RUN steps and the
+/// source of base images.
+pub struct Parts {
+    pub store: Arc<Store>,
+    pub snapshots: Arc<dyn Snapshots>,
+    pub executor: Arc<dyn Executor>,
+    pub images: Arc<dyn BaseImages>,
+}
+
 /// Builds images: see the crate docs. One `Solver` may run several solves at once.
 pub struct Solver {
     pub(crate) store: Arc<Store>,
-    pub(crate) snapshotter: Arc<Snapshotter>,
+    pub(crate) snapshotter: Arc<dyn Snapshots>,
+    pub(crate) executor: Arc<dyn Executor>,
     pub(crate) images: Arc<dyn BaseImages>,
     pub(crate) events: EventSink,
     pub(crate) opts: SolveOptions,
@@ -122,6 +132,8 @@ pub(crate) struct Run {
     pub cancelled: AtomicBool,
     pub cancels: Mutex<Vec<rbuild_sandbox::Cancel>>,
     pub run_count: AtomicU32,
+    /// The error of the first step that failed in this solve (not counting cancellations).
+    pub first_failure: std::sync::OnceLock<SolveError>,
     pub cached_count: AtomicU32,
 }
 

@@ -58,7 +58,7 @@ pub(crate) fn rematerialize(
     if let Some(l) = &rec.layer {
         apply_blob(
             &run.solver.store,
-            &run.solver.snapshotter,
+            &*run.solver.snapshotter,
             &l.blob,
             &l.diff_id,
             parent,
@@ -97,14 +97,8 @@ pub(crate) fn execute_locked(
 ) -> Result<Realized, SolveError> {
     let file = lock_step(&run.solver.store, &node.key)?;
     if !run.def.graph.vertex(node.id).meta.ignore_cache {
-        let done = read_record(&run.solver.store, &node.key).filter(|r| {
-            run.solver
-                .snapshotter
-                .stat(&r.snapshot)
-                .ok()
-                .flatten()
-                .is_some()
-        });
+        let done = read_record(&run.solver.store, &node.key)
+            .filter(|r| run.solver.snapshotter.exists(&r.snapshot));
         if let Some(rec) = done {
             // Another process built this step while we waited.
             return Ok(Realized::recorded(&rec));
