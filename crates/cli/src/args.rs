@@ -224,6 +224,10 @@ pub struct BuildArgs {
     /// Build only up to this stage.
     #[arg(long)]
     pub target: Option<String>,
+    /// Run the build checks only: evaluate the Dockerfile, run nothing, print every warning;
+    /// exit 1 if the Dockerfile is invalid or a check is an error (`# check=error=true`).
+    #[arg(long)]
+    pub check: bool,
     /// Do not use the cache.
     #[arg(long)]
     pub no_cache: bool,

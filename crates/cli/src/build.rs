@@ -177,6 +177,66 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> 
         return Ok(ExitCode::from(1));
     }
 
+    let mode = match (args.quiet, args.progress) {
+        (true, _) | (_, ProgressMode::Quiet) => Mode::Quiet,
+        (_, ProgressMode::Plain) => Mode::Plain,
+        (_, ProgressMode::Json) => Mode::Json,
+        (_, ProgressMode::Tty) => Mode::Tty,
+        (_, ProgressMode::Auto) => {
+            if std::io::stderr().is_terminal() {
+                Mode::Tty
+            } else {
+                Mode::Plain
+            }
+        }
+    };
+    if args.check {
+        // Evaluate only: base images are resolved (from the store, or the registry), nothing
+        // runs and nothing is written.
+        let store = Arc::new(crate::open_store(root)?);
+        let registry = Arc::new(crate::registry_cmds::LazyRegistry::default());
+        let resolver = StoreResolver::with_registry(store, registry, args.pull);
+        let plan_opts = rbuild_frontend::PlanOptions {
+            dockerfile_name: dockerfile_name.clone(),
+            dockerfile: dockerfile.clone(),
+            dockerignore,
+            build_args,
+            target: args.target.clone(),
+            no_cache: args.no_cache,
+            no_cache_filter: args.no_cache_filter.clone(),
+            labels,
+            platform: rbuild_oci::Platform::host(),
+            build_contexts: named,
+        };
+        let checked = match rbuild_frontend::plan_checked(&plan_opts, &resolver) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("{}", e.render());
+                return Ok(ExitCode::from(1));
+            }
+        };
+        if mode == Mode::Json {
+            crate::checks::print_events(&checked.warnings);
+        } else {
+            crate::checks::print_report(&checked.warnings);
+        }
+        let mut failed = false;
+        if let Err(e) = &checked.definition {
+            eprintln!("{}", e.render());
+            failed = true;
+        }
+        let rules = checked.error_rules();
+        if !rules.is_empty() {
+            eprintln!("error: {}", crate::checks::violation(&rules));
+            failed = true;
+        }
+        return Ok(if failed {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        });
+    }
+
     // Every mount from here on lives in rbuild's own mount namespace and vanishes with it.
     if let Err(e) = rbuild_sandbox::enter_private_mount_namespace() {
         bail!(
@@ -208,27 +268,36 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> 
         platform: rbuild_oci::Platform::host(),
         build_contexts: named,
     };
-    let def = match rbuild_frontend::plan(&plan_opts, &resolver) {
-        Ok(d) => d,
+    let checked = match rbuild_frontend::plan_checked(&plan_opts, &resolver) {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("{}", e.render());
             return Ok(ExitCode::from(1));
         }
     };
-
-    let mode = match (args.quiet, args.progress) {
-        (true, _) | (_, ProgressMode::Quiet) => Mode::Quiet,
-        (_, ProgressMode::Plain) => Mode::Plain,
-        (_, ProgressMode::Json) => Mode::Json,
-        (_, ProgressMode::Tty) => Mode::Tty,
-        (_, ProgressMode::Auto) => {
-            if std::io::stderr().is_terminal() {
-                Mode::Tty
-            } else {
-                Mode::Plain
-            }
+    // Build checks: json gets its events first; plain and tty print them after the build.
+    let warnings = checked.warnings;
+    if mode == Mode::Json {
+        crate::checks::print_events(&warnings);
+    }
+    let def = match checked.definition {
+        Ok(d) => d,
+        Err(e) => {
+            crate::checks::print_summary(&warnings, mode);
+            eprintln!("{}", e.render());
+            return Ok(ExitCode::from(1));
         }
     };
+    let error_rules = checked_error_rules(&warnings);
+    if !error_rules.is_empty() {
+        // `check=error=true`: refused before any step runs.
+        if mode != Mode::Json {
+            crate::checks::print_report(&warnings);
+        }
+        eprintln!("error: {}", crate::checks::violation(&error_rules));
+        return Ok(ExitCode::from(1));
+    }
+
     let progress = Progress::start(mode);
     let needs_rootfs = outputs.iter().any(|o| o.needs_rootfs());
     // --cache-from: only the caches' metadata is read now; layers come when a step needs them.
@@ -282,6 +351,7 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> 
         Ok(r) => r,
         Err(e) => {
             progress.finish();
+            crate::checks::print_summary(&warnings, mode);
             report_failure(&e, source.as_ref(), &dockerfile_name, &dockerfile);
             return Ok(ExitCode::from(1));
         }
@@ -339,9 +409,11 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> 
         }),
         Err(e) => {
             progress.finish();
+            crate::checks::print_summary(&warnings, mode);
             return Err(e);
         }
     }
+    crate::checks::print_summary(&warnings, mode);
     if let Some(f) = &args.iidfile {
         std::fs::write(f, &id).with_context(|| format!("writing {}", f.display()))?;
     }
@@ -351,7 +423,9 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> 
     }
     // The front's key for this request, when it can answer a rebuild of it (see rbuild-noop).
     if let Ok(key) = std::env::var(rbuild_noop::KEY_ENV) {
-        let plain_request = outputs.is_empty()
+        // A build with warnings is not answered by the front: it would not print them.
+        let plain_request = warnings.is_empty()
+            && outputs.is_empty()
             && !args.push
             && !args.pull
             && !args.no_cache
@@ -386,6 +460,18 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> 
         println!("{id}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The rules violated as errors (`check=error=true`), sorted, once each.
+fn checked_error_rules(warnings: &[rbuild_frontend::Warning]) -> Vec<&'static str> {
+    let mut r: Vec<&'static str> = warnings
+        .iter()
+        .filter(|w| w.is_error)
+        .filter_map(|w| w.rule)
+        .collect();
+    r.sort_unstable();
+    r.dedup();
+    r
 }
 
 fn image_size(store: &rbuild_store::Store, manifest: &rbuild_oci::Digest) -> u64 {

@@ -9,6 +9,7 @@
 mod args;
 mod build;
 mod cache;
+mod checks;
 mod context;
 mod images;
 mod maintenance;

@@ -193,6 +193,9 @@ fn json_progress_is_one_object_per_line() {
             if t == "result" {
                 assert_eq!(v["id"].as_str().unwrap(), id.trim());
                 assert!(v["size"].as_u64().unwrap() > 0);
+            } else if t == "warning" {
+                assert!(v["rule"].is_string() || v["rule"].is_null(), "{line}");
+                assert!(v["line"].as_u64().is_some(), "{line}");
             } else {
                 assert!(v["vertex"]["number"].as_u64().is_some(), "{line}");
                 assert!(v["vertex"]["name"].as_str().is_some(), "{line}");
