@@ -121,6 +121,13 @@ pub enum Command {
     },
     /// Show the space used by images, build cache, snapshots and cache mounts.
     Df,
+    /// Show what this environment allows and what rbuild chose: user and id mapping (rootless),
+    /// user namespaces, snapshotter, RUN network, cgroups, emulators, store path.
+    Info {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check every blob, record and snapshot of the store (--repair: fix what is broken).
     Fsck {
         /// Remove what is broken and rebuild the indexes (a lost meta.db too).

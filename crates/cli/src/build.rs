@@ -120,6 +120,9 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> 
         cpus: args.cpus,
         pids: args.pids_limit,
     };
+    // Refused before anything runs when the limits cannot be applied here (rootless without a
+    // delegated cgroup subtree): never silently ignored.
+    rbuild_sandbox::check_limits(&limits)?;
     // SOURCE_DATE_EPOCH: from the build args first (as BuildKit), else the environment.
     let sde = build_args
         .get("SOURCE_DATE_EPOCH")

@@ -12,6 +12,7 @@ mod cache;
 mod checks;
 mod context;
 mod images;
+mod info;
 mod maintenance;
 mod outputs;
 mod progress;
@@ -194,6 +195,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dry_run,
         } => maintenance::prune(&open_store(&cli.root)?, all, &filter, dry_run, force),
         Command::Df => maintenance::df(&open_store(&cli.root)?),
+        Command::Info { json } => info::info(&cli.root, json),
         Command::Fsck { repair } => maintenance::fsck(
             &cli.root
                 .clone()

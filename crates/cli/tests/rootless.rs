@@ -125,7 +125,7 @@ FROM busybox:latest
 COPY --from=base /home/app /home/app
 COPY --from=base /base /secret-len /
 COPY app.txt /app.txt
-RUN ls -ln /home/app > /listing
+RUN stat -c \"%u %g %n\" /home/app /home/app/mine > /listing
 CMD [\"cat\", \"/app.txt\"]
 ";
 
@@ -339,4 +339,77 @@ fn no_user_namespaces_is_one_clear_line() {
     let err = stderr(&o);
     assert!(err.contains("cannot create a user namespace"), "{err}");
     assert!(err.contains("max_user_namespaces"), "{err}");
+}
+
+#[test]
+fn info_and_limits_rootless() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if skip() {
+        return;
+    }
+    let ids = ensure_user(WITH_RANGE, Some("300000-365535"));
+    let env = Env::with_busybox();
+    let home = user_dir(&env, "home3", ids);
+    let ctx = env.context(
+        "home3/ctx",
+        &[("Dockerfile", "FROM busybox:latest\nRUN echo ran > /ran\n")],
+    );
+    chown_tree(&home, ids);
+
+    // What the environment allows and what rbuild chose.
+    let info: serde_json::Value =
+        serde_json::from_str(&ok(&as_user(ids, &home, &["info", "--json"], &[]))).unwrap();
+    assert_eq!(info["rootless"], true, "{info}");
+    assert_eq!(info["uid"], ids.0, "{info}");
+    assert!(
+        info["id_mapping"].as_str().unwrap().contains("1→300000"),
+        "{info}"
+    );
+    assert_eq!(
+        info["store"],
+        home.join("data/rbuild").to_str().unwrap(),
+        "{info}"
+    );
+    assert!(
+        info["snapshotter"]
+            .as_str()
+            .unwrap()
+            .starts_with("overlayfs"),
+        "{info}"
+    );
+    let root_info: serde_json::Value =
+        serde_json::from_str(&stdout(&env.rbuild(&["info", "--json"]))).unwrap();
+    assert_eq!(root_info["rootless"], false, "{root_info}");
+
+    // A limit that cannot be applied rootless is refused before any step runs.
+    ok(&as_user(
+        ids,
+        &home,
+        &["load", busybox_layout().to_str().unwrap()],
+        &[],
+    ));
+    let v2_delegated = info["cgroup"].as_str().unwrap().contains("limits work");
+    let o = as_user(
+        ids,
+        &home,
+        &[
+            "build",
+            "--progress=plain",
+            "--memory",
+            "64m",
+            ctx.to_str().unwrap(),
+        ],
+        &[],
+    );
+    if v2_delegated {
+        ok(&o);
+    } else {
+        assert!(!o.status.success());
+        let err = stderr(&o);
+        assert!(
+            err.contains("cannot apply the memory limit rootless"),
+            "{err}"
+        );
+        assert!(!err.contains("RUN echo ran"), "no step ran: {err}");
+    }
 }

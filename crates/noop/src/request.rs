@@ -27,6 +27,7 @@ pub const SUBCOMMANDS: &[&str] = &[
     "parse",
     "prune",
     "df",
+    "info",
     "fsck",
     "pull",
     "push",

@@ -96,6 +96,49 @@ fn cpu_quota(cpus: f64) -> Result<u64, SandboxError> {
     Ok(((cpus * CPU_PERIOD_US as f64).round() as u64).max(1000))
 }
 
+/// Can `limits` be applied here? Checked before a build runs anything. As root, yes (a missing
+/// controller is found when the cgroup is made). Rootless, only inside a cgroup v2 subtree this
+/// user may write (delegated), never in v1.
+pub fn check_limits(limits: &Limits) -> Result<(), SandboxError> {
+    let wanted = [
+        ("memory", limits.memory.is_some()),
+        ("cpus", limits.cpus.is_some()),
+        ("pids", limits.pids.is_some()),
+    ];
+    let Some((limit, _)) = wanted.into_iter().find(|w| w.1) else {
+        return Ok(());
+    };
+    let rootless = std::fs::read_to_string("/proc/self/uid_map")
+        .map(|m| !m.split_whitespace().eq(["0", "0", "4294967295"]))
+        .unwrap_or(false);
+    if !rootless {
+        return Ok(());
+    }
+    let root = Path::new(CGROUP_ROOT);
+    if !is_cgroup2(root) {
+        return Err(SandboxError::NotDelegated {
+            limit,
+            why: "this host has the cgroup v1 hierarchy, which cannot be delegated".into(),
+        });
+    }
+    let own = fs::read_to_string("/proc/self/cgroup")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("0::").map(str::to_string))
+        })
+        .unwrap_or_default();
+    let dir = root.join(own.trim_start_matches('/'));
+    let procs = dir.join("cgroup.procs");
+    if nix::unistd::access(&procs, nix::unistd::AccessFlags::W_OK).is_err() {
+        return Err(SandboxError::NotDelegated {
+            limit,
+            why: format!("{} is not writable by this user", dir.display()),
+        });
+    }
+    Ok(())
+}
+
 impl Cgroup {
     /// Create the cgroup for one run and apply `limits`. `Ok(None)` when the host has no
     /// usable cgroup hierarchy and no limit was requested.

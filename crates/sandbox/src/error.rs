@@ -58,6 +58,14 @@ pub enum SandboxError {
         /// The cgroup controller.
         controller: &'static str,
     },
+    /// Rootless, a limit was requested but no cgroup subtree is delegated to the user.
+    #[error("cannot apply the {limit} limit rootless: {why}\nhint: limits need a cgroup v2 subtree delegated to your user (systemd: `Delegate=yes` for user@.service, then run rbuild in that session), or run rbuild as root")]
+    NotDelegated {
+        /// `memory`, `cpus` or `pids`.
+        limit: &'static str,
+        /// What was found instead.
+        why: String,
+    },
     /// Starting the init process failed.
     #[error("cannot start sandbox init {exe}: {source}")]
     Spawn {

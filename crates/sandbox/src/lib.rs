@@ -58,6 +58,7 @@ mod user;
 pub mod userns;
 
 pub use cancel::Cancel;
+pub use cgroup::check_limits;
 pub use error::{InitError, SandboxError};
 pub use run::{run, run_with_console};
 pub use spec::{

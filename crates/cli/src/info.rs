@@ -1,0 +1,247 @@
+//! `rbuild info`: what this environment allows and what rbuild chose — user and id mapping,
+//! namespaces, snapshotter, RUN network, cgroups, emulators, store path (issue 16).
+
+use anyhow::Result;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Serialize)]
+struct Info {
+    user: String,
+    uid: u32,
+    rootless: bool,
+    id_mapping: String,
+    user_namespaces: String,
+    snapshotter: String,
+    network: String,
+    network_tools: Vec<String>,
+    cgroup: String,
+    emulators: Vec<String>,
+    store: PathBuf,
+    kernel: String,
+}
+
+pub fn info(root: &Option<PathBuf>, json: bool) -> Result<ExitCode> {
+    let store = root
+        .clone()
+        .unwrap_or_else(rbuild_store::Store::default_root);
+    let rootless = rbuild_oci::host::is_rootless();
+    let uid_map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+    let host_uid = real_uid(&uid_map);
+    let id_mapping = if !rootless {
+        "none (root on the host)".to_string()
+    } else {
+        uid_map
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() == 3).then(|| format!("{}→{} (×{})", f[0], f[1], f[2]))
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+            + if rbuild_oci::host::is_single_id() {
+                " — a single id: steps cannot own files as other ids (add a subordinate range)"
+            } else {
+                ""
+            }
+    };
+    let max_ns = read_trim("/proc/sys/user/max_user_namespaces");
+    let user_namespaces = match max_ns.as_deref() {
+        Some("0") => "disabled (user.max_user_namespaces=0)".to_string(),
+        Some(n) => format!("available (max {n})"),
+        None => "unknown".to_string(),
+    };
+    let snapshotter = snapshotter_choice(&store);
+    let tools: Vec<String> = [
+        "pasta",
+        "slirp4netns",
+        "newuidmap",
+        "newgidmap",
+        "fuse-overlayfs",
+    ]
+    .iter()
+    .filter(|t| on_path(t))
+    .map(|t| t.to_string())
+    .collect();
+    let network = if tools.iter().any(|t| t == "pasta") {
+        "private network namespace, outbound through pasta".to_string()
+    } else if tools.iter().any(|t| t == "slirp4netns") {
+        "private network namespace, outbound through slirp4netns".to_string()
+    } else {
+        "no user-mode network stack installed (apt-get install passt or slirp4netns)".to_string()
+    };
+    let info = Info {
+        user: user_name(host_uid),
+        uid: host_uid,
+        rootless,
+        id_mapping,
+        user_namespaces,
+        snapshotter,
+        network,
+        network_tools: tools,
+        cgroup: cgroup_state(rootless),
+        emulators: emulators(),
+        store,
+        kernel: read_trim("/proc/sys/kernel/osrelease").unwrap_or_default(),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows = [
+        ("User", format!("{} (uid {})", info.user, info.uid)),
+        (
+            "Mode",
+            if rootless {
+                "rootless: root inside a user namespace of this user".into()
+            } else {
+                "root".into()
+            },
+        ),
+        ("ID mapping", info.id_mapping.clone()),
+        ("User namespaces", info.user_namespaces.clone()),
+        ("Snapshotter", info.snapshotter.clone()),
+        ("RUN network", info.network.clone()),
+        ("Cgroups", info.cgroup.clone()),
+        (
+            "Emulators",
+            if info.emulators.is_empty() {
+                "none registered (apt-get install qemu-user-static binfmt-support)".into()
+            } else {
+                info.emulators.join(", ")
+            },
+        ),
+        ("Store", info.store.display().to_string()),
+        ("Kernel", info.kernel.clone()),
+    ];
+    for (k, v) in rows {
+        println!("{:<16} {v}", format!("{k}:"));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The host uid behind uid 0 of our user namespace (ourselves when not rootless).
+fn real_uid(uid_map: &str) -> u32 {
+    if !rbuild_oci::host::is_rootless() {
+        return nix::unistd::getuid().as_raw();
+    }
+    uid_map
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() == 3 && f[0] == "0")
+                .then(|| f[1].parse().ok())
+                .flatten()
+        })
+        .unwrap_or(0)
+}
+
+fn user_name(uid: u32) -> String {
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|pw| {
+            pw.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() > 2 && f[2] == uid.to_string()).then(|| f[0].to_string())
+            })
+        })
+        .unwrap_or_else(|| uid.to_string())
+}
+
+fn read_trim(p: &str) -> Option<String> {
+    std::fs::read_to_string(p)
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+fn on_path(prog: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
+        .unwrap_or(false)
+}
+
+/// The snapshotter a build would use here, and why — probing a real overlay mount in a private
+/// mount namespace of this process when no choice is remembered.
+fn snapshotter_choice(store: &Path) -> String {
+    let probed = store.join("snapshots").join("overlay-probed");
+    let how = if rbuild_oci::host::is_rootless() {
+        " in the user namespace (userxattr)"
+    } else {
+        ""
+    };
+    if let Ok(v) = std::env::var("RBUILD_SNAPSHOTTER") {
+        return format!("{v} (chosen by RBUILD_SNAPSHOTTER)");
+    }
+    if probed.exists() {
+        return format!("overlayfs{how} (a probe mount worked in this store)");
+    }
+    if rbuild_sandbox::enter_private_mount_namespace().is_err() {
+        return "native (no mount namespace can be made here: copies)".into();
+    }
+    let dir = tempfile::Builder::new().prefix("rbuild-info-").tempdir();
+    match dir.map_err(|e| e.to_string()).and_then(|d| {
+        rbuild_snapshotter::mount::overlay_usable(d.path()).map_err(|e| e.to_string())
+    }) {
+        Ok(()) => format!("overlayfs{how} (a probe mount works)"),
+        Err(e) => format!("native (overlay is not usable: {e})"),
+    }
+}
+
+fn cgroup_state(rootless: bool) -> String {
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let version = if v2 { "v2" } else { "v1" };
+    if !rootless {
+        return format!(
+            "{version}; limits (--memory, --cpus, --pids-limit) through a per-run cgroup"
+        );
+    }
+    // Rootless: only a delegated v2 subtree (ours, writable) can take limits.
+    let own = std::fs::read_to_string("/proc/self/cgroup")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("0::").map(str::to_string))
+        });
+    match (v2, own) {
+        (true, Some(path)) => {
+            let dir = Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
+            if nix::unistd::access(&dir.join("cgroup.procs"), nix::unistd::AccessFlags::W_OK)
+                .is_ok()
+            {
+                format!("v2, delegated subtree {}: limits work", dir.display())
+            } else {
+                format!("v2, {} is not delegated to this user: --memory/--cpus/--pids-limit are refused", dir.display())
+            }
+        }
+        _ => format!(
+            "{version}, no delegated subtree: --memory/--cpus/--pids-limit are refused rootless"
+        ),
+    }
+}
+
+/// binfmt_misc handlers of qemu, with their flags (F: the interpreter works inside a rootfs).
+fn emulators() -> Vec<String> {
+    let dir = Path::new("/proc/sys/fs/binfmt_misc");
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("qemu-") {
+            continue;
+        }
+        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        if !text.lines().any(|l| l == "enabled") {
+            continue;
+        }
+        let flags = text
+            .lines()
+            .find_map(|l| l.strip_prefix("flags: "))
+            .unwrap_or("");
+        out.push(format!("{} [{}]", name.trim_start_matches("qemu-"), flags));
+    }
+    out.sort();
+    out
+}
