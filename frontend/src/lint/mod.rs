@@ -711,13 +711,13 @@ fn is_abs_path(p: &str) -> bool {
 }
 
 /// FromPlatformFlagConstDisallowed's exception: a constant platform is fine when the stage's
-/// name says which platform it is for (`FROM --platform=linux/amd64 x AS build-amd64`).
+/// name says which platform, OS or architecture it is for (`FROM --platform=linux/amd64 x AS
+/// build_amd64`).
 fn platform_in_name(platform: &str, name: Option<&str>) -> bool {
     let Some(name) = name else { return false };
     let name = name.to_lowercase();
     platform
         .split(['/', ','])
-        .skip(1)
         .filter(|p| !p.is_empty())
         .any(|part| name.contains(&part.to_lowercase()))
 }
