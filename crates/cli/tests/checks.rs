@@ -211,3 +211,29 @@ fn error_level_check_refuses_the_build_before_any_step() {
     );
     assert_eq!(env.blob_count(), blobs);
 }
+
+#[test]
+fn check_shows_the_json_fallback_warning() {
+    if !require_root(&[]) {
+        return;
+    }
+    let env = Env::with_busybox();
+    let out = check(
+        &env,
+        &[(
+            "Dockerfile",
+            "FROM busybox\nENTRYPOINT [\"/bin/echo\", \"hi\"\n",
+        )],
+        &[
+            "--build-arg",
+            "BUILDKIT_DOCKERFILE_CHECK=skip=JSONArgsRecommended",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        "Dockerfile:2:12: warning: unterminated JSON array: run as shell form, as BuildKit does; \
+         close the array with `]` for exec form\n 2 | ENTRYPOINT [\"/bin/echo\", \"hi\"\n   |            ^\n\n\
+         Check complete, 1 warning has been found!\n"
+    );
+}
