@@ -69,12 +69,8 @@ impl FrontendError {
         if self.file.is_empty() {
             self.file = file.to_string();
         }
-        if self.line_text.is_none() && self.line > 0 {
-            self.line_text = text.split('\n').nth(self.line as usize - 1).map(|l| {
-                l.trim_end_matches('\r')
-                    .trim_start_matches('\u{feff}')
-                    .to_string()
-            });
+        if self.line_text.is_none() {
+            self.line_text = line_of(text, self.line);
         }
         self
     }
@@ -90,21 +86,36 @@ impl FrontendError {
     pub fn render(&self) -> String {
         let mut out = format!("{self}\n");
         if let Some(text) = &self.line_text {
-            let num = self.line.to_string();
-            let pad = " ".repeat(num.len());
-            // Tabs are kept so the caret lines up under the same characters in a terminal.
-            let prefix: String = text
-                .chars()
-                .take(self.column.saturating_sub(1) as usize)
-                .map(|c| if c == '\t' { '\t' } else { ' ' })
-                .collect();
-            out.push_str(&format!(" {num} | {text}\n {pad} | {prefix}^\n"));
+            out.push_str(&quoted_line(self.line, self.column, text));
         }
         if let Some(h) = &self.hint {
             out.push_str(&format!("hint: {h}\n"));
         }
         out
     }
+}
+
+/// Line `line` (1-based) of `text`, without its CR or a BOM.
+pub(crate) fn line_of(text: &str, line: u32) -> Option<String> {
+    let idx = (line as usize).checked_sub(1)?;
+    text.split('\n').nth(idx).map(|l| {
+        l.trim_end_matches('\r')
+            .trim_start_matches('\u{feff}')
+            .to_string()
+    })
+}
+
+/// ` N | <line>` and a caret under column `column` (1-based, in chars) on the next line.
+pub(crate) fn quoted_line(line: u32, column: u32, text: &str) -> String {
+    let num = line.to_string();
+    let pad = " ".repeat(num.len());
+    // Tabs are kept so the caret lines up under the same characters in a terminal.
+    let prefix: String = text
+        .chars()
+        .take(column.saturating_sub(1) as usize)
+        .map(|c| if c == '\t' { '\t' } else { ' ' })
+        .collect();
+    format!(" {num} | {text}\n {pad} | {prefix}^\n")
 }
 
 /// Levenshtein distance between two short ASCII-ish strings (case-insensitive).

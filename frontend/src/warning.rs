@@ -51,12 +51,8 @@ impl Warning {
         if self.file.is_empty() {
             self.file = file.to_string();
         }
-        if self.line_text.is_none() && self.line > 0 {
-            self.line_text = text.split('\n').nth(self.line as usize - 1).map(|l| {
-                l.trim_end_matches('\r')
-                    .trim_start_matches('\u{feff}')
-                    .to_string()
-            });
+        if self.line_text.is_none() {
+            self.line_text = crate::error::line_of(text, self.line);
         }
         self
     }
@@ -79,14 +75,7 @@ impl Warning {
             None => out.push_str(&format!("{}\n", self.message)),
         }
         if let Some(text) = &self.line_text {
-            let num = self.line.to_string();
-            let pad = " ".repeat(num.len());
-            let prefix: String = text
-                .chars()
-                .take(self.column.saturating_sub(1) as usize)
-                .map(|c| if c == '\t' { '\t' } else { ' ' })
-                .collect();
-            out.push_str(&format!(" {num} | {text}\n {pad} | {prefix}^\n"));
+            out.push_str(&crate::error::quoted_line(self.line, self.column, text));
         }
         if let Some(u) = &self.url {
             out.push_str(&format!("see {u}\n"));

@@ -193,24 +193,24 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> 
             }
         }
     };
+    let plan_opts = rbuild_frontend::PlanOptions {
+        dockerfile_name: dockerfile_name.clone(),
+        dockerfile: dockerfile.clone(),
+        dockerignore,
+        build_args,
+        target: args.target.clone(),
+        no_cache: args.no_cache,
+        no_cache_filter: args.no_cache_filter.clone(),
+        labels,
+        platform: rbuild_oci::Platform::host(),
+        build_contexts: named,
+    };
     if args.check {
         // Evaluate only: base images are resolved (from the store, or the registry), nothing
         // runs and nothing is written.
         let store = Arc::new(crate::open_store(root)?);
         let registry = Arc::new(crate::registry_cmds::LazyRegistry::default());
         let resolver = StoreResolver::with_registry(store, registry, args.pull);
-        let plan_opts = rbuild_frontend::PlanOptions {
-            dockerfile_name: dockerfile_name.clone(),
-            dockerfile: dockerfile.clone(),
-            dockerignore,
-            build_args,
-            target: args.target.clone(),
-            no_cache: args.no_cache,
-            no_cache_filter: args.no_cache_filter.clone(),
-            labels,
-            platform: rbuild_oci::Platform::host(),
-            build_contexts: named,
-        };
         let checked = match rbuild_frontend::plan_checked(&plan_opts, &resolver) {
             Ok(c) => c,
             Err(e) => {
@@ -259,18 +259,6 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> 
 
     let registry = Arc::new(crate::registry_cmds::LazyRegistry::default());
     let resolver = StoreResolver::with_registry(store.clone(), registry.clone(), args.pull);
-    let plan_opts = rbuild_frontend::PlanOptions {
-        dockerfile_name: dockerfile_name.clone(),
-        dockerfile: dockerfile.clone(),
-        dockerignore,
-        build_args,
-        target: args.target.clone(),
-        no_cache: args.no_cache,
-        no_cache_filter: args.no_cache_filter.clone(),
-        labels,
-        platform: rbuild_oci::Platform::host(),
-        build_contexts: named,
-    };
     let checked = match rbuild_frontend::plan_checked(&plan_opts, &resolver) {
         Ok(c) => c,
         Err(e) => {
