@@ -82,13 +82,7 @@ impl Solver {
         if let Some(why) = &node.rebuilt_by {
             return vec![why.clone()];
         }
-        let store = self.store.clone();
-        let files = move |d: &Digest| -> Option<Vec<(String, String)>> {
-            let bytes = store.read_blob(d, 256 << 20).ok()?;
-            serde_json::from_slice(&bytes).ok()
-        };
-        let earlier = self.closest_record(&node.explain, &files);
-        explain_all(&node.explain, earlier.as_ref(), &files)
+        self.compare(node, explain_all)
     }
 
     pub(crate) fn explain(&self, node: &Node, ignore_cache: bool) -> String {
@@ -98,12 +92,21 @@ impl Solver {
         if ignore_cache {
             return "cache disabled for this step (--no-cache)".to_string();
         }
+        self.compare(node, explain_miss)
+    }
+
+    /// `how` applied to `node`'s inputs, the closest earlier record and the per-file listings.
+    fn compare<T>(
+        &self,
+        node: &Node,
+        how: impl FnOnce(&Explain, Option<&Explain>, &FileListing<'_>) -> T,
+    ) -> T {
         let store = self.store.clone();
         let files = move |d: &Digest| -> Option<Vec<(String, String)>> {
             let bytes = store.read_blob(d, 256 << 20).ok()?;
             serde_json::from_slice(&bytes).ok()
         };
         let earlier = self.closest_record(&node.explain, &files);
-        explain_miss(&node.explain, earlier.as_ref(), &files)
+        how(&node.explain, earlier.as_ref(), &files)
     }
 }

@@ -26,6 +26,14 @@ fn seen(h: &Harness, what: Seen) -> Duration {
     t.unwrap_or_else(|| panic!("{what:?} never happened: {:?}", h.exec.log()))
 }
 
+/// When step `name` started and finished.
+fn ran(h: &Harness, name: &str) -> (Duration, Duration) {
+    (
+        seen(h, Seen::Started(name.into())),
+        seen(h, Seen::Finished(name.into())),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn independent_steps_run_at_once_after_their_inputs() {
     let h = Harness::new();
@@ -36,14 +44,8 @@ async fn independent_steps_run_at_once_after_their_inputs() {
         .unwrap();
     assert_eq!((r.steps_run, r.steps_cached), (3, 0));
     let a_done = seen(&h, Seen::Finished("a".into()));
-    let (b0, b1) = (
-        seen(&h, Seen::Started("b".into())),
-        seen(&h, Seen::Finished("b".into())),
-    );
-    let (c0, c1) = (
-        seen(&h, Seen::Started("c".into())),
-        seen(&h, Seen::Finished("c".into())),
-    );
+    let (b0, b1) = ran(&h, "b");
+    let (c0, c1) = ran(&h, "c");
     // Dependents start only once their input is done...
     assert!(a_done <= b0 && a_done <= c0, "{:?}", h.exec.log());
     // ...and the two independent ones overlap.
@@ -72,14 +74,8 @@ async fn jobs_bounds_how_many_steps_run_at_once() {
         .solve(diamond("b sleep=150", "c sleep=150"))
         .await
         .unwrap();
-    let (b0, b1) = (
-        seen(&h, Seen::Started("b".into())),
-        seen(&h, Seen::Finished("b".into())),
-    );
-    let (c0, c1) = (
-        seen(&h, Seen::Started("c".into())),
-        seen(&h, Seen::Finished("c".into())),
-    );
+    let (b0, b1) = ran(&h, "b");
+    let (c0, c1) = ran(&h, "c");
     assert!(
         b1 <= c0 || c1 <= b0,
         "overlap with --jobs 1: {:?}",

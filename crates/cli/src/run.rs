@@ -178,7 +178,8 @@ pub fn run(root: &Option<PathBuf>, a: RunArgs) -> anyhow::Result<ExitCode> {
         .map_err(|e| anyhow::anyhow!("mounting the container's rootfs: {e}"))?;
     guard.mounted = true;
 
-    let u = rbuild_sandbox::resolve_user(&mnt, &user)
+    let u = rbuild_fileop::Root::open(&mnt)
+        .and_then(|root| rbuild_fileop::resolve_user(&root, &user))
         .map_err(|e| anyhow::anyhow!("user {user:?}: {e}"))?;
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={}", u.home));

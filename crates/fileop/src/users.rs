@@ -245,6 +245,11 @@ mod tests {
             Err(FileOpError::UnknownUser { .. })
         ));
         assert!(resolve_user(&r, "app:ghosts").is_err());
+        // runc's rule: an empty group is no group.
+        assert_eq!(
+            resolve_user(&r, "app:").unwrap(),
+            resolve_user(&r, "app").unwrap()
+        );
         assert!(resolve_user(&r, "99999999999").is_err());
 
         let c = |u: &str, g: Option<&str>| Chown {

@@ -14,8 +14,8 @@
 //! * [`run_with_console`] with [`Stdio::Tty`] gives the command a terminal (a pty of the
 //!   sandbox's own devpts, its controlling terminal, as runc's console) and hands its master end
 //!   to the caller; [`window_size`] and [`set_window_size`] carry the caller's size over.
-//! * [`resolve_user`] turns a Dockerfile `USER` into numeric ids through the image's own
-//!   `/etc/passwd` and `/etc/group`.
+//! * A [`RunSpec`] takes numeric ids: a Dockerfile `USER` is resolved through the image's own
+//!   `/etc/passwd` and `/etc/group` by `rbuild_fileop::resolve_user`, not here.
 //!
 //! # What the sandbox is
 //! The command runs as the child of a PID-1 init in new mount, PID, UTS, IPC and cgroup
@@ -54,7 +54,6 @@ mod run;
 mod seccomp;
 mod spec;
 mod sys;
-mod user;
 pub mod userns;
 
 pub use cancel::Cancel;
@@ -65,7 +64,6 @@ pub use spec::{
     ExitKind, Limits, Network, OutputStream, RunOutcome, RunSpec, SandboxMount, Stdio, WindowSize,
     DEFAULT_PATH,
 };
-pub use user::{resolve_user, ResolvedUser, UserError};
 
 use nix::mount::{mount, MsFlags};
 use std::os::fd::AsFd;

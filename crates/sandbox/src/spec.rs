@@ -20,7 +20,7 @@ pub struct RunSpec {
     pub env: Vec<String>,
     /// Absolute working directory inside the rootfs; created (owned by `uid:gid`) if missing.
     pub cwd: String,
-    /// Numeric user the command runs as (resolve names with [`crate::resolve_user`]).
+    /// Numeric user the command runs as (names are resolved with `rbuild_fileop::resolve_user`).
     pub uid: u32,
     /// Numeric primary group.
     pub gid: u32,

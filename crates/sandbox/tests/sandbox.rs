@@ -320,7 +320,8 @@ fn capabilities_no_new_privs_and_fds() {
 fn non_root_user_and_groups() {
     let Some(env) = setup() else { return };
     let mut s = env.spec("id -u; id -g; id -G; grep -E '^CapEff' /proc/self/status; touch /x 2>/dev/null && echo wrote; true");
-    let user = rbuild_sandbox::resolve_user(env.root.path(), "app").unwrap();
+    let root = rbuild_fileop::Root::open(env.root.path()).unwrap();
+    let user = rbuild_fileop::resolve_user(&root, "app").unwrap();
     s.uid = user.uid;
     s.gid = user.gid;
     s.additional_gids = user.additional_gids;
