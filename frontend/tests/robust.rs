@@ -1,4 +1,5 @@
-//! Never panics, never hangs: random and mutated Dockerfiles through parse + plan.
+//! Never panics, never hangs: random and mutated Dockerfiles through parse, plan and the build
+//! checks.
 
 mod common;
 
@@ -23,14 +24,13 @@ fn corpus() -> &'static [String] {
 
 fn read_corpus() -> Vec<String> {
     let dir =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/dockerfiles");
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/corpus/dockerfiles");
     let mut out: Vec<String> = std::fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-                .collect()
-        })
-        .unwrap_or_default();
+        .expect("testdata/corpus/dockerfiles exists")
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .collect();
+    assert!(out.len() > 50, "the corpus is missing");
     out.push("FROM busybox AS a\nARG X=1\nRUN --mount=type=cache,target=/c echo $X\nCOPY --from=a <<EOF /x\nhi\nEOF\nONBUILD RUN x\nHEALTHCHECK --interval=1s CMD true\n".into());
     out
 }
@@ -41,6 +41,16 @@ fn run_one(text: &str) {
     let resolver = common::FakeResolver::new();
     if let Err(e) = plan(&PlanOptions::new("Dockerfile", text), &resolver) {
         let _ = e.render();
+    }
+    match rbuild_frontend::plan_checked(&PlanOptions::new("Dockerfile", text), &resolver) {
+        Ok(c) => {
+            for w in &c.warnings {
+                let _ = w.render();
+            }
+        }
+        Err(e) => {
+            let _ = e.render();
+        }
     }
     assert!(
         start.elapsed() < Duration::from_secs(5),
@@ -94,6 +104,11 @@ const TOKENS: &[&str] = &[
     "--mount=type=cache,target=/x",
     "--chmod=",
     "# escape=`\n",
+    "# check=skip=all;error=true\n",
+    "# check=experimental=all\n",
+    "ARG TOKEN\n",
+    "EXPOSE 80/TCP 1:2\n",
+    "FROM --platform=linux/amd64 ",
     "#",
     "0",
     "-1",
