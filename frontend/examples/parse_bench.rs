@@ -5,7 +5,8 @@
 //! continuations and `--mount`, ENV/ARG with expansion, COPY/ADD with flags, LABEL, WORKDIR,
 //! EXPOSE, a heredoc per stage — and a final stage that copies from every other one, so the whole
 //! file is planned. Base images come from an in-memory resolver: no I/O is timed.
-//! Prints min and median wall time of parse alone and of plan (which parses too).
+//! Prints min and median wall time of parse alone, of plan (which parses too) and of
+//! `plan_checked` (plan plus the build checks, what `rbuild build` runs).
 
 use rbuild_oci::{Digest, ImageConfig};
 use rbuild_ops::{ImageResolver, ResolveError, ResolvedImage};
@@ -152,6 +153,7 @@ fn main() {
     }
     let mut parse_t = Vec::new();
     let mut plan_t = Vec::new();
+    let mut checked_t = Vec::new();
     for _ in 0..runs {
         let t = Instant::now();
         let df = rbuild_frontend::parse("Dockerfile", &text).expect("parses");
@@ -161,9 +163,15 @@ fn main() {
         let def = rbuild_frontend::plan(&opts, &resolver).expect("plans");
         plan_t.push(t.elapsed());
         std::hint::black_box(def);
+        let t = Instant::now();
+        let c = rbuild_frontend::plan_checked(&opts, &resolver).expect("checks");
+        checked_t.push(t.elapsed());
+        std::hint::black_box(c);
     }
     let (pmin, pmed) = stats(parse_t);
     let (lmin, lmed) = stats(plan_t);
     println!("parse:        min {pmin:?}  median {pmed:?}  ({runs} runs)");
+    let (cmin, cmed) = stats(checked_t);
     println!("parse + plan: min {lmin:?}  median {lmed:?}  ({runs} runs)");
+    println!("+ checks:     min {cmin:?}  median {cmed:?}  ({runs} runs)");
 }

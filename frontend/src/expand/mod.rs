@@ -252,6 +252,20 @@ impl Lexer {
             .map_err(|e| e.into_error(word))
     }
 
+    /// Expands `word` (split into words too when `want_words`) and returns the names of the
+    /// variables it looked up that were not set: [`Lexer::process_word_with_matches`] without
+    /// the split when it is not wanted.
+    pub fn process_word_unmatched(
+        &self,
+        word: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        want_words: bool,
+    ) -> Result<(String, Vec<String>, BTreeSet<String>), ExpandError> {
+        let mut sh = shell::Shell::new(self, word, env);
+        let (result, words) = sh.run(want_words).map_err(|e| e.into_error(word))?;
+        Ok((result, words, std::mem::take(&mut sh.unmatched)))
+    }
+
     /// Expands `word` and reports which variables it looked up, set or not (for cache-miss
     /// explanations and "undefined variable" warnings).
     pub fn process_word_with_matches(

@@ -262,29 +262,31 @@ fn url_filename(url: &str) -> String {
 
 impl<'a, 'd> Planner<'a, 'd> {
     fn ex(&self, st: &St, word: &str, pos: Pos) -> Result<String, FrontendError> {
-        self.ex_checked(st, word, pos).map(|e| e.result)
+        self.ex_checked(st, word, pos, false).map(|(r, _)| r)
     }
 
     fn ex_words(&self, st: &St, word: &str, pos: Pos) -> Result<Vec<String>, FrontendError> {
-        self.ex_checked(st, word, pos).map(|e| e.words)
+        self.ex_checked(st, word, pos, true).map(|(_, w)| w)
     }
 
-    /// Expands `word` in the stage's environment and notes `UndefinedVar` for every variable
-    /// that is neither set nor a declared ARG (BuildKit's `reportUnmatchedVariables`). Not
-    /// reported, to stay clear of false alarms: the predefined platform and proxy ARGs, and a
-    /// variable used with a default or alternative (`${V:-x}`, `${V+x}`, `${V:?msg}`).
+    /// Expands `word` in the stage's environment (and splits it into words when `want_words`),
+    /// noting `UndefinedVar` for every variable that is neither set nor a declared ARG
+    /// (BuildKit's `reportUnmatchedVariables`). Not reported, to stay clear of false alarms:
+    /// the predefined platform and proxy ARGs, and a variable used with a default or
+    /// alternative (`${V:-x}`, `${V+x}`, `${V:?msg}`).
     fn ex_checked(
         &self,
         st: &St,
         word: &str,
         pos: Pos,
-    ) -> Result<crate::expand::Expansion, FrontendError> {
+        want_words: bool,
+    ) -> Result<(String, Vec<String>), FrontendError> {
         let env = |k: &str| st.lookup(k);
-        let e = self
+        let (result, words, unmatched) = self
             .lexer
-            .process_word_with_matches(word, &env)
+            .process_word_unmatched(word, &env, want_words)
             .map_err(|e| vars::expand_error(e, pos))?;
-        for u in &e.unmatched {
+        for u in &unmatched {
             // `${u:-default}` and friends say the author expects `u` may be unset.
             let guarded = ["-", ":-", "+", ":+", "?", ":?"]
                 .iter()
@@ -314,7 +316,7 @@ impl<'a, 'd> Planner<'a, 'd> {
                 message: msg,
             });
         }
-        Ok(e)
+        Ok((result, words))
     }
 
     fn ex_flag(&self, st: &St, f: Option<&Flag>) -> Result<Option<String>, FrontendError> {
