@@ -63,16 +63,10 @@ fn is_index(data: &[u8], d: &Digest) -> Result<bool> {
     })
 }
 
-/// Pick the descriptor for `platform` from an index (exact os/arch, then variant if given).
+/// Pick the descriptor for `platform` from an index (containerd's `platforms.Only` order: the
+/// platform itself, then what also runs on it, such as arm/v6 for arm/v7).
 pub(crate) fn pick_platform<'a>(index: &'a Index, platform: &Platform) -> Option<&'a Descriptor> {
-    let matches = |d: &&Descriptor| {
-        d.platform.as_ref().is_some_and(|p| {
-            p.os == platform.os
-                && p.architecture == platform.architecture
-                && (platform.variant.is_none() || p.variant == platform.variant)
-        })
-    };
-    index.manifests.iter().find(matches).or_else(|| {
+    rbuild_oci::Matcher::only(platform).best(index).or_else(|| {
         // An index whose only entry has no platform (e.g. written by `skopeo copy oci:`) means
         // "this image".
         match index.manifests.as_slice() {

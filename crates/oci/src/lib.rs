@@ -14,9 +14,11 @@
 
 mod digest;
 pub mod host;
+mod platform;
 mod types;
 
 pub use digest::{sha256_hex, Digest, DigestError, Sha256Writer};
+pub use platform::{index_platforms, Matcher, PlatformError};
 pub use types::*;
 
 /// Serialize `value` as canonical JSON: keys sorted (all our maps are `BTreeMap` and struct fields are

@@ -1,60 +1,17 @@
-//! Choosing one manifest from an image index for a platform, with containerd's variant rules.
+//! Choosing one manifest from an image index for a platform, with containerd's variant rules
+//! (which live in `rbuild_oci::Matcher`).
 
-use rbuild_oci::{Descriptor, Index, Platform};
+use rbuild_oci::{Descriptor, Index, Matcher, Platform};
 
-/// The variant an architecture means when none is written (`arm64` is `v8`, `arm` is `v7`).
-fn normalized_variant(arch: &str, variant: Option<&str>) -> Option<String> {
-    match (arch, variant) {
-        (_, Some(v)) if !v.is_empty() => Some(v.to_ascii_lowercase()),
-        ("arm64", _) => Some("v8".into()),
-        ("arm", _) => Some("v7".into()),
-        ("amd64", _) => Some("v1".into()),
-        _ => None,
-    }
-}
-
-fn variant_level(v: &str) -> Option<u32> {
-    v.strip_prefix('v')?.parse().ok()
-}
-
-/// How well `have` runs on `want`: `None` if it cannot; higher is better.
-fn score(want: &Platform, have: &Platform) -> Option<u32> {
-    if have.os != want.os || have.architecture != want.architecture {
-        return None;
-    }
-    let w = normalized_variant(&want.architecture, want.variant.as_deref());
-    let h = normalized_variant(&have.architecture, have.variant.as_deref());
-    match (w, h) {
-        (w, h) if w == h => Some(1000),
-        (Some(w), Some(h)) => {
-            // An older variant runs on a newer CPU (arm v6 on v7, amd64 v2 on v3): prefer the closest.
-            let (wl, hl) = (variant_level(&w)?, variant_level(&h)?);
-            (hl < wl).then(|| 1000 - (wl - hl) * 10)
-        }
-        _ => None,
-    }
-}
-
-/// The best manifest of `index` for `want`, skipping attestations (`unknown/unknown`).
+/// The best manifest of `index` for `want`, by containerd's `platforms.Only` order (see
+/// [`rbuild_oci::Matcher`]): attestations (`unknown/unknown`) never match; among equals the first.
 pub fn select_manifest<'a>(index: &'a Index, want: &Platform) -> Option<&'a Descriptor> {
-    index
-        .manifests
-        .iter()
-        .filter_map(|d| Some((score(want, d.platform.as_ref()?)?, d)))
-        // max_by_key keeps the last of equals; take the first as docker does.
-        .fold(None::<(u32, &Descriptor)>, |best, (s, d)| match best {
-            Some((bs, _)) if bs >= s => best,
-            _ => Some((s, d)),
-        })
-        .map(|(_, d)| d)
+    Matcher::only(want).best(index)
 }
 
 /// `os/arch[/variant]` as docker writes it.
 pub fn platform_string(p: &Platform) -> String {
-    match &p.variant {
-        Some(v) => format!("{}/{}/{}", p.os, p.architecture, v),
-        None => format!("{}/{}", p.os, p.architecture),
-    }
+    p.format()
 }
 
 #[cfg(test)]
