@@ -1,10 +1,11 @@
-//! A RUN: its user, environment and `--mount`s, run in the sandbox, its output streamed as events.
+//! A RUN: its user and environment, its `--mount`s ([`crate::run_mounts`]), run by the executor,
+//! its output streamed as events and its last lines kept for the error.
 
 use crate::events::{Event, Stream};
-use crate::guard::Mounted;
+use crate::run_mounts::StepMounts;
 use crate::state::{step_err, Node, Realized, Run};
 use crate::SolveError;
-use rbuild_ops::{ExecOp, MountKind, NetworkMode, SecurityMode};
+use rbuild_ops::{ExecOp, NetworkMode, SecurityMode};
 use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -41,216 +42,11 @@ pub(crate) fn run_exec(
     let mut env = op.env.clone();
     env.extend(op.unkeyed_env.iter().cloned());
     if !env.iter().any(|e| e.starts_with("PATH=")) {
-        env.insert(
-            0,
-            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
-        );
+        env.insert(0, format!("PATH={}", rbuild_sandbox::DEFAULT_PATH));
     }
-    let mut mounts = Vec::new();
-    let mut _views = Vec::new();
-    let mut _tmpfiles = Vec::new();
-    // Declared before `_scratch`, so dropped after it: an rw overlay's lower dir is a pinned source.
-    let mut _pinned = Vec::new();
-    let mut _scratch = Vec::new();
-    let mut _scratch_locks = Vec::new();
+    let mut held = StepMounts::default();
     for m in &op.mounts {
-        match &m.kind {
-            MountKind::Bind {
-                input,
-                source,
-                readwrite,
-            } => {
-                let r = inputs.get(*input).ok_or_else(|| {
-                    SolveError::Internal(format!("bind mount input {input} missing"))
-                })?;
-                let base = match &r.context {
-                    Some(d) => d.clone(),
-                    None => {
-                        let v = Mounted::view(run, r.snapshot.as_deref())
-                            .map_err(|e| step_err(run, node.id, e))?;
-                        let p = v.path().to_path_buf();
-                        _views.push(v);
-                        p
-                    }
-                };
-                let src_root = rbuild_fileop::Root::open(&base)
-                    .map_err(|e| step_err(run, node.id, e.to_string()))?;
-                // Resolved beneath its root and pinned by its fd: the sandbox binds a staging
-                // point rbuild owns, never a path string that could be swapped for a symlink.
-                let fd = src_root
-                    .resolve(source, true)
-                    .map_err(|e| step_err(run, node.id, format!("--mount source {source}: {e}")))?;
-                let pinned =
-                    crate::mounts::PinnedSource::new(&solver.store.root().join("mnt"), &fd)
-                        .map_err(|e| {
-                            step_err(run, node.id, format!("--mount source {source}: {e}"))
-                        })?;
-                drop(fd);
-                let host = pinned.path.clone();
-                _pinned.push(pinned);
-                // rw: writes go to a scratch overlay (or copy) that is thrown away.
-                let source = if *readwrite {
-                    let s = crate::mounts::RwScratch::new(&solver.store.root().join("mnt"), &host)
-                        .map_err(|e| step_err(run, node.id, e))?;
-                    let p = s.path.clone();
-                    _scratch.push(s);
-                    p
-                } else {
-                    host
-                };
-                mounts.push(rbuild_sandbox::SandboxMount::Bind {
-                    source,
-                    target: m.target.clone(),
-                    readonly: !readwrite,
-                });
-            }
-            MountKind::Cache {
-                id,
-                sharing,
-                readonly,
-                mode,
-                uid,
-                gid,
-                from,
-                source,
-            } => {
-                // `from=`: the cache starts as a copy of that input's `source`.
-                let seed_root = match from {
-                    Some(i) => {
-                        let r = inputs.get(*i).ok_or_else(|| {
-                            SolveError::Internal(format!("cache mount input {i} missing"))
-                        })?;
-                        let key = run
-                            .def
-                            .graph
-                            .inputs(node.id)
-                            .get(*i)
-                            .map(|v| &run.nodes[v].key);
-                        let root = match &r.context {
-                            Some(d) => (d.clone(), false),
-                            None => {
-                                let v = Mounted::view(run, r.snapshot.as_deref())
-                                    .map_err(|e| step_err(run, node.id, e))?;
-                                let p = v.path().to_path_buf();
-                                _views.push(v);
-                                (p, true)
-                            }
-                        };
-                        key.map(|k| (root, k))
-                    }
-                    None => None,
-                };
-                let seed =
-                    seed_root
-                        .as_ref()
-                        .map(|((root, keep_owner), key)| crate::mounts::CacheSeed {
-                            root,
-                            source,
-                            keep_owner: *keep_owner,
-                            key,
-                        });
-                let name = crate::mounts::cache_name(id, seed.as_ref());
-                let held = _scratch_locks
-                    .iter()
-                    .find(|d: &&crate::mounts::CacheDir| d.name == name);
-                let source = match held {
-                    Some(d) => d.path.clone(),
-                    None => {
-                        let dir = crate::mounts::cache_dir(
-                            &solver.store.root().join("cache-mounts"),
-                            id,
-                            *sharing,
-                            seed.as_ref(),
-                            *mode,
-                            *uid,
-                            *gid,
-                        )
-                        .map_err(|e| step_err(run, node.id, format!("cache mount {id}: {e}")))?;
-                        let p = dir.path.clone();
-                        _scratch_locks.push(dir);
-                        p
-                    }
-                };
-                mounts.push(rbuild_sandbox::SandboxMount::Bind {
-                    source,
-                    target: m.target.clone(),
-                    readonly: *readonly,
-                });
-            }
-            MountKind::Tmpfs { size } => mounts.push(rbuild_sandbox::SandboxMount::Tmpfs {
-                target: m.target.clone(),
-                size: *size,
-            }),
-            MountKind::Secret {
-                id,
-                required,
-                env: as_env,
-                mode,
-                uid,
-                gid,
-            } => {
-                let value = match solver.opts.secrets.get(id) {
-                    Some(crate::SecretSource::File(p)) => std::fs::read(p).map_err(|e| {
-                        step_err(
-                            run,
-                            node.id,
-                            format!("secret {id}: reading {}: {e}", p.display()),
-                        )
-                    })?,
-                    Some(crate::SecretSource::Env(v)) => v.clone().into_bytes(),
-                    None if *required => {
-                        return Err(step_err(
-                            run,
-                            node.id,
-                            format!(
-                            "secret {id} is required but was not given (--secret id={id},src=…)"
-                        ),
-                        ))
-                    }
-                    None => continue,
-                };
-                if let Some(name) = as_env {
-                    env.push(format!("{name}={}", String::from_utf8_lossy(&value)));
-                    continue;
-                }
-                let f = tempfile::Builder::new()
-                    .prefix("secret-")
-                    .tempfile_in(solver.store.root())
-                    .map_err(|e| step_err(run, node.id, format!("secret {id}: {e}")))?;
-                std::fs::write(f.path(), &value)
-                    .map_err(|e| step_err(run, node.id, format!("secret {id}: {e}")))?;
-                use std::os::unix::fs::PermissionsExt;
-                let _ = std::fs::set_permissions(f.path(), std::fs::Permissions::from_mode(*mode));
-                let _ = std::os::unix::fs::chown(f.path(), Some(*uid), Some(*gid));
-                mounts.push(rbuild_sandbox::SandboxMount::Bind {
-                    source: f.path().to_path_buf(),
-                    target: m.target.clone(),
-                    readonly: true,
-                });
-                _tmpfiles.push(f);
-            }
-            MountKind::Ssh { id, required, .. } => match solver.opts.ssh.get(id) {
-                Some(sock) => {
-                    // As BuildKit: the first forwarded agent is $SSH_AUTH_SOCK.
-                    if !env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK=")) {
-                        env.push(format!("SSH_AUTH_SOCK={}", m.target));
-                    }
-                    mounts.push(rbuild_sandbox::SandboxMount::Bind {
-                        source: sock.clone(),
-                        target: m.target.clone(),
-                        readonly: false,
-                    })
-                }
-                None if *required => {
-                    return Err(step_err(
-                        run,
-                        node.id,
-                        format!("ssh agent {id} is required but was not given (--ssh {id}=…)"),
-                    ))
-                }
-                None => {}
-            },
-        }
+        held.add(run, node, inputs, m, &mut env)?;
     }
     let spec = rbuild_sandbox::RunSpec {
         rootfs: rootfs.to_path_buf(),
@@ -266,13 +62,20 @@ pub(crate) fn run_exec(
             NetworkMode::None => rbuild_sandbox::Network::None,
             _ => rbuild_sandbox::Network::Host,
         },
-        mounts,
+        mounts: std::mem::take(&mut held.mounts),
         limits: solver.opts.limits,
         insecure: op.security == SecurityMode::Insecure,
         stdio: rbuild_sandbox::Stdio::Piped,
         init_exe: solver.opts.init_exe.clone(),
         timeout: None,
     };
+    run_streaming(run, node, &spec)
+}
+
+/// Run `spec` with the executor, cancellable through the run; each whole line of output becomes a
+/// log event, and the last ten go into the error of a failing command.
+fn run_streaming(run: &Run, node: &Node, spec: &rbuild_sandbox::RunSpec) -> Result<(), SolveError> {
+    let solver = &run.solver;
     let cancel = rbuild_sandbox::Cancel::new();
     run.cancels.lock().unwrap().push(cancel.clone());
     run.check_cancelled()?;
@@ -312,7 +115,7 @@ pub(crate) fn run_exec(
             emit(stream, &line, &mut tail);
         }
     };
-    let outcome = solver.executor.run(&spec, &mut on_output, &cancel);
+    let outcome = solver.executor.run(spec, &mut on_output, &cancel);
     for (idx, stream) in [(0, Stream::Stdout), (1, Stream::Stderr)] {
         if !partial[idx].is_empty() {
             let line = std::mem::take(&mut partial[idx]);

@@ -60,6 +60,7 @@ mod mounts;
 mod naming;
 pub mod record;
 pub mod remote;
+mod run_mounts;
 mod schedule;
 pub mod seam;
 mod solve;
