@@ -4,22 +4,40 @@
 Uses Debian's busybox-static (/bin/busybox). The layer is deterministic: sorted names, mtime 0,
 numeric owners 0:0, so the image digest is the same on every machine with the same busybox.
 
-usage: make-busybox-image.py OUT_DIR [--ref NAME]   (default ref: busybox:latest)
+usage: make-busybox-image.py OUT_DIR [--ref NAME] [--platform PLATFORM=BUSYBOX]...
+  (default ref: busybox:latest; default platform: linux/amd64=/bin/busybox)
+
+With one --platform the layout holds that image (its config's architecture/variant set); with
+several it holds an image index of them (each manifest's platform in the index), as a registry's
+multi-platform tag. A foreign busybox comes from Debian's busybox-static for that architecture:
+testdata/base/fetch-busybox.sh ARCH DIR (dpkg --add-architecture, apt-get download, dpkg-deb -x).
 """
 import gzip, hashlib, io, json, os, subprocess, sys, tarfile
 
-def main():
-    args = sys.argv[1:]
-    if not args:
-        print(__doc__, file=sys.stderr); sys.exit(2)
-    out = args[0]
-    ref = "busybox:latest"
-    if "--ref" in args:
-        ref = args[args.index("--ref") + 1]
-    busybox = "/bin/busybox"
+def applet_list(busybox):
+    """The applets of `busybox`: it lists them itself when it can run here (natively or emulated);
+    otherwise the host's busybox-static of the same Debian version has the same list."""
+    for b in (busybox, "/bin/busybox"):
+        try:
+            return subprocess.run([b, "--list-full"], check=True, capture_output=True, text=True).stdout.split()
+        except (OSError, subprocess.CalledProcessError):
+            continue
+    sys.exit(f"make-busybox-image: cannot list the applets of {busybox} (and /bin/busybox is missing)")
+
+
+def blob(out, data):
+    h = hashlib.sha256(data).hexdigest()
+    os.makedirs(os.path.join(out, "blobs", "sha256"), exist_ok=True)
+    with open(os.path.join(out, "blobs", "sha256", h), "wb") as f:
+        f.write(data)
+    return "sha256:" + h
+
+
+def make_image(out, busybox, os_name, arch, variant):
+    """Write one image's blobs; return the manifest's descriptor (without platform)."""
     if not os.path.exists(busybox):
-        sys.exit("make-busybox-image: /bin/busybox missing: apt-get install busybox-static")
-    applets = subprocess.run([busybox, "--list-full"], check=True, capture_output=True, text=True).stdout.split()
+        sys.exit(f"make-busybox-image: {busybox} missing: apt-get install busybox-static (or fetch-busybox.sh)")
+    applets = applet_list(busybox)
     entries = {}  # path -> (kind, data/target, mode)
     def d(p, mode=0o755): entries[p] = ("dir", None, mode)
     for p in ["bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "root", "tmp", "var", "var/tmp", "home", "proc", "sys", "dev", "run"]:
@@ -55,33 +73,66 @@ def main():
     diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
     gz = gzip.compress(layer, mtime=0)
     config = {
-        "architecture": "amd64", "os": "linux", "created": "1970-01-01T00:00:00Z",
+        "architecture": arch, "os": os_name, "created": "1970-01-01T00:00:00Z",
         "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["sh"]},
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
         "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "make-busybox-image.py (busybox-static)"}],
     }
+    if variant:
+        config["variant"] = variant
     cfg = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
-    def blob(data):
-        h = hashlib.sha256(data).hexdigest()
-        os.makedirs(os.path.join(out, "blobs", "sha256"), exist_ok=True)
-        with open(os.path.join(out, "blobs", "sha256", h), "wb") as f:
-            f.write(data)
-        return "sha256:" + h
     manifest = {
         "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": blob(cfg), "size": len(cfg)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": blob(gz), "size": len(gz)}],
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": blob(out, cfg), "size": len(cfg)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": blob(out, gz), "size": len(gz)}],
     }
     man = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
-    mdig = blob(man)
-    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-             "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": mdig, "size": len(man),
-                            "annotations": {"org.opencontainers.image.ref.name": ref}}]}
+    return {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": blob(out, man), "size": len(man)}
+
+
+def main():
+    args = sys.argv[1:]
+    if not args or args[0].startswith("-"):
+        print(__doc__, file=sys.stderr); sys.exit(2)
+    out = args[0]
+    ref = "busybox:latest"
+    platforms = []
+    i = 1
+    while i < len(args):
+        if args[i] == "--ref" and i + 1 < len(args):
+            ref = args[i + 1]; i += 2
+        elif args[i] == "--platform" and i + 1 < len(args):
+            plat, _, path = args[i + 1].partition("=")
+            parts = plat.split("/")
+            if len(parts) not in (2, 3) or not path:
+                sys.exit(f"make-busybox-image: --platform wants OS/ARCH[/VARIANT]=BUSYBOX, got {args[i + 1]!r}")
+            platforms.append((parts[0], parts[1], parts[2] if len(parts) == 3 else None, path))
+            i += 2
+        else:
+            print(__doc__, file=sys.stderr); sys.exit(2)
+    if not platforms:
+        platforms = [("linux", "amd64", None, "/bin/busybox")]
+    descs = []
+    for os_name, arch, variant, path in platforms:
+        desc = make_image(out, path, os_name, arch, variant)
+        plat = {"architecture": arch, "os": os_name}
+        if variant:
+            plat["variant"] = variant
+        descs.append((desc, plat))
+    if len(descs) == 1:
+        top = dict(descs[0][0])
+    else:
+        index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                 "manifests": [dict(d, platform=p) for d, p in descs]}
+        data = json.dumps(index, sort_keys=True, separators=(",", ":")).encode()
+        top = {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": blob(out, data), "size": len(data)}
+    top["annotations"] = {"org.opencontainers.image.ref.name": ref}
+    layout = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [top]}
     with open(os.path.join(out, "index.json"), "w") as f:
-        json.dump(index, f, sort_keys=True, separators=(",", ":"))
+        json.dump(layout, f, sort_keys=True, separators=(",", ":"))
     with open(os.path.join(out, "oci-layout"), "w") as f:
         f.write('{"imageLayoutVersion":"1.0.0"}')
-    print(mdig)
+    print(top["digest"])
 
 if __name__ == "__main__":
     main()

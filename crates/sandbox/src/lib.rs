@@ -44,6 +44,7 @@
 //! mounts the rootfs and diffs it afterwards).
 #![allow(unsafe_code)]
 
+pub mod binfmt;
 mod cancel;
 mod cgroup;
 mod error;
