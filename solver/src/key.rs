@@ -29,7 +29,14 @@ struct KeyMaterial<'a> {
 #[serde(untagged)]
 enum KeyedOp<'a> {
     Exec(ExecOp),
-    Image { image: &'a Digest },
+    Image {
+        image: &'a Digest,
+    },
+    Git {
+        git: String,
+        subdir: &'a Option<String>,
+        keep_git_dir: bool,
+    },
     Other(&'a Op),
 }
 
@@ -42,6 +49,18 @@ pub fn vertex_key(op: &Op, inputs: &[Digest], content: &[(usize, Digest)]) -> Di
             KeyedOp::Exec(e)
         }
         Op::Source(Source::Image { manifest, .. }) => KeyedOp::Image { image: manifest },
+        // The commit comes in as content (resolved in pass 1); the ref's name and the checksum
+        // flag do not feed the key, nor do credentials in the remote.
+        Op::Source(Source::Git {
+            remote,
+            subdir,
+            keep_git_dir,
+            ..
+        }) => KeyedOp::Git {
+            git: rbuild_git::redact(remote),
+            subdir,
+            keep_git_dir: *keep_git_dir,
+        },
         other => KeyedOp::Other(other),
     };
     rbuild_oci::canonical_digest(&KeyMaterial {

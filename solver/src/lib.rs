@@ -50,6 +50,7 @@ mod checksum;
 pub mod events;
 mod exec;
 mod file;
+mod git;
 mod guard;
 mod http;
 mod image;

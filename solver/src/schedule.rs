@@ -194,6 +194,22 @@ pub(crate) async fn realize(run: Arc<Run>, id: VertexId) -> Result<Realized, Sol
             .await
             .map_err(|e| SolveError::Internal(format!("download task failed: {e}")))?
         }
+        Op::Source(Source::Git {
+            remote,
+            subdir,
+            keep_git_dir,
+            ..
+        }) => {
+            let (remote, subdir, keep) = (remote.clone(), subdir.clone(), *keep_git_dir);
+            let r2 = run.clone();
+            let n2 = node.clone();
+            tokio::task::spawn_blocking(move || {
+                crate::git::realize(&r2, &n2, &remote, subdir.as_deref(), keep)
+                    .map_err(|e| step_err(&r2, n2.id, e))
+            })
+            .await
+            .map_err(|e| SolveError::Internal(format!("git task failed: {e}")))?
+        }
         Op::Merge(_) => realize_merge(run, node).await,
         Op::Exec(_) | Op::File(_) => {
             if let Some(rec) = node.record.clone() {

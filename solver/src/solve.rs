@@ -111,6 +111,15 @@ impl Solver {
             .await?;
         // ADD <url> without --checksum: downloaded now and keyed by its content.
         crate::http::content_keys(&self.store, &def, &order, &mut content).await?;
+        // Git sources: each ref resolved to its commit now, and keyed by it.
+        crate::git::content_keys(
+            self.store.root().to_path_buf(),
+            self.opts.ssh.clone(),
+            &def,
+            &order,
+            &mut content,
+        )
+        .await?;
         for &id in &order {
             let v = def.graph.vertex(id);
             let inputs = def.graph.inputs(id);
@@ -292,7 +301,7 @@ impl Solver {
             let v = def.graph.vertex(*id);
             let node = &run.nodes[id];
             match &v.op {
-                Op::Source(Source::Http { .. }) => return None,
+                Op::Source(Source::Http { .. }) | Op::Source(Source::Git { .. }) => return None,
                 Op::Source(Source::Image {
                     reference,
                     manifest,

@@ -77,6 +77,8 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> 
         }
     }
     let mut extra_contexts = Vec::new();
+    // Contexts fetched from URLs: their directories live as long as the build.
+    let mut remote_contexts = Vec::new();
     let mut named = BTreeMap::new();
     for bc in &args.build_contexts {
         let (name, src) = bc
@@ -97,9 +99,16 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> 
                 name.to_string(),
                 rbuild_frontend::NamedContext::Image(r.to_string()),
             );
+        } else if let Some(remote) =
+            crate::context::resolve_url(src).with_context(|| format!("--build-context {name}"))?
+        {
+            // A git repository or a remote tar: fetched now into a directory of its own.
+            extra_contexts.push((name.to_string(), remote.dir.canonicalize()?));
+            named.insert(name.to_string(), rbuild_frontend::NamedContext::Local);
+            remote_contexts.push(remote);
         } else if let Some((scheme, _)) = src.split_once("://") {
             return Err(usage(format!(
-                "--build-context {bc}: {scheme}:// sources are not supported (a local directory or docker-image://REF)"
+                "--build-context {bc}: {scheme}:// sources are not supported (a local directory, a git URL, an http(s) tar, or docker-image://REF)"
             )));
         } else {
             let dir = PathBuf::from(src);

@@ -1,5 +1,7 @@
-//! The build context argument: a directory, a local tar file (plain, gzip or zstd), or `-` (a tar
-//! on stdin, or a lone Dockerfile on stdin with an empty context, as `docker build - < Dockerfile`).
+//! The build context argument: a directory, a local tar file (plain, gzip or zstd), `-` (a tar
+//! on stdin, or a lone Dockerfile on stdin with an empty context, as `docker build - < Dockerfile`),
+//! a git URL (`https://host/repo.git#ref:subdir`, `git@host:repo.git`, BuildKit's forms: the ref is
+//! resolved and its tree checked out by rbuild-git), or an http(s) URL of a tar archive.
 //! Archives are unpacked into a private temporary directory with the snapshotter's layer applier,
 //! which refuses paths that climb out, links that escape and device nodes' surprises — never with
 //! tar's own unpack.
@@ -14,6 +16,8 @@ pub struct ResolvedContext {
     /// Set when stdin held a Dockerfile rather than a tar.
     pub stdin_dockerfile: Option<String>,
     tmp: Option<tempfile::TempDir>,
+    /// For a git context: the bare repository git fetched into.
+    _git_cache: Option<tempfile::TempDir>,
 }
 
 impl ResolvedContext {
@@ -24,6 +28,9 @@ impl ResolvedContext {
 }
 
 pub fn resolve(arg: &Path) -> anyhow::Result<ResolvedContext> {
+    if let Some(remote) = resolve_url(&arg.to_string_lossy())? {
+        return Ok(remote);
+    }
     if arg.as_os_str() == "-" {
         let mut stdin = std::io::stdin();
         let mut head = Vec::with_capacity(512);
@@ -39,6 +46,7 @@ pub fn resolve(arg: &Path) -> anyhow::Result<ResolvedContext> {
                 dir: tmp.path().to_path_buf(),
                 stdin_dockerfile: None,
                 tmp: Some(tmp),
+                _git_cache: None,
             });
         }
         let mut rest = Vec::new();
@@ -52,6 +60,7 @@ pub fn resolve(arg: &Path) -> anyhow::Result<ResolvedContext> {
             dir: tmp.path().to_path_buf(),
             stdin_dockerfile: Some(text),
             tmp: Some(tmp),
+            _git_cache: None,
         });
     }
     let meta = std::fs::metadata(arg).map_err(|e| {
@@ -70,6 +79,7 @@ pub fn resolve(arg: &Path) -> anyhow::Result<ResolvedContext> {
             dir: arg.to_path_buf(),
             stdin_dockerfile: None,
             tmp: None,
+            _git_cache: None,
         });
     }
     if !meta.is_file() {
@@ -99,7 +109,58 @@ pub fn resolve(arg: &Path) -> anyhow::Result<ResolvedContext> {
         dir: tmp.path().to_path_buf(),
         stdin_dockerfile: None,
         tmp: Some(tmp),
+        _git_cache: None,
     })
+}
+
+/// A context named by URL: `Ok(None)` when `s` is not one (a local path).
+pub fn resolve_url(s: &str) -> anyhow::Result<Option<ResolvedContext>> {
+    if let Some(r) = rbuild_git::GitRef::parse(s)? {
+        let cache = tempfile::Builder::new()
+            .prefix("rbuild-git-")
+            .tempdir()
+            .context("creating a temporary directory for git")?;
+        let git = rbuild_git::Git::new(cache.path())
+            .with_ssh_agent(std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from));
+        let commit = git.resolve(&r)?;
+        let tmp = temp_dir()?;
+        git.checkout(&r, &commit, tmp.path(), false)?;
+        return Ok(Some(ResolvedContext {
+            dir: tmp.path().to_path_buf(),
+            stdin_dockerfile: None,
+            tmp: Some(tmp),
+            _git_cache: Some(cache),
+        }));
+    }
+    if s.starts_with("https://") || s.starts_with("http://") {
+        let tmp = temp_dir()?;
+        let client = reqwest::blocking::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(30))
+            .timeout(std::time::Duration::from_secs(600))
+            .build()?;
+        let resp = client
+            .get(s)
+            .send()
+            .and_then(|r| r.error_for_status())
+            .with_context(|| format!("downloading the build context {s}"))?;
+        let mut body = std::io::BufReader::new(resp);
+        let head = std::io::BufRead::fill_buf(&mut body)
+            .with_context(|| format!("downloading the build context {s}"))?
+            .to_vec();
+        if !looks_like_archive(&head) && head.len() >= 262 {
+            bail!(
+                "build context {s} is not a git repository or a tar archive (plain, gzip or zstd)"
+            );
+        }
+        unpack(body, tmp.path()).with_context(|| format!("unpacking the build context {s}"))?;
+        return Ok(Some(ResolvedContext {
+            dir: tmp.path().to_path_buf(),
+            stdin_dockerfile: None,
+            tmp: Some(tmp),
+            _git_cache: None,
+        }));
+    }
+    Ok(None)
 }
 
 fn temp_dir() -> anyhow::Result<tempfile::TempDir> {

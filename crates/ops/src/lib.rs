@@ -76,6 +76,25 @@ pub enum Source {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         excludes: Vec<String>,
     },
+    /// A git repository at a commit (`ADD <git url>`, a git build context): the tree of the
+    /// commit `reference` names (or `subdir` of it), with `.git` when `keep_git_dir`. Keyed by the
+    /// remote (credentials removed), `subdir`, `keep_git_dir` and the *resolved commit* (the
+    /// solver's content key), never by the ref's name: `#main` and the commit it names share
+    /// records, and a moved branch makes a new key.
+    Git {
+        /// As git is given it (`https://host/repo.git`, `git@host:repo.git`, `git://…`).
+        remote: String,
+        /// Branch, tag, `refs/…` or commit; `None`: the remote's HEAD.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subdir: Option<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        keep_git_dir: bool,
+        /// `ADD --checksum=<commit>`: the resolved commit must be this one (or start with it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        checksum: Option<String>,
+    },
     /// A remote file (ADD URL).
     Http {
         url: String,

@@ -235,14 +235,6 @@ fn parse_ports(spec: &str) -> Result<Vec<String>, String> {
     Ok((lo..=hi).map(|p| format!("{p}/{proto}")).collect())
 }
 
-fn is_git_url(s: &str) -> bool {
-    s.starts_with("git://")
-        || s.starts_with("git@")
-        || s.starts_with("github.com/")
-        || ((s.starts_with("https://") || s.starts_with("http://"))
-            && s.split('#').next().is_some_and(|u| u.ends_with(".git")))
-}
-
 fn is_http_url(s: &str) -> bool {
     s.starts_with("http://") || s.starts_with("https://")
 }
@@ -1415,15 +1407,22 @@ impl<'a, 'd> Planner<'a, 'd> {
         }
         let link = Self::bool_flag(ins, "link").unwrap_or(false);
         let parents = Self::bool_flag(ins, "parents").unwrap_or(false);
-        let checksum = match self.ex_flag(st, ins.flag("checksum"))? {
-            Some(c) => Some(c.parse::<Digest>().map_err(|e| {
+        // `--checksum`: a digest for an http source, a commit for a git source.
+        let checksum_raw = self.ex_flag(st, ins.flag("checksum"))?;
+        let checksum_pos = ins.flag("checksum").map(|f| f.pos).unwrap_or(ins.pos());
+        let keep_git_dir = Self::bool_flag(ins, "keep-git-dir").unwrap_or(false);
+        let is_git_source =
+            |s: &str| is_add && rbuild_git::GitRef::parse(s).ok().flatten().is_some();
+        let any_git = srcs_raw.iter().any(|(s, _)| is_git_source(s));
+        let checksum = match &checksum_raw {
+            Some(c) if !any_git => Some(c.parse::<Digest>().map_err(|e| {
                 err(
                     ErrorKind::Flag,
-                    ins.flag("checksum").map(|f| f.pos).unwrap_or(ins.pos()),
+                    checksum_pos,
                     format!("invalid --checksum {c:?}: {e}"),
                 )
             })?),
-            None => None,
+            _ => None,
         };
         let n_sources = srcs_raw.len();
         let dest_is_dir = dest_x.ends_with('/') || n_sources > 1;
@@ -1467,13 +1466,61 @@ impl<'a, 'd> Planner<'a, 'd> {
             }
             let x = self.ex(st, s, *pos)?;
             shown_srcs.push(x.clone());
-            if is_add && is_git_url(&x) {
-                return Err(err(
-                    ErrorKind::Invalid,
-                    *pos,
-                    format!("ADD of a git repository is not supported: {x}"),
-                )
-                .with_hint("clone it in a RUN step, or COPY a checked-out directory"));
+            if is_add {
+                let git = rbuild_git::GitRef::parse(&x)
+                    .map_err(|e| err(ErrorKind::Invalid, *pos, e.to_string()))?;
+                if let Some(g) = git {
+                    if let Some(c) = &checksum_raw {
+                        if !(c.len() >= 7 && c.bytes().all(|b| b.is_ascii_hexdigit())) {
+                            return Err(err(
+                                ErrorKind::Flag,
+                                checksum_pos,
+                                format!("invalid --checksum {c:?} for a git source: expected a commit id"),
+                            ));
+                        }
+                    }
+                    let v = self.graph.add(
+                        Vertex {
+                            op: Op::Source(Source::Git {
+                                remote: g.remote.clone(),
+                                reference: g.reference.clone(),
+                                subdir: g.subdir.clone(),
+                                keep_git_dir,
+                                checksum: checksum_raw.clone(),
+                            }),
+                            meta: VertexMeta {
+                                name: format!("[internal] git {}", g.display_remote()),
+                                span: Some(ins.span.clone()),
+                                stage: Some(st.idx),
+                                stage_name: Some(st.stage_name.clone()),
+                                instruction: ins.display(),
+                                ignore_cache: st.ignore_cache,
+                                arg_names: Vec::new(),
+                            },
+                        },
+                        &[],
+                    );
+                    inputs.push(v);
+                    // The repository's tree goes into the destination directory, as BuildKit's
+                    // ADD of a git source.
+                    let to = if dest.ends_with('/') {
+                        dest.clone()
+                    } else {
+                        format!("{dest}/")
+                    };
+                    actions.push(FileAction::Copy {
+                        input: inputs.len() - 1,
+                        sources: vec!["/".to_string()],
+                        dest: to,
+                        chown: chown.clone(),
+                        chmod: chmod.clone(),
+                        unpack: false,
+                        parents: false,
+                        exclude: Vec::new(),
+                        link,
+                    });
+                    continue;
+                }
             }
             if is_add && is_http_url(&x) {
                 let filename = url_filename(&x);
