@@ -89,6 +89,9 @@ pub enum SandboxError {
     /// The sandbox init reported a failure before the command could start.
     #[error(transparent)]
     Init(#[from] InitError),
+    /// The user-mode network stack of a private network is missing or failed.
+    #[error("RUN network: {0}")]
+    NetworkStack(String),
     /// The run was cancelled; everything it started has been killed.
     #[error("cancelled")]
     Cancelled,

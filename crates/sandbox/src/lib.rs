@@ -19,7 +19,8 @@
 //!
 //! # What the sandbox is
 //! The command runs as the child of a PID-1 init in new mount, PID, UTS, IPC and cgroup
-//! namespaces (plus a network namespace with only `lo` for [`Network::None`]), pivot_root'ed
+//! namespaces (plus a network namespace: only `lo` for [`Network::None`], `lo` and a tap to a
+//! user-mode network stack for [`Network::Private`]), pivot_root'ed
 //! into the rootfs with its own `/proc` (Docker's masked and read-only paths), a minimal `/dev`
 //! (tmpfs with null, zero, full, random, urandom, tty, devpts, shm, mqueue), a read-only
 //! `/sys`, and generated `/etc/hosts`, `/etc/resolv.conf`, `/etc/hostname`. Capabilities are
@@ -49,6 +50,7 @@ mod cancel;
 mod cgroup;
 mod error;
 mod init;
+mod net;
 mod protocol;
 mod rootfs;
 mod run;
@@ -60,6 +62,7 @@ pub mod userns;
 pub use cancel::Cancel;
 pub use cgroup::check_limits;
 pub use error::{InitError, SandboxError};
+pub use net::{choose_stack, NetStack, STACK_ENV};
 pub use run::{run, run_with_console};
 pub use spec::{
     ExitKind, Limits, Network, OutputStream, RunOutcome, RunSpec, SandboxMount, Stdio, WindowSize,

@@ -37,6 +37,8 @@ pub(crate) struct InitConfig {
     pub etc_files: Vec<(String, PathBuf)>,
     /// User mounts, sorted parents first.
     pub mounts: Vec<SandboxMount>,
+    /// [`Network::Private`]: the host's own addresses, made unreachable inside the namespace.
+    pub blocked: Vec<std::net::IpAddr>,
 }
 
 /// A message from the init (or the command process before its execve) to the parent.
@@ -46,6 +48,9 @@ pub(crate) enum InitMessage {
     Failed(InitError),
     /// The command ended.
     Exited(ExitKind),
+    /// [`Network::Private`]: stage 0 has unshared the network namespace; the parent attaches
+    /// the network stack to it and answers with one `true` frame when `tap0` is up.
+    NetnsReady,
     /// Carries the master end of the command's terminal as SCM_RIGHTS ancillary data (sent by
     /// the init before it starts the command).
     Console,

@@ -197,13 +197,18 @@ fn run_in(
             source,
         })?;
     let host_resolv = fs::read_to_string("/etc/resolv.conf").ok();
+    // A private network needs its stack: refuse before anything starts when none is installed.
+    let stack = match spec.network {
+        Network::Private => Some(crate::net::choose_stack()?),
+        _ => None,
+    };
+    let resolv = match &stack {
+        Some((s, _)) => private_resolv_conf(host_resolv.as_deref(), s.nameserver()),
+        None => resolv_conf(host_resolv.as_deref(), spec.network),
+    };
     let mut files = vec![
         ("/etc/hosts", "hosts", hosts_file(&spec.hostname)),
-        (
-            "/etc/resolv.conf",
-            "resolv.conf",
-            resolv_conf(host_resolv.as_deref(), spec.network),
-        ),
+        ("/etc/resolv.conf", "resolv.conf", resolv),
     ];
     // BuildKit leaves a RUN step's /etc/hostname alone (a step may replace it); containers get one.
     if spec.etc_hostname {
@@ -273,11 +278,16 @@ fn run_in(
         },
         etc_files,
         mounts,
+        blocked: match spec.network {
+            Network::Private => crate::net::host_addresses(),
+            _ => Vec::new(),
+        },
     };
     let (child, sock) = spawn_init(spec)?;
     let mut child = Reaper(child);
     let result = supervise(
         spec,
+        stack.as_ref().map(|(s, p)| (*s, p.as_path())),
         &mut child.0,
         sock,
         cgroup.as_ref(),
@@ -344,6 +354,21 @@ pub(crate) fn resolv_conf(host: Option<&str>, network: Network) -> String {
     if servers == 0 {
         out.push_str(DEFAULT);
     }
+    out
+}
+
+/// resolv.conf of a private network: the stack's DNS forwarder, with the host's search and
+/// options lines.
+pub(crate) fn private_resolv_conf(host: Option<&str>, nameserver: &str) -> String {
+    let mut out = String::new();
+    for line in host.unwrap_or("").lines() {
+        let first = line.split_whitespace().next();
+        if matches!(first, Some("search") | Some("domain") | Some("options")) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out.push_str(&format!("nameserver {nameserver}\n"));
     out
 }
 
@@ -417,6 +442,7 @@ fn spawn_init(spec: &RunSpec) -> Result<(Child, UnixStream), SandboxError> {
 #[allow(clippy::too_many_arguments)]
 fn supervise(
     spec: &RunSpec,
+    stack: Option<(crate::net::NetStack, &std::path::Path)>,
     child: &mut Child,
     mut sock: UnixStream,
     cgroup: Option<&Cgroup>,
@@ -432,6 +458,12 @@ fn supervise(
     }
     write_frame(&mut sock, config)
         .map_err(|e| SandboxError::Protocol(format!("sending the config to the init: {e}")))?;
+    // Private network: attach the stack to the namespace stage 0 just made, then let the init
+    // go on. Held until the sandbox is gone (dropping it kills the stack).
+    let _net = match stack {
+        Some((stack, program)) => Some(attach_network(&mut sock, child, stack, program)?),
+        None => None,
+    };
 
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
@@ -528,7 +560,7 @@ fn supervise(
             Ok(None) => break,
             Ok(Some(InitMessage::Failed(e))) => return Err(SandboxError::Init(e)),
             Ok(Some(InitMessage::Exited(k))) => exited = Some(k),
-            Ok(Some(InitMessage::Console)) => {}
+            Ok(Some(InitMessage::Console)) | Ok(Some(InitMessage::NetnsReady)) => {}
             Err(e) => {
                 return Err(SandboxError::Protocol(format!(
                     "bad message from the init: {e}"
@@ -541,6 +573,39 @@ fn supervise(
             "the sandbox init ended ({status}) without reporting the command's status"
         ))
     })
+}
+
+/// Wait for stage 0's [`InitMessage::NetnsReady`], attach `stack` to its network namespace, and
+/// tell the init the network is up.
+fn attach_network(
+    sock: &mut UnixStream,
+    child: &Child,
+    stack: crate::net::NetStack,
+    program: &std::path::Path,
+) -> Result<crate::net::Attached, SandboxError> {
+    let io = |what: &'static str| move |source| SandboxError::Io { what, source };
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(io("set a socket timeout"))?;
+    match read_frame::<InitMessage>(&mut *sock) {
+        Ok(Some(InitMessage::NetnsReady)) => {}
+        Ok(Some(InitMessage::Failed(e))) => return Err(SandboxError::Init(e)),
+        Ok(other) => {
+            return Err(SandboxError::Protocol(format!(
+                "expected the network namespace from the init, got {other:?}"
+            )))
+        }
+        Err(e) => {
+            return Err(SandboxError::Protocol(format!(
+                "waiting for the init's network namespace: {e}"
+            )))
+        }
+    }
+    sock.set_read_timeout(None)
+        .map_err(io("set a socket timeout"))?;
+    let attached = crate::net::attach(stack, program, child.id())?;
+    write_frame(&mut *sock, &true)
+        .map_err(|e| SandboxError::Protocol(format!("telling the init the network is up: {e}")))?;
+    Ok(attached)
 }
 
 fn read_output<R: Read>(

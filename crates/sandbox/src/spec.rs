@@ -77,10 +77,14 @@ impl RunSpec {
 /// Network namespace of the sandbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Network {
-    /// Share the host's network namespace (`RUN --network=host`, and the default of builds).
+    /// Share the host's network namespace (`RUN --network=host`, an entitlement of builds).
     Host,
     /// A new, empty network namespace with only `lo`, brought up.
     None,
+    /// A new network namespace with `lo` and `tap0`, connected to the outside through a
+    /// user-mode network stack (pasta or slirp4netns, see [`crate::choose_stack`]); the host's
+    /// loopback and its own addresses are unreachable. The default of builds.
+    Private,
 }
 
 /// An extra mount inside the sandbox.

@@ -293,6 +293,96 @@ pub(crate) fn umask(mask: u32) {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
 }
 
+/// The kernel's `struct in6_rtmsg` (libc's has private fields).
+#[repr(C)]
+struct In6Rtmsg {
+    dst: libc::in6_addr,
+    src: libc::in6_addr,
+    gateway: libc::in6_addr,
+    kind: u32,
+    dst_len: u16,
+    src_len: u16,
+    metric: u32,
+    info: libc::c_ulong,
+    flags: u32,
+    ifindex: libc::c_int,
+}
+
+/// Add an unreachable host route to `addr` (in the current network namespace): connecting to it
+/// fails at once with `EHOSTUNREACH`/`ENETUNREACH`, whatever device would have carried it.
+pub(crate) fn add_unreachable_route(addr: std::net::IpAddr) -> nix::Result<()> {
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+    match addr {
+        std::net::IpAddr::V4(v4) => {
+            let sock = socket(
+                AddressFamily::Inet,
+                SockType::Datagram,
+                SockFlag::SOCK_CLOEXEC,
+                None,
+            )?;
+            // SAFETY: rtentry is plain old data; all-zero is a valid value.
+            let mut rt: libc::rtentry = unsafe { std::mem::zeroed() };
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: 0,
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(v4).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            let mask = libc::sockaddr_in {
+                sin_addr: libc::in_addr { s_addr: u32::MAX },
+                ..sin
+            };
+            // SAFETY: sockaddr_in and sockaddr have the same size; both are plain old data.
+            unsafe {
+                rt.rt_dst = std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin);
+                rt.rt_genmask = std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(mask);
+            }
+            rt.rt_flags = libc::RTF_UP | libc::RTF_HOST | libc::RTF_REJECT;
+            // SAFETY: SIOCADDRT reads a valid rtentry (rt_dev null: no device) for the call's
+            // duration.
+            let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCADDRT, &rt) };
+            match Errno::result(r) {
+                Ok(_) | Err(Errno::EEXIST) => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+        std::net::IpAddr::V6(v6) => {
+            let sock = socket(
+                AddressFamily::Inet6,
+                SockType::Datagram,
+                SockFlag::SOCK_CLOEXEC,
+                None,
+            )?;
+            let rt = In6Rtmsg {
+                dst: libc::in6_addr {
+                    s6_addr: v6.octets(),
+                },
+                src: libc::in6_addr { s6_addr: [0; 16] },
+                gateway: libc::in6_addr { s6_addr: [0; 16] },
+                kind: libc::RTN_UNREACHABLE as u32,
+                dst_len: 128,
+                src_len: 0,
+                metric: 1,
+                info: 0,
+                flags: u32::from(libc::RTF_UP | libc::RTF_HOST | libc::RTF_REJECT),
+                // IPv6 reject routes hang off the loopback device.
+                ifindex: nix::net::if_::if_nametoindex("lo")? as libc::c_int,
+            };
+            // SAFETY: SIOCADDRT on an AF_INET6 socket reads a valid in6_rtmsg for the call's
+            // duration.
+            let r = unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCADDRT, &rt) };
+            match Errno::result(r) {
+                Ok(_) | Err(Errno::EEXIST) => Ok(()),
+                // No IPv6 in this kernel/namespace: nothing to reach it by either.
+                Err(Errno::EAFNOSUPPORT) => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

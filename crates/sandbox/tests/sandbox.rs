@@ -985,3 +985,179 @@ fn ordinary_commands_work_under_the_filter() {
     let out = env.ok(&s);
     assert_eq!(out, "copy/ copy/d/ copy/d/f f\nhello\nhello\nrefused\n");
 }
+
+/// A TCP listener on the host counting the connections it accepts.
+struct HostListener {
+    port: u16,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+fn host_listener(addr: &str) -> HostListener {
+    let l = std::net::TcpListener::bind((addr, 0)).unwrap();
+    let port = l.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let a = accepted.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            if c.is_ok() {
+                a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    });
+    HostListener { port, accepted }
+}
+
+impl HostListener {
+    fn count(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The private network needs a user-mode stack; `None` (with the reason) when none is here.
+fn stack_or_skip() -> Option<rbuild_sandbox::NetStack> {
+    match rbuild_sandbox::choose_stack() {
+        Ok((s, _)) => Some(s),
+        Err(e) => {
+            eprintln!("SKIP: {e}");
+            None
+        }
+    }
+}
+
+/// The host's addresses (all interfaces, loopback included), from `ip`-less /proc parsing is not
+/// portable; ask the kernel through a UDP socket per interface address instead.
+fn host_ipv4_addresses() -> Vec<String> {
+    let out = std::process::Command::new("/bin/busybox")
+        .args(["ip", "-4", "-o", "addr", "show"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            w.find(|x| *x == "inet")?;
+            Some(w.next()?.split('/').next()?.to_owned())
+        })
+        .collect()
+}
+
+/// Run `f` once per installed stack (forced through `RBUILD_NET_STACK`; the tests are serial).
+fn for_each_stack(mut f: impl FnMut(rbuild_sandbox::NetStack)) {
+    let mut ran = 0;
+    for name in ["pasta", "slirp4netns"] {
+        std::env::set_var(rbuild_sandbox::STACK_ENV, name);
+        match rbuild_sandbox::choose_stack() {
+            Ok((stack, _)) => {
+                f(stack);
+                ran += 1;
+            }
+            Err(e) => eprintln!("SKIP ({name}): {e}"),
+        }
+        std::env::remove_var(rbuild_sandbox::STACK_ENV);
+    }
+    if ran == 0 {
+        eprintln!("SKIP: no user-mode network stack installed");
+    }
+}
+
+#[test]
+fn private_network_cannot_reach_the_hosts_loopback_or_addresses() {
+    let Some(env) = setup() else { return };
+    for_each_stack(|stack| reach_probe(&env, stack));
+}
+
+fn reach_probe(env: &Env, stack: rbuild_sandbox::NetStack) {
+    let lo = host_listener("127.0.0.1");
+    let any = host_listener("0.0.0.0");
+    // The listeners work from the host.
+    std::net::TcpStream::connect(("127.0.0.1", lo.port)).unwrap();
+    let addrs = host_ipv4_addresses();
+    assert!(addrs.iter().any(|a| a == "127.0.0.1"), "{addrs:?}");
+    for a in &addrs {
+        std::net::TcpStream::connect((a.as_str(), any.port)).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let (lo0, any0) = (lo.count(), any.count());
+    assert_eq!((lo0, any0), (1, addrs.len()));
+
+    let mut script = String::new();
+    for (a, port) in addrs.iter().map(|a| (a.as_str(), any.port)).chain([
+        ("127.0.0.1", lo.port),
+        ("10.0.2.2", lo.port),
+        ("10.0.2.2", any.port),
+    ]) {
+        script.push_str(&format!(
+            "if echo x | timeout 5 nc -w 2 {a} {port} >/dev/null 2>&1; then echo REACHED {a}:{port}; else echo refused {a}:{port}; fi\n"
+        ));
+    }
+    let mut s = env.spec(&script);
+    s.network = Network::Private;
+    let out = env.ok(&s);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!out.contains("REACHED"), "{stack}: {out}");
+    assert_eq!(
+        (lo.count(), any.count()),
+        (lo0, any0),
+        "{stack}: a RUN reached a host listener: {out}"
+    );
+}
+
+#[test]
+fn private_network_has_lo_and_one_tap_and_dns_outbound_work() {
+    let Some(env) = setup() else { return };
+    let Some(stack) = stack_or_skip() else { return };
+    let mut s = env.spec("ls /sys/class/net; cat /etc/resolv.conf");
+    s.network = Network::Private;
+    let out = env.ok(&s);
+    let ifaces: Vec<&str> = out.lines().take_while(|l| !l.contains(' ')).collect();
+    assert_eq!(ifaces, ["lo", "tap0"], "{stack}: {out}");
+    assert!(
+        out.contains(&format!("nameserver {}", stack.nameserver())),
+        "{stack}: {out}"
+    );
+    // Outside: Debian's mirror, when this machine reaches it at all.
+    let reachable = std::net::ToSocketAddrs::to_socket_addrs(&("deb.debian.org", 80))
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(5)).is_ok());
+    if !reachable {
+        eprintln!("SKIP (outbound part): deb.debian.org:80 is not reachable from this host");
+        return;
+    }
+    let mut s = env.spec(
+        "nslookup deb.debian.org >/dev/null && (printf 'HEAD /debian/ HTTP/1.1\\r\\nHost: deb.debian.org\\r\\nConnection: close\\r\\n\\r\\n'; sleep 3) | timeout 20 nc deb.debian.org 80 | head -1",
+    );
+    s.network = Network::Private;
+    let out = env.ok(&s);
+    assert!(out.starts_with("HTTP/1."), "{stack}: {out}");
+}
+
+#[test]
+fn private_network_works_with_each_installed_stack() {
+    let Some(env) = setup() else { return };
+    for name in ["pasta", "slirp4netns"] {
+        std::env::set_var(rbuild_sandbox::STACK_ENV, name);
+        let chosen = rbuild_sandbox::choose_stack();
+        let Ok((stack, _)) = chosen else {
+            eprintln!("SKIP ({name}): {}", chosen.unwrap_err());
+            continue;
+        };
+        let lo = host_listener("127.0.0.1");
+        let mut s = env.spec(&format!(
+            "ls /sys/class/net | tr '\\n' ' '; timeout 5 nc -w 2 127.0.0.1 {} </dev/null && echo REACHED; true",
+            lo.port
+        ));
+        s.network = Network::Private;
+        let out = env.ok(&s);
+        assert_eq!(out.trim(), "lo tap0", "{stack}");
+        assert_eq!(lo.count(), 0, "{stack}");
+    }
+    std::env::remove_var(rbuild_sandbox::STACK_ENV);
+    std::env::set_var(rbuild_sandbox::STACK_ENV, "nonesuch");
+    let mut s = env.spec("true");
+    s.network = Network::Private;
+    let (res, _, _) = env.run(&s);
+    std::env::remove_var(rbuild_sandbox::STACK_ENV);
+    let e = res.unwrap_err().to_string();
+    assert!(e.contains("expected pasta or slirp4netns"), "{e}");
+}

@@ -103,11 +103,19 @@ fn stage0(cfg: &InitConfig, sock: Option<UnixStream>) -> InitError {
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWCGROUP;
-    if cfg.network == Network::None {
+    if cfg.network != Network::Host {
         flags |= CloneFlags::CLONE_NEWNET;
     }
     if let Err(e) = unshare(flags) {
         return InitError::setup("unshare namespaces", None, e);
+    }
+    let mut sock = sock;
+    if cfg.network == Network::Private {
+        // The parent attaches the network stack to our (new) network namespace now; PID 1
+        // waits for its answer before it starts the command.
+        if let Err(e) = write_frame(&mut sock, &InitMessage::NetnsReady) {
+            return InitError::setup("report the network namespace", None, errno_of(&e));
+        }
     }
     // SAFETY: this process is single-threaded (a fresh exec that started no threads), so the
     // child may run arbitrary code after fork.
@@ -154,12 +162,27 @@ fn pid1(cfg: &InitConfig, mut sock: UnixStream) -> ! {
             InitError::setup("sethostname", Some(&cfg.hostname), e),
         );
     }
-    if cfg.network == Network::None {
+    if cfg.network != Network::Host {
         if let Err(e) = crate::sys::loopback_up() {
             fail(
                 &mut sock,
                 InitError::setup("bring up loopback", Some("lo"), e),
             );
+        }
+    }
+    if cfg.network == Network::Private {
+        // The parent answers once the stack has configured tap0 (or kills us).
+        match read_frame::<bool>(&mut sock) {
+            Ok(Some(true)) => {}
+            _ => std::process::exit(125),
+        }
+        for addr in &cfg.blocked {
+            if let Err(e) = crate::sys::add_unreachable_route(*addr) {
+                fail(
+                    &mut sock,
+                    InitError::setup("block the host address", Some(&addr.to_string()), e),
+                );
+            }
         }
     }
     if cfg.new_session {
