@@ -60,7 +60,9 @@ pub(crate) fn run_exec(
         etc_hostname: false,
         network: match op.network {
             NetworkMode::None => rbuild_sandbox::Network::None,
-            _ => rbuild_sandbox::Network::Host,
+            NetworkMode::Host => rbuild_sandbox::Network::Host,
+            // The default: a private namespace behind a user-mode stack (issue 14 item 1).
+            _ => rbuild_sandbox::Network::Private,
         },
         mounts: std::mem::take(&mut held.mounts),
         limits: solver.opts.limits,

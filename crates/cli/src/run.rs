@@ -31,8 +31,9 @@ pub struct RunArgs {
     /// User (name, uid, name:group or uid:gid), resolved in the image.
     #[arg(short = 'u', long = "user")]
     pub user: Option<String>,
-    /// Network: none (only loopback) or host.
-    #[arg(long, default_value = "host", value_name = "none|host")]
+    /// Network: default (a private namespace with outbound access through pasta or
+    /// slirp4netns), none (only loopback) or host.
+    #[arg(long, default_value = "default", value_name = "default|none|host")]
     pub network: String,
     /// Override the image's entrypoint.
     #[arg(long)]
@@ -82,8 +83,9 @@ pub fn run(root: &Option<PathBuf>, a: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let network = match a.network.as_str() {
         "none" => rbuild_sandbox::Network::None,
-        "host" | "default" => rbuild_sandbox::Network::Host,
-        other => bail!("--network {other}: expected none or host"),
+        "host" => rbuild_sandbox::Network::Host,
+        "default" | "bridge" | "private" => rbuild_sandbox::Network::Private,
+        other => bail!("--network {other}: expected default, none or host"),
     };
     let limits = rbuild_sandbox::Limits {
         memory: a.memory.as_deref().map(parse_bytes).transpose()?,

@@ -1150,6 +1150,70 @@ fn run_network_and_security_modes() {
     );
 }
 
+/// The default RUN network (issue 14 item 1): a private namespace with lo and one tap, outbound
+/// through pasta or slirp4netns; a listener on the host's 127.0.0.1 (and on all its addresses)
+/// is not reached, while `--network=host` (with the entitlement) does reach it.
+#[test]
+fn run_default_network_is_private_and_cannot_reach_the_host() {
+    if !require_root(&[]) {
+        return;
+    }
+    if let Err(e) = rbuild_sandbox::choose_stack() {
+        eprintln!("SKIP: {e}");
+        return;
+    }
+    let lo = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let any = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let (lp, ap) = (
+        lo.local_addr().unwrap().port(),
+        any.local_addr().unwrap().port(),
+    );
+    lo.set_nonblocking(true).unwrap();
+    any.set_nonblocking(true).unwrap();
+    let host_ips: Vec<String> = rbuild_test_host_ipv4();
+    let mut probes =
+        format!("timeout 5 nc -w 2 127.0.0.1 {lp} -e true </dev/null && echo REACHED\"\"=lo; ");
+    for ip in &host_ips {
+        probes.push_str(&format!(
+            "timeout 5 nc -w 2 {ip} {ap} -e true </dev/null && echo REACHED\"\"={ip}; "
+        ));
+    }
+    let env = Env::with_busybox();
+    let df = format!(
+        "FROM busybox\nRUN echo \"IFACES=$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\\n' ,)\"; {probes} true\n"
+    );
+    let ctx = env.context("privnet", &[("Dockerfile", &df)]);
+    let (_, log) = env.build_ok(&[ctx.to_str().unwrap()]);
+    assert_eq!(val(&log, "IFACES"), "lo,tap0,", "{log}");
+    assert!(!log.contains("REACHED="), "{log}");
+    assert!(lo.accept().is_err() && any.accept().is_err(), "{log}");
+
+    // The same probe with the host's network reaches the listener: the probe itself works.
+    let df = format!(
+        "FROM busybox\nRUN --network=host timeout 5 nc -w 2 127.0.0.1 {lp} -e true </dev/null && echo REACHED=hostnet\n"
+    );
+    std::fs::write(ctx.join("Dockerfile"), df).unwrap();
+    let (ok, log) = build_args(&env, &ctx, &["--allow", "network.host"]);
+    assert!(ok, "{log}");
+    assert_eq!(val(&log, "REACHED"), "hostnet", "{log}");
+}
+
+/// The host's IPv4 addresses (loopback included).
+fn rbuild_test_host_ipv4() -> Vec<String> {
+    let out = std::process::Command::new("/bin/busybox")
+        .args(["ip", "-4", "-o", "addr", "show"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            w.find(|x| *x == "inet")?;
+            Some(w.next()?.split('/').next()?.to_owned())
+        })
+        .collect()
+}
+
 #[test]
 fn run_memory_limit_kills_for_memory() {
     if !require_root(&[]) {

@@ -131,7 +131,9 @@ pub struct ExecOp {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NetworkMode {
-    /// The builder's default: the host's network (there is no bridge here), as BuildKit's OCI worker.
+    /// The builder's default: a private network namespace with outbound access through a
+    /// user-mode network stack (pasta or slirp4netns); the host's loopback and addresses are
+    /// unreachable.
     #[default]
     Default,
     /// A new network namespace with only loopback.

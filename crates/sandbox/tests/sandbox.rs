@@ -1087,7 +1087,7 @@ fn reach_probe(env: &Env, stack: rbuild_sandbox::NetStack) {
         ("10.0.2.2", any.port),
     ]) {
         script.push_str(&format!(
-            "if echo x | timeout 5 nc -w 2 {a} {port} >/dev/null 2>&1; then echo REACHED {a}:{port}; else echo refused {a}:{port}; fi\n"
+            "if echo x | timeout 5 nc -w 2 {a} {port} -e true >/dev/null 2>&1; then echo REACHED {a}:{port}; else echo refused {a}:{port}; fi\n"
         ));
     }
     let mut s = env.spec(&script);
@@ -1144,7 +1144,7 @@ fn private_network_works_with_each_installed_stack() {
         };
         let lo = host_listener("127.0.0.1");
         let mut s = env.spec(&format!(
-            "ls /sys/class/net | tr '\\n' ' '; timeout 5 nc -w 2 127.0.0.1 {} </dev/null && echo REACHED; true",
+            "ls /sys/class/net | tr '\\n' ' '; timeout 5 nc -w 2 127.0.0.1 {} -e true </dev/null && echo REACHED; true",
             lo.port
         ));
         s.network = Network::Private;
