@@ -4,7 +4,7 @@
 use crate::naming::step_name;
 use crate::record::CacheRecord;
 use crate::state::{Node, Realized, Run};
-use crate::step::{lock_step, read_record, rematerialize};
+use crate::step::{commit_name, lock_step, read_record, rematerialize};
 use crate::time::now_unix;
 use crate::SolveError;
 
@@ -17,7 +17,7 @@ pub(crate) fn merge_locked(
 ) -> Result<Realized, SolveError> {
     let store = &run.solver.store;
     let file = lock_step(store, &node.key)?;
-    let name = step_name(&node.key);
+    let name = commit_name(run, node);
     let exists = |n: &str| run.solver.snapshotter.exists(n);
     let mut chain = base.chain.clone();
     chain.extend(diff.layer.clone());
@@ -43,7 +43,8 @@ pub(crate) fn merge_locked(
                 node.explain.clone(),
             );
             // A snapshot under this key without a record (a merge interrupted before recording)
-            // holds exactly this content: the key fixes both the base and the layer.
+            // holds exactly this content: the key fixes both the base and the layer (a re-run
+            // merge has a name of its own, see `commit_name`).
             if !exists(&name) {
                 rematerialize(run, &node.key, &rec, base.snapshot.as_deref())?;
             }

@@ -24,7 +24,9 @@ pub trait Snapshots: Send + Sync {
     fn prepare(&self, key: &str, parent: Option<&str>) -> Result<Vec<MountSpec>, String>;
     /// A read-only snapshot `key` of the committed `parent`.
     fn view(&self, key: &str, parent: &str) -> Result<Vec<MountSpec>, String>;
-    /// Make the active snapshot `key` the committed snapshot `name`.
+    /// Make the active snapshot `key` the committed snapshot `name`. When `name` is committed
+    /// already (another build committed the same step first), `key` is discarded and `name` kept:
+    /// a step's name fixes its content.
     fn commit(&self, name: &str, key: &str) -> Result<(), String>;
     /// Remove a snapshot that has no children.
     fn remove(&self, key_or_name: &str) -> Result<(), String>;

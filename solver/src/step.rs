@@ -24,6 +24,19 @@ pub(crate) fn lock_step(store: &Store, key: &Digest) -> Result<std::fs::File, So
     })
 }
 
+/// The snapshot a step executed in this build is committed as: `step-<key>`, unless the step
+/// re-runs whatever the cache holds (`--no-cache`, or an input that re-runs) and that name is
+/// taken. The snapshot there may hold other files (a RUN need not make the same files twice, and
+/// its input's may differ), so the new one gets a name of its own, and its record names it.
+pub(crate) fn commit_name(run: &Run, node: &Node) -> String {
+    let name = step_name(&node.key);
+    if node.rebuilt_by.is_some() && run.solver.snapshotter.exists(&name) {
+        unique(&name)
+    } else {
+        name
+    }
+}
+
 /// The cache record stored under `key`, if any (and readable).
 pub(crate) fn read_record(store: &Store, key: &Digest) -> Option<CacheRecord> {
     let text = store.get_cache_record(key).ok()??;
@@ -96,7 +109,7 @@ pub(crate) fn execute_locked(
     inputs: &[Arc<Realized>],
 ) -> Result<Realized, SolveError> {
     let file = lock_step(&run.solver.store, &node.key)?;
-    if !run.def.graph.vertex(node.id).meta.ignore_cache {
+    if node.rebuilt_by.is_none() {
         let done = read_record(&run.solver.store, &node.key)
             .filter(|r| run.solver.snapshotter.exists(&r.snapshot));
         if let Some(rec) = done {
@@ -170,7 +183,7 @@ fn execute(run: &Run, node: &Node, inputs: &[Arc<Realized>]) -> Result<Realized,
             size,
         })
     };
-    let name = step_name(&node.key);
+    let name = commit_name(run, node);
     rbuild_store::crash_point("snapshot-commit");
     snaps
         .commit(&name, active.key())

@@ -1,10 +1,12 @@
-//! Streamed COPY layers (DESIGN.md, "Where the time goes"): a COPY out of the build context whose
-//! filesystem no later step reads — the solver only needs its layer for the image — is never
-//! written out as files. Its layer tar is produced straight from the context selection: one pass
-//! that reads each file, tars it with its destination path and metadata, and hashes the stream
-//! (diff_id) into a store ingest. The cache record names a snapshot that does not exist yet: when a
-//! later build needs the filesystem (a RUN on top, a rootfs export), `rematerialize` applies the
-//! layer blob onto the parent and commits the snapshot under that name.
+//! Streamed COPY layers. Writing files is the expensive act of a big COPY (on the 20,000-file,
+//! 419 MB bench context, `cp -a` takes about 6 s, nearly all kernel time, while read + tar + sha256
+//! takes about 1.4 s), so a COPY out of the build context whose filesystem no later step reads (the
+//! solver only needs its layer for the image) is never written out as files. Its layer tar is
+//! produced straight from the context selection: one pass that reads each file, tars it with its
+//! destination path and metadata, and hashes the stream (diff_id) into a store ingest. The cache
+//! record names a snapshot that does not exist yet: when a later build needs the filesystem (a RUN
+//! on top, a rootfs export), `rematerialize` applies the layer blob onto the parent and commits the
+//! snapshot under that name.
 //!
 //! The result must be the layer the materializing path would write (same entries, modes, owners,
 //! contents, links; only the mtimes of directories the copy creates or walks through may differ,
@@ -177,7 +179,7 @@ pub(crate) fn execute(
     // finished it meanwhile left a record to reuse.
     let store = &run.solver.store;
     let lock = crate::step::lock_step(store, &node.key)?;
-    if !vertex.meta.ignore_cache {
+    if node.rebuilt_by.is_none() {
         let done = crate::step::read_record(store, &node.key)
             .filter(|r| r.chain.iter().all(|l| store.has_blob(&l.blob)));
         if let Some(rec) = done {

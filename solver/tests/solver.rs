@@ -213,10 +213,18 @@ async fn misses(h: &Harness, def: BuildDefinition) -> Vec<(String, String)> {
 }
 
 fn chain(b: &str) -> BuildDefinition {
+    chain_with(b, false)
+}
+
+/// `a`, `b`, `c` in one stage; `no_cache`: `b` ignores the cache.
+fn chain_with(b: &str, no_cache: bool) -> BuildDefinition {
     let mut g = Graph::default();
     let s = g.scratch();
     let a = g.run("app", 1, "a", s);
     let b = g.run("app", 2, b, a);
+    if no_cache {
+        g.no_cache(b);
+    }
     let c = g.run("app", 3, "c", b);
     g.layer(a).layer(b).layer(c);
     g.build(c)
@@ -252,4 +260,27 @@ async fn a_miss_says_why() {
     );
     // Nothing changed: no miss.
     assert_eq!(misses(&h, chain("b out=x")).await, []);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_without_cache_reruns_and_so_do_its_dependents() {
+    let h = Harness::new();
+    misses(&h, chain("b")).await;
+    assert_eq!(
+        misses(&h, chain_with("b", true)).await,
+        [
+            (
+                "[app 2/9] RUN b".to_string(),
+                "cache disabled for this step (--no-cache)".to_string()
+            ),
+            (
+                "[app 3/9] RUN c".to_string(),
+                "parent step re-runs with the cache disabled: [app 2/9] RUN b".to_string()
+            ),
+        ]
+    );
+    assert_eq!(
+        (h.exec.starts("a"), h.exec.starts("b"), h.exec.starts("c")),
+        (1, 2, 2)
+    );
 }

@@ -543,3 +543,38 @@ fn explain_prints_every_difference() {
     let (_, log) = f.build(&[]);
     assert!(details(&log, COPY_APP).is_empty(), "{log}");
 }
+
+/// A stage built FROM a stage that `--no-cache-filter` re-runs re-runs too, on the new files: its
+/// old record holds the old parent's layers, and the re-run parent's snapshot is not the old one.
+#[test]
+fn no_cache_filter_reruns_a_stage_built_from_it() {
+    if !require_root(&[]) {
+        return;
+    }
+    let env = Env::with_busybox();
+    let df = "FROM busybox:latest AS tools\nRUN cat /proc/sys/kernel/random/uuid > /t\n\nFROM tools\nRUN cp /t /copy\n";
+    let ctx = env.context("ctx", &[("Dockerfile", df)]);
+    let ctx = ctx.to_str().unwrap();
+    let build = |extra: &[&str], out: &str| -> (String, String) {
+        let dest = env.path(out);
+        let o = format!("type=local,dest={}", dest.display());
+        let mut args = extra.to_vec();
+        args.extend(["-o", &o, ctx]);
+        let (_, log) = env.build_ok(&args);
+        let read = |f: &str| std::fs::read_to_string(dest.join(f)).unwrap();
+        assert_eq!(
+            read("t"),
+            read("copy"),
+            "{out}: /copy is of another /t:\n{log}"
+        );
+        (read("t"), log)
+    };
+    let (first, _) = build(&[], "one");
+    let (second, log) = build(&["--no-cache-filter", "tools"], "two");
+    assert_ne!(first, second, "the tools stage did not re-run:\n{log}");
+    let (third, log) = build(&[], "three");
+    assert_eq!(
+        third, second,
+        "a cached rebuild is not the last build:\n{log}"
+    );
+}

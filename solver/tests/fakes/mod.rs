@@ -144,16 +144,23 @@ impl Snapshots for FakeSnapshots {
     }
     fn commit(&self, name: &str, key: &str) -> Result<(), String> {
         let mut s = self.snaps.lock().unwrap();
-        if s.contains_key(name) {
-            return Err(format!("{name} exists"));
+        match s.get(key) {
+            Some(x) if !x.committed && !x.view => {}
+            Some(_) => return Err(format!("{key} is not active")),
+            None => return Err(format!("{key} does not exist")),
         }
-        let mut x = s
-            .remove(key)
-            .ok_or_else(|| format!("{key} does not exist"))?;
-        if x.committed || x.view {
-            let e = format!("{key} is not active");
-            s.insert(key.to_string(), x);
-            return Err(e);
+        let mut x = s.remove(key).unwrap();
+        match s.get(name) {
+            // Committed first by someone else: theirs stays, ours goes.
+            Some(existing) if existing.committed => {
+                let _ = std::fs::remove_dir_all(&x.dir);
+                return Ok(());
+            }
+            Some(_) => {
+                s.insert(key.to_string(), x);
+                return Err(format!("{name} exists and is not committed"));
+            }
+            None => {}
         }
         x.committed = true;
         s.insert(name.to_string(), x);
@@ -361,6 +368,12 @@ impl Graph {
             },
             &[base, diff],
         )
+    }
+
+    /// `--no-cache-filter` for `v`: never reuse a record for it.
+    pub fn no_cache(&mut self, v: VertexId) -> &mut Self {
+        self.g.graph[v].meta.ignore_cache = true;
+        self
     }
 
     /// Name `v` in the target's history (in order): each layer of the image must be named.
