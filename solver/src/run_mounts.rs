@@ -19,6 +19,9 @@ pub(crate) struct StepMounts {
     pinned: Vec<PinnedSource>,
     secrets: Vec<tempfile::NamedTempFile>,
     views: Vec<Mounted>,
+    /// Contexts with `.dockerignore` rules, as the filtered copies the step reads (by input
+    /// index); last, as pinned sources and scratch overlays may sit on them.
+    filtered: Vec<(usize, tempfile::TempDir)>,
     /// What the sandbox is given.
     pub mounts: Vec<SandboxMount>,
 }
@@ -145,7 +148,7 @@ impl StepMounts {
             .get(i)
             .ok_or_else(|| SolveError::Internal(format!("{what} input {i} missing")))?;
         Ok(match &r.context {
-            Some(d) => (d.clone(), false),
+            Some(d) => (self.context_selection(run, id, i, d)?, false),
             None => {
                 let v =
                     Mounted::view(run, r.snapshot.as_deref()).map_err(|e| step_err(run, id, e))?;
@@ -154,6 +157,75 @@ impl StepMounts {
                 (p, true)
             }
         })
+    }
+
+    /// What a step may see of context input `i` at `dir`: the directory itself when it has no
+    /// `.dockerignore` rules, else a copy of the selection the rules leave (the same selection
+    /// COPY reads), made once per step. An excluded file never reaches a RUN, as with BuildKit,
+    /// where it never leaves the client.
+    fn context_selection(
+        &mut self,
+        run: &Run,
+        id: VertexId,
+        i: usize,
+        dir: &std::path::Path,
+    ) -> Result<PathBuf, SolveError> {
+        let err = |e: String| step_err(run, id, e);
+        if let Some((_, d)) = self.filtered.iter().find(|(j, _)| *j == i) {
+            return Ok(d.path().to_path_buf());
+        }
+        let src = run.def.graph.inputs(id).get(i).copied();
+        let excludes = match src.map(|v| &run.def.graph.vertex(v).op) {
+            Some(rbuild_ops::Op::Source(rbuild_ops::Source::Context { excludes, .. })) => {
+                excludes.clone()
+            }
+            _ => Vec::new(),
+        };
+        if excludes.is_empty() {
+            return Ok(dir.to_path_buf());
+        }
+        let rules = rbuild_fileop::IgnoreRules(
+            rbuild_ignore::Matcher::from_patterns(&excludes).map_err(|e| err(e.to_string()))?,
+        );
+        let parent = run.solver.store.root().join("mnt");
+        std::fs::create_dir_all(&parent)
+            .map_err(|e| err(format!("creating {}: {e}", parent.display())))?;
+        let tmp = tempfile::Builder::new()
+            .prefix("context-")
+            .tempdir_in(&parent)
+            .map_err(|e| err(format!("creating a directory in {}: {e}", parent.display())))?;
+        let from = rbuild_fileop::Root::open(dir).map_err(|e| err(e.to_string()))?;
+        let to = rbuild_fileop::Root::open(tmp.path()).map_err(|e| err(e.to_string()))?;
+        let action = rbuild_ops::FileAction::Copy {
+            input: 1,
+            sources: vec!["/".into()],
+            dest: "/".into(),
+            chown: None,
+            chmod: None,
+            unpack: false,
+            parents: false,
+            exclude: vec![],
+            link: false,
+        };
+        let sources = [
+            None,
+            Some(rbuild_fileop::CopySource {
+                root: &from,
+                ignore: &rules,
+                keep_owner: false,
+            }),
+        ];
+        rbuild_fileop::apply(&to, &[action], &sources, &Default::default())
+            .map_err(|e| err(format!("selecting the context (.dockerignore): {e}")))?;
+        // The copy's root is the context's root (tempfile made it 0700).
+        if let Ok(md) = std::fs::metadata(dir) {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = md.permissions().mode() & 0o7777;
+            let _ = std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode));
+        }
+        let p = tmp.path().to_path_buf();
+        self.filtered.push((i, tmp));
+        Ok(p)
     }
 
     /// `source` of input `input`, resolved beneath its root and pinned by its fd: the sandbox

@@ -1009,6 +1009,68 @@ RUN echo "AFTER=$(ls -A /t /w /b 2>/dev/null | tr -d '\n')"
     assert!(!ctx.join("dir/new").exists());
 }
 
+/// `.dockerignore` holds for every way a step reads the context (issue 14 item 3): a bind mount
+/// of the whole context, of a subdirectory, read-write, as another user, COPY and ADD of a
+/// directory; an excluded file is invisible to each, a re-included one (`!`) is there.
+#[test]
+fn dockerignore_holds_for_bind_mounts_copy_and_add() {
+    if !require_root(&[]) {
+        return;
+    }
+    let env = Env::with_busybox();
+    let probe = |key: &str, dir: &str| {
+        format!(
+            "echo \"{key}=$(for f in secret.txt sub/hidden sub/keep sub/keep.log other.log; do test -e {dir}/$f && printf '%s,' $f; done)\""
+        )
+    };
+    let df = format!(
+        "FROM busybox\n\
+RUN --mount=type=bind,target=/ctx {}\n\
+RUN --mount=type=bind,source=sub,target=/ctx/sub {}\n\
+RUN --mount=type=bind,target=/ctx,rw rm -f /ctx/sub/keep; {}\n\
+USER 65534\n\
+RUN --mount=type=bind,target=/ctx echo \"NOBODY=$(cat /ctx/sub/keep)\"\n\
+USER 0\n\
+COPY . /copied\n\
+RUN {}\n\
+COPY sub /copysub/sub\n\
+RUN {}\n\
+ADD sub /addsub/sub\n\
+RUN {}\n",
+        probe("BIND", "/ctx"),
+        probe("SUB", "/ctx"),
+        probe("RW", "/ctx"),
+        probe("COPY", "/copied"),
+        probe("COPYSUB", "/copysub"),
+        probe("ADDSUB", "/addsub"),
+    );
+    let ctx = env.context(
+        "ignore",
+        &[
+            ("Dockerfile", df.as_str()),
+            (
+                ".dockerignore",
+                "secret.txt\nsub/hidden\n*.log\n**/*.log\n!sub/keep.log\n",
+            ),
+            ("secret.txt", "s"),
+            ("sub/hidden", "h"),
+            ("sub/keep", "k"),
+            ("sub/keep.log", "kl"),
+            ("other.log", "o"),
+        ],
+    );
+    let (_, log) = env.build_ok(&[ctx.to_str().unwrap()]);
+    assert_eq!(val(&log, "BIND"), "sub/keep,sub/keep.log,", "{log}");
+    assert_eq!(val(&log, "SUB"), "sub/keep,sub/keep.log,", "{log}");
+    assert_eq!(val(&log, "RW"), "sub/keep.log,", "{log}");
+    assert_eq!(val(&log, "NOBODY"), "k", "{log}");
+    assert_eq!(val(&log, "COPY"), "sub/keep,sub/keep.log,", "{log}");
+    assert_eq!(val(&log, "COPYSUB"), "sub/keep,sub/keep.log,", "{log}");
+    assert_eq!(val(&log, "ADDSUB"), "sub/keep,sub/keep.log,", "{log}");
+    // The context itself is untouched.
+    assert!(ctx.join("sub/keep").exists() && ctx.join("secret.txt").exists());
+}
+
 #[test]
 fn run_mount_secret_never_lands_anywhere() {
     if !require_root(&[]) {
