@@ -18,6 +18,8 @@
 //!   bytes moved.
 //! - [`Client::push_artifact`] / [`Client::pull_artifact`] and [`CacheConfig`]: the build cache as an
 //!   OCI artifact whose config blob maps cache keys to layer descriptors, read back lazily.
+//! - [`Client::create_index`] (`imagetools create`): an index of manifests already in a registry,
+//!   blobs mounted across repositories, nothing downloaded but manifests and configs.
 //! - [`Client::login`] / [`Client::logout`]: the password is checked against the registry, then
 //!   stored in the credential helper `config.json` names or in the file; a token server speaking
 //!   OAuth2 is asked for an identity token (refresh token), which is then stored instead and used
@@ -38,6 +40,7 @@ mod challenge;
 mod client;
 mod credentials;
 mod error;
+mod imagetools;
 mod locations;
 mod login;
 mod options;
@@ -54,6 +57,7 @@ pub use challenge::{parse_challenge, pull_scope, push_scope, Challenge};
 pub use client::Client;
 pub use credentials::{auth_key, Credential, DockerConfig, Saved, DOCKER_HUB_AUTH_KEY};
 pub use error::{Error, Result};
+pub use imagetools::{CreateAnnotations, DuplicatePlatform, IndexEntry};
 pub use locations::KnownLocations;
 pub use login::LoginOutcome;
 pub use options::{is_loopback_host, parse_retry_after, Options, RetryPolicy};

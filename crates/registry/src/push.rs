@@ -364,7 +364,7 @@ impl Client {
         Ok((upload_location(location, &resp)?, next))
     }
 
-    async fn put_manifest(
+    pub(crate) async fn put_manifest(
         &self,
         target: &Reference,
         tag_or_digest: &str,
