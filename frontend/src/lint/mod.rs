@@ -453,7 +453,7 @@ pub(crate) fn static_checks(
                                 "InvalidDefinitionDescription",
                                 ins.pos(),
                                 format!(
-                                    "Comment for build stage or argument should follow the format: `# {} <description>`. If this is not intended to be a description comment, add an empty line or comment between the instruction and the comment.",
+                                    "Comment for FROM should follow the format: `# {} <description>`",
                                     n.text
                                 ),
                             ));
@@ -540,7 +540,7 @@ pub(crate) fn static_checks(
                                 "InvalidDefinitionDescription",
                                 ins.pos(),
                                 format!(
-                                    "Comment for build stage or argument should follow the format: `# {key} <description>`. If this is not intended to be a description comment, add an empty line or comment between the instruction and the comment."
+                                    "Comment for ARG should follow the format: `# {key} <description>`"
                                 ),
                             ));
                         }
