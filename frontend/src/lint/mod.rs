@@ -350,7 +350,7 @@ pub(crate) fn static_checks(
     let mut effective: BTreeMap<String, String> = BTreeMap::new();
     let mut stages: Vec<StageState> = Vec::new();
     let mut cur: Option<StageState> = None;
-    let mut used_once: BTreeMap<crate::ast::Keyword, Pos> = BTreeMap::new();
+    let mut used_once: BTreeMap<crate::ast::Keyword, (Pos, &str)> = BTreeMap::new();
     let comments = preceding_comments(text);
 
     for ins in &df.instructions {
@@ -549,7 +549,8 @@ pub(crate) fn static_checks(
             }
             K::Env | K::Label => {
                 if let Body::KeyValues { form, pairs } = &ins.body {
-                    let name = ins.keyword.upper();
+                    // As written: BuildKit names the command the way the Dockerfile spells it.
+                    let name = written_keyword(ins);
                     if *form == KvForm::Legacy {
                         out.push(found(
                             "LegacyKeyValueFormat",
@@ -584,13 +585,14 @@ pub(crate) fn static_checks(
                 }
             }
             K::Cmd | K::Entrypoint | K::Healthcheck => {
-                if let Some(prev) = used_once.insert(ins.keyword, ins.pos()) {
+                if let Some((prev, name)) =
+                    used_once.insert(ins.keyword, (ins.pos(), written_keyword(ins)))
+                {
                     out.push(found(
                         "MultipleInstructionsDisallowed",
                         prev,
                         format!(
-                            "Multiple {} instructions should not be used in the same stage because only the last one will be used",
-                            ins.keyword.upper()
+                            "Multiple {name} instructions should not be used in the same stage because only the last one will be used"
                         ),
                     ));
                 }
@@ -603,7 +605,7 @@ pub(crate) fn static_checks(
                         ins.pos(),
                         format!(
                             "JSON arguments recommended for {} to prevent unintended behavior related to OS signals",
-                            ins.keyword.upper()
+                            written_keyword(ins)
                         ),
                     ));
                 }
