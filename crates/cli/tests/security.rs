@@ -1,5 +1,6 @@
 //! Issue 5: the sandbox holds. Each test keeps a host sentinel file and directory that must be
-//! unchanged afterwards, and builds real images (as root).
+//! unchanged afterwards, and builds real images — as root, and again rootless (issue 16: each
+//! `_rootless` twin runs the same body as an ordinary user with a subordinate id range).
 
 mod common;
 use common::*;
@@ -18,6 +19,17 @@ impl Sentinel {
         std::fs::create_dir_all(dir.join("sub")).unwrap();
         std::fs::write(dir.join("file"), "sentinel").unwrap();
         std::fs::write(dir.join("sub/inner"), "inner").unwrap();
+        if let Some((u, g)) = env.user {
+            // Rootless: the sentinel is the user's own, what an escape could really write.
+            for p in [
+                dir.clone(),
+                dir.join("sub"),
+                dir.join("file"),
+                dir.join("sub/inner"),
+            ] {
+                std::os::unix::fs::chown(&p, Some(u), Some(g)).unwrap();
+            }
+        }
         let before = snapshot(&dir);
         Sentinel { dir, before }
     }
@@ -120,10 +132,24 @@ fn capabilities_are_dockers_default_set() {
     if !require_root(&[]) {
         return;
     }
-    let env = Env::with_busybox();
-    let s = Sentinel::new(&env);
+    capabilities_are_dockers_default_set_in(&Env::with_busybox());
+}
+
+#[test]
+fn capabilities_are_dockers_default_set_rootless() {
+    if !require_root(&[]) {
+        return;
+    }
+    let Some(env) = Env::rootless_with_busybox() else {
+        return;
+    };
+    capabilities_are_dockers_default_set_in(&env);
+}
+
+fn capabilities_are_dockers_default_set_in(env: &Env) {
+    let s = Sentinel::new(env);
     let (ok, log) = build(
-        &env,
+        env,
         "caps",
         "FROM busybox\nRUN echo \"BND=$(grep CapBnd /proc/self/status | cut -f2)\"; echo \"EFF=$(grep CapEff /proc/self/status | cut -f2)\"; echo \"NNP=$(grep NoNewPrivs /proc/self/status | cut -f2)\"\n",
         &[],
@@ -140,12 +166,26 @@ fn seccomp_filter_is_on_and_insecure_turns_it_off() {
     if !require_root(&[]) {
         return;
     }
-    let env = Env::with_busybox();
-    let s = Sentinel::new(&env);
+    seccomp_filter_is_on_and_insecure_turns_it_off_in(&Env::with_busybox());
+}
+
+#[test]
+fn seccomp_filter_is_on_and_insecure_turns_it_off_rootless() {
+    if !require_root(&[]) {
+        return;
+    }
+    let Some(env) = Env::rootless_with_busybox() else {
+        return;
+    };
+    seccomp_filter_is_on_and_insecure_turns_it_off_in(&env);
+}
+
+fn seccomp_filter_is_on_and_insecure_turns_it_off_in(env: &Env) {
+    let s = Sentinel::new(env);
     // Docker's default profile: user namespaces and mounts refused (EPERM from the
     // filter: `unshare -U` needs no capability, so only the filter stops it).
     let (ok, log) = build(
-        &env,
+        env,
         "seccomp",
         "FROM busybox\nRUN echo \"SECCOMP=$(grep '^Seccomp:' /proc/self/status | cut -f2)\"; \
          unshare -U true 2>/dev/null; echo \"UNSHARE=$?\"; \
@@ -158,7 +198,7 @@ fn seccomp_filter_is_on_and_insecure_turns_it_off() {
     assert_ne!(val(&log, "MOUNT"), "0");
     // --security=insecure: no filter (and every capability), as BuildKit's.
     let (ok, log) = build(
-        &env,
+        env,
         "insecure",
         "FROM busybox\nRUN --security=insecure echo \"SECCOMP=$(grep '^Seccomp:' /proc/self/status | cut -f2)\"; \
          unshare -U true; echo \"UNSHARE=$?\"\n",
@@ -175,11 +215,25 @@ fn only_stdio_reaches_the_step() {
     if !require_root(&[]) {
         return;
     }
-    let env = Env::with_busybox();
-    let s = Sentinel::new(&env);
+    only_stdio_reaches_the_step_in(&Env::with_busybox());
+}
+
+#[test]
+fn only_stdio_reaches_the_step_rootless() {
+    if !require_root(&[]) {
+        return;
+    }
+    let Some(env) = Env::rootless_with_busybox() else {
+        return;
+    };
+    only_stdio_reaches_the_step_in(&env);
+}
+
+fn only_stdio_reaches_the_step_in(env: &Env) {
+    let s = Sentinel::new(env);
     // `ls` itself holds one fd on the directory it lists; every other fd must be 0-2.
     let (ok, log) = build(
-        &env,
+        env,
         "fds",
         "FROM busybox\nRUN echo \"FDS=$(ls -l /proc/self/fd | awk 'NR>1{print $9\"->\"$11}' | tr '\\n' ' ')\"\n",
         &[],
@@ -208,14 +262,28 @@ fn workdir_through_proc_self_fd_cannot_reach_the_host() {
     if !require_root(&[]) {
         return;
     }
-    let env = Env::with_busybox();
-    let s = Sentinel::new(&env);
+    workdir_through_proc_self_fd_cannot_reach_the_host_in(&Env::with_busybox());
+}
+
+#[test]
+fn workdir_through_proc_self_fd_cannot_reach_the_host_rootless() {
+    if !require_root(&[]) {
+        return;
+    }
+    let Some(env) = Env::rootless_with_busybox() else {
+        return;
+    };
+    workdir_through_proc_self_fd_cannot_reach_the_host_in(&env);
+}
+
+fn workdir_through_proc_self_fd_cannot_reach_the_host_in(env: &Env) {
+    let s = Sentinel::new(env);
     for n in 3..9 {
         let marker = format!("rbuild-escape-{}-{n}", std::process::id());
         let df = format!(
             "FROM busybox\nWORKDIR /proc/self/fd/{n}\nRUN touch ../../../../../../{marker} {marker}; echo \"CWD=$(pwd -P)\"\n"
         );
-        let _ = build(&env, &format!("fd{n}"), &df, &[]);
+        let _ = build(env, &format!("fd{n}"), &df, &[]);
         assert!(
             !Path::new("/").join(&marker).exists(),
             "escaped to the host via fd {n}"
@@ -224,7 +292,7 @@ fn workdir_through_proc_self_fd_cannot_reach_the_host() {
     }
     // The same from a base image's config.
     let (ok, log) = build(
-        &env,
+        env,
         "badbase",
         "FROM busybox\nWORKDIR /proc/self/fd/5\n",
         &["-t", "badbase:1"],
@@ -232,13 +300,13 @@ fn workdir_through_proc_self_fd_cannot_reach_the_host() {
     assert!(ok, "{log}");
     let marker = format!("rbuild-escape-base-{}", std::process::id());
     let df = format!("FROM badbase:1\nRUN touch ../../../../../../{marker} {marker}; pwd -P\n");
-    let _ = build(&env, "frombase", &df, &[]);
+    let _ = build(env, "frombase", &df, &[]);
     assert!(
         !Path::new("/").join(&marker).exists(),
         "escaped via the base image's WorkingDir"
     );
     s.check();
-    assert_clean(&env, &marker);
+    assert_clean(env, &marker);
 }
 
 #[test]
@@ -246,12 +314,26 @@ fn proc_1_exe_is_not_writable_or_openable() {
     if !require_root(&["sha256sum"]) {
         return;
     }
-    let env = Env::with_busybox();
-    let s = Sentinel::new(&env);
+    proc_1_exe_is_not_writable_or_openable_in(&Env::with_busybox());
+}
+
+#[test]
+fn proc_1_exe_is_not_writable_or_openable_rootless() {
+    if !require_root(&["sha256sum"]) {
+        return;
+    }
+    let Some(env) = Env::rootless_with_busybox() else {
+        return;
+    };
+    proc_1_exe_is_not_writable_or_openable_in(&env);
+}
+
+fn proc_1_exe_is_not_writable_or_openable_in(env: &Env) {
+    let s = Sentinel::new(env);
     let sum = |p: &str| run_ok(Command::new("sha256sum").arg(p));
     let before = sum(rbuild_bin());
     let (ok, log) = build(
-        &env,
+        env,
         "exe",
         "FROM busybox\nRUN if echo x >> /proc/1/exe 2>/dev/null; then echo W=yes; else echo W=no; fi; if cat /proc/1/exe > /dev/null 2>&1; then echo R=yes; else echo R=no; fi; if echo x > /proc/self/exe 2>/dev/null; then echo S=yes; else echo S=no; fi\n",
         &[],
@@ -269,30 +351,44 @@ fn mount_ids_sources_and_targets_stay_inside() {
     if !require_root(&[]) {
         return;
     }
-    let env = Env::with_busybox();
-    let s = Sentinel::new(&env);
+    mount_ids_sources_and_targets_stay_inside_in(&Env::with_busybox());
+}
+
+#[test]
+fn mount_ids_sources_and_targets_stay_inside_rootless() {
+    if !require_root(&[]) {
+        return;
+    }
+    let Some(env) = Env::rootless_with_busybox() else {
+        return;
+    };
+    mount_ids_sources_and_targets_stay_inside_in(&env);
+}
+
+fn mount_ids_sources_and_targets_stay_inside_in(env: &Env) {
+    let s = Sentinel::new(env);
     let up = "../../../../../../../../..";
     let sd = s.dir.display().to_string();
     // A cache id with `..` is contained (it names a dir by hash).
     let df = format!(
         "FROM busybox\nRUN --mount=type=cache,id={up}{sd},target=/c touch /c/planted && ls /c > /dev/null\n"
     );
-    let (ok, log) = build(&env, "cacheid", &df, &[]);
+    let (ok, log) = build(env, "cacheid", &df, &[]);
     assert!(ok, "{log}");
     s.check();
     // A bind source with `..` resolves inside the context: not found, or contained.
     let df = format!("FROM busybox\nRUN --mount=type=bind,source={up}{sd},target=/b,rw touch /b/planted; ls /b\n");
-    let _ = build(&env, "bindsrc", &df, &[]);
+    let _ = build(env, "bindsrc", &df, &[]);
     s.check();
     // A target with `..`, and a target through a symlink to the host path, stay in the rootfs;
     // removing the mountpoints afterwards does not delete on the host.
     let df = format!(
         "FROM busybox\nRUN mkdir -p /x && ln -s {sd} /viahost\nRUN --mount=type=tmpfs,target=/viahost/sub touch /viahost/sub/planted\nRUN --mount=type=tmpfs,target=/x/{up}{sd}/file true\nRUN --mount=type=bind,source=a.txt,target=/viahost/newfile cat /viahost/newfile\n"
     );
-    let (ok, log) = build(&env, "targets", &df, &[]);
+    let (ok, log) = build(env, "targets", &df, &[]);
     let _ = (ok, log);
     s.check();
-    assert_clean(&env, "rbuild-nothing-to-find");
+    assert_clean(env, "rbuild-nothing-to-find");
 }
 
 #[test]
@@ -300,18 +396,32 @@ fn failed_and_killed_steps_leave_nothing_behind() {
     if !require_root(&[]) {
         return;
     }
-    let env = Env::with_busybox();
-    let s = Sentinel::new(&env);
+    failed_and_killed_steps_leave_nothing_behind_in(&Env::with_busybox());
+}
+
+#[test]
+fn failed_and_killed_steps_leave_nothing_behind_rootless() {
+    if !require_root(&[]) {
+        return;
+    }
+    let Some(env) = Env::rootless_with_busybox() else {
+        return;
+    };
+    failed_and_killed_steps_leave_nothing_behind_in(&env);
+}
+
+fn failed_and_killed_steps_leave_nothing_behind_in(env: &Env) {
+    let s = Sentinel::new(env);
     let before = mounts().lines().count();
     // A failing step that leaves a background process.
     let marker = format!("1{}7", std::process::id());
     let df = format!(
         "FROM busybox\nRUN --mount=type=tmpfs,target=/t --mount=type=bind,source=a.txt,target=/a (sleep {marker} &) ; exit 3\n"
     );
-    let (ok, log) = build(&env, "fail", &df, &[]);
+    let (ok, log) = build(env, "fail", &df, &[]);
     assert!(!ok);
     assert!(log.contains("exit code: 3"), "{log}");
-    assert_clean(&env, &format!("sleep {marker}"));
+    assert_clean(env, &format!("sleep {marker}"));
 
     // A build killed (SIGKILL) while its step runs.
     let marker2 = format!("2{}9", std::process::id());

@@ -149,6 +149,7 @@ pub fn enter_user_namespace() -> Result<IdMapping, UsernsError> {
             what: "socket pair",
             source,
         })?;
+    let parent_pid = nix::unistd::getpid();
     // SAFETY: called before any thread exists (documented contract), so the child may run
     // arbitrary code after fork.
     match unsafe { fork() }.map_err(|e| UsernsError::Sys {
@@ -157,6 +158,12 @@ pub fn enter_user_namespace() -> Result<IdMapping, UsernsError> {
     })? {
         ForkResult::Child => {
             drop(parent_end);
+            // The parent only waits for us: if it is killed (SIGKILL from a CI runner, say), we
+            // go with it, and so does everything we started.
+            let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL);
+            if nix::unistd::getppid() != parent_pid {
+                std::process::exit(1);
+            }
             let r = unshare(CloneFlags::CLONE_NEWUSER);
             let ok = r.is_ok();
             let _ = child_end.write_all(if ok { b"u" } else { b"e" });

@@ -73,9 +73,76 @@ pub fn busybox_layout() -> &'static Path {
 pub struct Env {
     pub tmp: tempfile::TempDir,
     pub root: PathBuf,
+    /// Rootless: every rbuild command runs as this (uid, gid), through setpriv.
+    pub user: Option<(u32, u32)>,
+}
+
+/// The ordinary user the rootless variants of the tests run as (made here, with a subordinate id
+/// range); `None` (with the reason printed) where that is impossible.
+pub fn rootless_user() -> Option<(u32, u32)> {
+    const USER: &str = "rbuild-rl";
+    static IDS: OnceLock<Option<(u32, u32)>> = OnceLock::new();
+    *IDS.get_or_init(|| {
+        for t in ["setpriv", "useradd", "newuidmap"] {
+            if which(t).is_none() {
+                eprintln!("SKIP: {t} is not installed (rootless variant)");
+                return None;
+            }
+        }
+        let id = |flag: &str| -> Option<u32> {
+            let o = Command::new("id").arg(flag).arg(USER).output().ok()?;
+            String::from_utf8_lossy(&o.stdout).trim().parse().ok()
+        };
+        if id("-u").is_none() {
+            let _ = Command::new("useradd")
+                .args(["-m", "-s", "/bin/sh", USER])
+                .status();
+        }
+        let has_range = std::fs::read_to_string("/etc/subuid")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with(&format!("{USER}:")));
+        if !has_range {
+            let _ = Command::new("usermod")
+                .args([
+                    "--add-subuids",
+                    "300000-365535",
+                    "--add-subgids",
+                    "300000-365535",
+                    USER,
+                ])
+                .status();
+        }
+        match (id("-u"), id("-g")) {
+            (Some(u), Some(g)) => Some((u, g)),
+            _ => {
+                eprintln!("SKIP: could not create the test user {USER}");
+                None
+            }
+        }
+    })
 }
 
 impl Env {
+    /// A fresh store with busybox:latest loaded, used by an ordinary user (rootless): `None`
+    /// (the reason printed) where rootless cannot run here.
+    pub fn rootless_with_busybox() -> Option<Env> {
+        let ids = rootless_user()?;
+        let mut env = Env::empty();
+        // The user must reach the scratch dir and own its store.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(env.tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::create_dir_all(&env.root).unwrap();
+        std::os::unix::fs::chown(&env.root, Some(ids.0), Some(ids.1)).unwrap();
+        env.user = Some(ids);
+        let out = env.rbuild(&["load", busybox_layout().to_str().unwrap()]);
+        if !out.status.success() {
+            eprintln!("SKIP: rootless load failed here: {}", stderr(&out));
+            return None;
+        }
+        Some(env)
+    }
+
     /// A fresh store with busybox:latest loaded.
     pub fn with_busybox() -> Env {
         let env = Env::empty();
@@ -90,7 +157,11 @@ impl Env {
             .tempdir()
             .unwrap();
         let root = tmp.path().join("store");
-        Env { tmp, root }
+        Env {
+            tmp,
+            root,
+            user: None,
+        }
     }
 
     pub fn path(&self, p: &str) -> PathBuf {
@@ -98,7 +169,19 @@ impl Env {
     }
 
     pub fn cmd(&self) -> Command {
-        let mut c = Command::new(rbuild_bin());
+        let mut c = match self.user {
+            Some((uid, gid)) => {
+                let mut c = Command::new("setpriv");
+                c.arg(format!("--reuid={uid}"))
+                    .arg(format!("--regid={gid}"))
+                    .arg("--clear-groups")
+                    .arg("--")
+                    .arg(rbuild_bin());
+                c.env("HOME", self.tmp.path());
+                c
+            }
+            None => Command::new(rbuild_bin()),
+        };
         c.env("RBUILD_ROOT", &self.root);
         c.env_remove("SOURCE_DATE_EPOCH");
         c
