@@ -60,6 +60,7 @@ mod merge;
 mod miss;
 mod mounts;
 mod naming;
+mod preflight;
 pub mod record;
 pub mod remote;
 mod run_mounts;

@@ -85,6 +85,11 @@ pub trait Executor: Send + Sync {
         on_output: &mut dyn FnMut(OutputStream, &[u8]),
         cancel: &Cancel,
     ) -> Result<RunOutcome, String>;
+
+    /// Whether RUN steps can have `network`; asked before any step runs.
+    fn check_network(&self, _network: rbuild_sandbox::Network) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// The namespaced sandbox of `rbuild_sandbox`.
@@ -98,5 +103,14 @@ impl Executor for Sandbox {
         cancel: &Cancel,
     ) -> Result<RunOutcome, String> {
         rbuild_sandbox::run(spec, on_output, cancel).map_err(|e| e.to_string())
+    }
+
+    fn check_network(&self, network: rbuild_sandbox::Network) -> Result<(), String> {
+        match network {
+            rbuild_sandbox::Network::Private => rbuild_sandbox::choose_stack()
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            _ => Ok(()),
+        }
     }
 }

@@ -101,6 +101,8 @@ impl Solver {
     pub async fn solve(self: Arc<Self>, def: BuildDefinition) -> Result<SolveResult, SolveError> {
         let def = Arc::new(def);
         let order = reachable_topo(&def, def.target.root);
+        // Refusals the request and the Dockerfile decide, before anything runs.
+        crate::preflight::check(&def, &order, &self.opts, self.executor.as_ref())?;
         let mut nodes: HashMap<VertexId, Arc<Node>> = HashMap::new();
         let ctx_number = AtomicU32::new(0);
         let run_numbers = AtomicU32::new(1);

@@ -1276,6 +1276,63 @@ fn rbuild_test_host_ipv4() -> Vec<String> {
         .collect()
 }
 
+/// Refusals the request and the Dockerfile decide happen before any step runs (issue 14 item 2):
+/// each Dockerfile's first RUN prints a marker, a later step needs something the request does
+/// not give; the build fails naming it, and the marker step never ran (nor was even announced).
+#[test]
+fn refusals_happen_before_any_step_runs() {
+    if !require_root(&[]) {
+        return;
+    }
+    let env = Env::with_busybox();
+    let first = "FROM busybox\nRUN echo MARKER\"\"=ran\nRUN echo second\n";
+    let cases: &[(&str, &str, &[&str])] = &[
+        ("RUN --network=host true", "network.host", &[]),
+        ("RUN --security=insecure true", "security.insecure", &[]),
+        (
+            "RUN --mount=type=secret,id=tok,required=true cat /run/secrets/tok",
+            "secret tok is required",
+            &[],
+        ),
+        (
+            "RUN --mount=type=ssh,id=agent,required=true true",
+            "ssh agent agent is required",
+            &[],
+        ),
+        (
+            "RUN --mount=type=secret,id=tok cat /run/secrets/tok",
+            "secret tok",
+            &["--secret", "id=tok,src=/nonexistent/rbuild-secret"],
+        ),
+        ("RUN --mount=type=bind,target=/x,bogus=1 true", "bogus", &[]),
+        (
+            "RUN --mount=type=cache,target=/c,sharing=nope true",
+            "nope",
+            &[],
+        ),
+        (
+            "FROM --platform=linux/nonesuch busybox AS later\nRUN true",
+            "nonesuch",
+            &[],
+        ),
+        ("RUN true", "nonesuch", &["--platform", "linux/nonesuch"]),
+    ];
+    for (i, (later, want, args)) in cases.iter().enumerate() {
+        let df = format!("{first}{later}\n");
+        let ctx = env.context(&format!("refuse{i}"), &[("Dockerfile", df.as_str())]);
+        let (ok, log) = build_args(&env, &ctx, args);
+        assert!(!ok, "case {i} ({later}) must fail:\n{log}");
+        assert!(
+            log.contains(want),
+            "case {i}: the error names {want:?}:\n{log}"
+        );
+        assert!(
+            !log.contains("MARKER=ran") && !log.contains("RUN echo MARKER"),
+            "case {i} ({later}): a step ran before the refusal:\n{log}"
+        );
+    }
+}
+
 #[test]
 fn run_memory_limit_kills_for_memory() {
     if !require_root(&[]) {
