@@ -150,11 +150,10 @@ pub(crate) fn host_addresses() -> Vec<IpAddr> {
     out
 }
 
-/// A running stack attached to a sandbox's network namespace; killed when dropped.
+/// A running stack attached to a sandbox's network namespace: our child (in the foreground, with
+/// a parent-death signal, so it never outlives rbuild); killed and reaped when dropped.
 pub(crate) struct Attached {
-    /// pasta daemonizes: a pidfd of the daemon. slirp4netns stays our child.
-    pidfd: Option<OwnedFd>,
-    child: Option<Child>,
+    child: Child,
     /// slirp4netns exits when this (the write end of its exit pipe) is closed.
     _exit_pipe: Option<OwnedFd>,
     _dir: tempfile::TempDir,
@@ -162,23 +161,8 @@ pub(crate) struct Attached {
 
 impl Drop for Attached {
     fn drop(&mut self) {
-        if let Some(fd) = &self.pidfd {
-            // SAFETY: pidfd_send_signal reads only its integer arguments; a null siginfo is
-            // allowed. The pidfd refers to the stack's daemon, never to a reused pid.
-            unsafe {
-                libc::syscall(
-                    libc::SYS_pidfd_send_signal,
-                    fd.as_raw_fd(),
-                    libc::SIGKILL,
-                    std::ptr::null::<libc::siginfo_t>(),
-                    0u32,
-                );
-            }
-        }
-        if let Some(c) = &mut self.child {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -286,6 +270,10 @@ pub(crate) fn attach(stack: NetStack, program: &Path, pid: u32) -> Result<Attach
     // fds are open in the child (inherited copies of ours).
     unsafe {
         cmd.pre_exec(move || {
+            // The stack dies with rbuild, however rbuild ends.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             // Move the sources out of the way first, so a target number never clobbers one.
             let mut moved = Vec::new();
             for (src, _) in &inherit {
@@ -303,72 +291,59 @@ pub(crate) fn attach(stack: NetStack, program: &Path, pid: u32) -> Result<Attach
             Ok(())
         });
     }
-    let mut child = cmd
+    let child = cmd
         .spawn()
         .map_err(|e| missing(format!("cannot start {}: {e}", program.display())))?;
     drop(ns);
     let deadline = Instant::now() + READY_TIMEOUT;
     match stack {
         NetStack::Pasta => {
-            // pasta configures the namespace, then forks its daemon and exits 0.
-            let status = loop {
-                match child.try_wait() {
-                    Ok(Some(s)) => break s,
-                    Ok(None) if Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(2))
-                    }
-                    _ => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        return Err(stack_failed(stack, "did not start in time", &log));
-                    }
-                }
-            };
-            if !status.success() {
-                let mut e = stack_failed(stack, &format!("failed ({status})"), &log);
-                if let SandboxError::NetworkStack(m) = &mut e {
-                    let more =
-                        std::fs::read_to_string(dir.path().join("pasta.log")).unwrap_or_default();
-                    if let Some(l) = more.lines().rev().find(|l| !l.trim().is_empty()) {
-                        m.push_str(&format!("; {}", l.trim()));
-                    }
-                }
-                return Err(e);
-            }
-            let pid: i32 = loop {
-                match std::fs::read_to_string(&pidfile)
-                    .ok()
-                    .and_then(|s| s.trim().parse().ok())
-                {
-                    Some(p) => break p,
-                    None if Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(2))
-                    }
-                    None => return Err(stack_failed(stack, "wrote no pid file", &log)),
-                }
-            };
-            // SAFETY: pidfd_open takes a pid and flags and returns a new fd we own.
-            let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0u32) };
-            let fd = Errno::result(fd).map_err(|e| SandboxError::Io {
-                what: "pidfd_open the network stack",
-                source: e.into(),
-            })?;
-            // SAFETY: the kernel just returned this fd; nothing else owns it.
-            let pidfd = unsafe { crate::sys::owned_fd(fd as RawFd) };
-            Ok(Attached {
-                pidfd: Some(pidfd),
-                child: None,
+            let mut attached = Attached {
+                child,
                 _exit_pipe: None,
                 _dir: dir,
-            })
+            };
+            loop {
+                let written = std::fs::read_to_string(&pidfile)
+                    .ok()
+                    .is_some_and(|s| !s.trim().is_empty());
+                if written {
+                    return Ok(attached);
+                }
+                match attached.child.try_wait() {
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(1))
+                    }
+                    Ok(None) => {
+                        return Err(stack_failed(stack, "did not start in time", &log));
+                    }
+                    Ok(Some(status)) => {
+                        let mut msg = stack_failed(stack, &format!("failed ({status})"), &log);
+                        if let SandboxError::NetworkStack(m) = &mut msg {
+                            let more =
+                                std::fs::read_to_string(attached._dir.path().join("pasta.log"))
+                                    .unwrap_or_default();
+                            if let Some(l) = more.lines().rev().find(|l| !l.trim().is_empty()) {
+                                m.push_str(&format!("; {}", l.trim()));
+                            }
+                        }
+                        return Err(msg);
+                    }
+                    Err(e) => {
+                        return Err(SandboxError::Io {
+                            what: "wait for the network stack",
+                            source: e,
+                        })
+                    }
+                }
+            }
         }
         NetStack::Slirp4netns => {
             let (r, w, er) = ready_read.expect("slirp4netns has a ready pipe");
             drop(w);
             drop(er);
             let attached = Attached {
-                pidfd: None,
-                child: Some(child),
+                child,
                 _exit_pipe: exit_write,
                 _dir: dir,
             };
