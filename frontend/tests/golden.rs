@@ -45,6 +45,9 @@ fn options(dir: &Path, text: &str) -> PlanOptions {
         o.build_args = map("build_args");
         o.labels = map("labels");
         o.target = v.get("target").and_then(|t| t.as_str()).map(str::to_string);
+        if let Some(p) = v.get("platform").and_then(|t| t.as_str()) {
+            o.platform = rbuild_oci::Platform::parse_strict(p).expect("options.json platform");
+        }
         o.no_cache = v.get("no_cache").and_then(|t| t.as_bool()).unwrap_or(false);
         o.no_cache_filter = v
             .get("no_cache_filter")

@@ -28,7 +28,7 @@ struct KeyMaterial<'a> {
 #[derive(Serialize)]
 #[serde(untagged)]
 enum KeyedOp<'a> {
-    Exec(ExecOp),
+    Exec(Box<ExecOp>),
     Image {
         image: &'a Digest,
     },
@@ -46,7 +46,7 @@ pub fn vertex_key(op: &Op, inputs: &[Digest], content: &[(usize, Digest)]) -> Di
         Op::Exec(e) => {
             let mut e = e.clone();
             e.unkeyed_env.clear();
-            KeyedOp::Exec(e)
+            KeyedOp::Exec(Box::new(e))
         }
         Op::Source(Source::Image { manifest, .. }) => KeyedOp::Image { image: manifest },
         // The commit comes in as content (resolved in pass 1); the ref's name and the checksum
@@ -86,6 +86,7 @@ mod tests {
             security: SecurityMode::Sandbox,
             mounts: vec![],
             unkeyed_env: unkeyed.iter().map(|s| s.to_string()).collect(),
+            platform: None,
         })
     }
 
@@ -96,6 +97,20 @@ mod tests {
         assert_eq!(a, b);
         let c = vertex_key(&exec(&["A=2"], &[]), &[], &[]);
         assert_ne!(a, c);
+    }
+
+    #[test]
+    fn platform_changes_key() {
+        let host = vertex_key(&exec(&["A=1"], &[]), &[], &[]);
+        let Op::Exec(mut e) = exec(&["A=1"], &[]) else {
+            unreachable!()
+        };
+        e.platform = Some(rbuild_oci::Platform::new("linux", "arm64", None));
+        let arm64 = vertex_key(&Op::Exec(e.clone()), &[], &[]);
+        e.platform = Some(rbuild_oci::Platform::new("linux", "arm", Some("v7")));
+        let arm = vertex_key(&Op::Exec(e), &[], &[]);
+        assert_ne!(host, arm64);
+        assert_ne!(arm64, arm);
     }
 
     #[test]

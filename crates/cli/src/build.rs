@@ -297,6 +297,9 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> 
         eprintln!("error: {}", crate::checks::violation(&error_rules));
         return Ok(ExitCode::from(1));
     }
+    // RUN steps of another platform run under binfmt_misc emulation: a platform without a usable
+    // emulator is refused here, before any step runs.
+    check_emulators(&def.graph)?;
 
     let progress = Progress::start(mode);
     let needs_rootfs = outputs.iter().any(|o| o.needs_rootfs());
@@ -478,6 +481,22 @@ fn image_size(store: &rbuild_store::Store, manifest: &rbuild_oci::Digest) -> u64
     rbuild_image::read_manifest(store, manifest)
         .map(|m| m.config.size + m.layers.iter().map(|l| l.size).sum::<u64>())
         .unwrap_or(0)
+}
+
+/// Every platform the graph's RUN steps are for (other than the host's) has an emulator.
+fn check_emulators(graph: &rbuild_ops::BuildGraph) -> anyhow::Result<()> {
+    let mut seen: Vec<rbuild_oci::Platform> = Vec::new();
+    for v in graph.graph.node_weights() {
+        if let rbuild_ops::Op::Exec(e) = &v.op {
+            if let Some(p) = &e.platform {
+                if !seen.contains(p) {
+                    rbuild_sandbox::binfmt::emulation(p).map_err(|e| anyhow!("{e}"))?;
+                    seen.push(p.clone());
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `--platform`: only the host's (`linux/amd64`, `linux/amd64/v2`, `amd64`, `local`).

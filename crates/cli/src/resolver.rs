@@ -5,7 +5,7 @@
 //! 1. `ref` pinned by digest whose manifest is in the store: used as it is, never the network;
 //! 2. without `--pull`: the local store by the name as written;
 //! 3. the registry (when the build may use one): the manifest digest is resolved (an index is
-//!    narrowed to the host platform), the manifest and the config are fetched into the store — the
+//!    narrowed to the stage's platform), the manifest and the config are fetched into the store — the
 //!    planner needs the config — and the layers are left for later;
 //! 4. with `--pull`, step 2 is skipped: the tag is always re-resolved.
 //!
@@ -80,8 +80,13 @@ impl StoreResolver {
             .clone()
     }
 
-    fn image_in_store(&self, name: String, manifest: &Digest) -> Result<ResolvedImage, String> {
-        let (md, m) = rbuild_image::resolve_manifest(&self.store, manifest)
+    fn image_in_store(
+        &self,
+        name: String,
+        manifest: &Digest,
+        platform: &Platform,
+    ) -> Result<ResolvedImage, String> {
+        let (md, m) = rbuild_image::resolve_manifest_for(&self.store, manifest, platform)
             .map_err(|e| format!("reading manifest {manifest}: {e}"))?;
         let config = rbuild_image::read_config(&self.store, &m.config.digest)
             .map_err(|e| format!("reading its config: {e}"))?;
@@ -92,7 +97,12 @@ impl StoreResolver {
         })
     }
 
-    fn resolve_uncached(&self, reference: &str) -> Result<ResolvedImage, ResolveError> {
+    fn resolve_uncached(
+        &self,
+        reference: &str,
+        platform: &Platform,
+    ) -> Result<ResolvedImage, ResolveError> {
+        let host = platform.same_as(&Platform::host());
         let failed = |message: String| ResolveError::Failed {
             reference: reference.to_string(),
             message,
@@ -103,10 +113,16 @@ impl StoreResolver {
             if let Some(d) = r.digest() {
                 if self.store.has_blob(d) {
                     self.answered(Answer::Pinned(d.clone()));
-                    return self.image_in_store(r.familiar(), d).map_err(failed);
+                    return self
+                        .image_in_store(r.familiar(), d, platform)
+                        .and_then(|img| check_platform(img, platform, host))
+                        .map_err(failed);
                 }
             }
         }
+        // A local image of another platform than the one wanted: the registry may have it; if
+        // not, the error says what the local one is.
+        let mut local_mismatch = None;
         if !self.pull || self.registry.is_none() {
             let found = self
                 .store
@@ -114,13 +130,23 @@ impl StoreResolver {
                 .map_err(|e| failed(e.to_string()))?;
             if let Some((name, rec)) = found {
                 let by_name = rbuild_store::normalize_name(reference).ok();
-                self.answered(match &name {
-                    Some(n) if by_name.as_ref() == Some(n) => Answer::Named(n.clone(), rec.clone()),
-                    _ => Answer::Other,
-                });
-                return self
-                    .image_in_store(name.unwrap_or_else(|| reference.to_string()), &rec.manifest)
-                    .map_err(failed);
+                let shown = name.clone().unwrap_or_else(|| reference.to_string());
+                let img = self
+                    .image_in_store(shown, &rec.manifest, platform)
+                    .and_then(|img| check_platform(img, platform, host));
+                match img {
+                    Ok(img) => {
+                        self.answered(match &name {
+                            Some(n) if by_name.as_ref() == Some(n) => {
+                                Answer::Named(n.clone(), rec.clone())
+                            }
+                            _ => Answer::Other,
+                        });
+                        return Ok(img);
+                    }
+                    Err(e) if host || self.registry.is_none() => return Err(failed(e)),
+                    Err(e) => local_mismatch = Some(e),
+                }
             }
         }
         let Some(registry) = &self.registry else {
@@ -136,15 +162,46 @@ impl StoreResolver {
         let r = parse_ref(reference, "image").map_err(|e| failed(e.to_string()))?;
         let ctx = registry.get().map_err(|e| failed(format!("{e:#}")))?;
         let manifest = ctx
-            .block(fetch_metadata(&ctx.client, &self.store, &r))
-            .map_err(|e| {
-                failed(format!(
+            .block(fetch_metadata(&ctx.client, &self.store, &r, platform))
+            .map_err(|e| match &local_mismatch {
+                Some(local) => failed(format!(
+                    "{local}; and resolving it at {} failed: {e}",
+                    r.registry()
+                )),
+                None => failed(format!(
                     "not in the local store, and resolving it at {} failed: {e}",
                     r.registry()
-                ))
+                )),
             })?;
-        self.image_in_store(r.familiar(), &manifest).map_err(failed)
+        self.image_in_store(r.familiar(), &manifest, platform)
+            .map_err(failed)
     }
+}
+
+/// `img` if its config's platform runs as `platform` (containerd's `platforms.Only`), else why
+/// not. A config without os/architecture passes (nothing to compare). For the host's platform
+/// a foreign single-platform image is taken as before (the `InvalidBaseImagePlatform` check warns,
+/// as BuildKit); a platform asked for explicitly must match, since the local store keeps one
+/// manifest per name and taking another platform's would build the wrong thing silently.
+fn check_platform(
+    img: ResolvedImage,
+    platform: &Platform,
+    host: bool,
+) -> Result<ResolvedImage, String> {
+    let c = &img.config;
+    if host || c.os.is_empty() || c.architecture.is_empty() {
+        return Ok(img);
+    }
+    let have = Platform::new(&c.os, &c.architecture, c.variant.as_deref());
+    if rbuild_oci::Matcher::only(platform).matches(&have) {
+        return Ok(img);
+    }
+    Err(format!(
+        "image {} is {}, not {} (it has no other platform here)",
+        img.reference,
+        have.normalized(),
+        platform.normalized()
+    ))
 }
 
 /// Fetch the manifest (narrowing an index to the host platform) and the config of `r` into the
@@ -153,16 +210,18 @@ async fn fetch_metadata(
     client: &rbuild_registry::Client,
     store: &Store,
     r: &Reference,
+    platform: &Platform,
 ) -> Result<Digest, String> {
     let top = client.resolve(r).await.map_err(|e| e.to_string())?;
     let manifest = if top.is_index() {
         let index: Index = serde_json::from_slice(&top.bytes)
             .map_err(|e| format!("image index {}: {e}", top.digest))?;
-        let desc = select_manifest(&index, &Platform::host()).ok_or_else(|| {
+        let desc = select_manifest(&index, platform).ok_or_else(|| {
             format!(
-                "image index {} has no manifest for linux/{}",
+                "image index {} has no manifest for {} (it has {})",
                 top.digest,
-                rbuild_oci::host_arch()
+                platform.normalized(),
+                rbuild_oci::index_platforms(&index).join(", ")
             )
         })?;
         let m = client
@@ -203,19 +262,32 @@ async fn fetch_metadata(
 
 impl ImageResolver for StoreResolver {
     fn resolve(&self, reference: &str) -> Result<ResolvedImage, ResolveError> {
+        self.resolve_for(reference, &Platform::host())
+    }
+
+    fn resolve_for(
+        &self,
+        reference: &str,
+        platform: &Platform,
+    ) -> Result<ResolvedImage, ResolveError> {
+        let key = if platform.same_as(&Platform::host()) {
+            reference.to_string()
+        } else {
+            format!("{reference}\0{}", platform.normalized())
+        };
         if let Some(r) = self
             .memo
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(reference)
+            .get(&key)
         {
             return Ok(r.clone());
         }
-        let resolved = self.resolve_uncached(reference)?;
+        let resolved = self.resolve_uncached(reference, platform)?;
         self.memo
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(reference.to_string(), resolved.clone());
+            .insert(key, resolved.clone());
         Ok(resolved)
     }
 }

@@ -78,6 +78,16 @@ pub(crate) fn pick_platform<'a>(index: &'a Index, platform: &Platform) -> Option
 
 /// Resolve `d` (a manifest, or an index of them) to the host platform's manifest.
 pub fn resolve_manifest(store: &Store, d: &Digest) -> Result<(Digest, Manifest)> {
+    resolve_manifest_for(store, d, &Platform::host())
+}
+
+/// Resolve `d` (a manifest, or an index of them) to `platform`'s manifest (containerd's
+/// `platforms.Only` order). A lone manifest is returned as it is, whatever its platform.
+pub fn resolve_manifest_for(
+    store: &Store,
+    d: &Digest,
+    platform: &Platform,
+) -> Result<(Digest, Manifest)> {
     let mut cur = d.clone();
     for _ in 0..MAX_INDEX_DEPTH {
         let data = store.read_blob(&cur, MAX_MANIFEST_SIZE)?;
@@ -95,10 +105,13 @@ pub fn resolve_manifest(store: &Store, d: &Digest) -> Result<(Digest, Manifest)>
                 what: "image index",
                 source,
             })?;
-        let host = Platform::host();
-        let next = pick_platform(&idx, &host).ok_or_else(|| ImageError::NoPlatformManifest {
+        let next = pick_platform(&idx, platform).ok_or_else(|| ImageError::NoPlatformManifest {
             index: cur.clone(),
-            platform: format!("{}/{}", host.os, host.architecture),
+            platform: format!(
+                "{} (it has {})",
+                platform.normalized(),
+                rbuild_oci::index_platforms(&idx).join(", ")
+            ),
         })?;
         cur = next.digest.clone();
     }

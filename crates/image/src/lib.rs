@@ -31,7 +31,8 @@ mod tarout;
 
 pub use compress::{check_level, compress_stream, ensure_compressed, ensure_compressed_reporting};
 pub use document::{
-    image_record, layer_blobs, read_config, read_manifest, resolve_manifest, write_image, LayerBlob,
+    image_record, layer_blobs, read_config, read_manifest, resolve_manifest, resolve_manifest_for,
+    write_image, LayerBlob,
 };
 pub use error::{ImageError, Result};
 pub use export_docker::{export_docker_archive, export_docker_archive_reporting};

@@ -126,6 +126,11 @@ pub struct ExecOp {
     /// history (proxy build args). Definition-excluded: the solver must skip this field when keying.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unkeyed_env: Vec<String>,
+    /// The platform the command's programs are for, when it is not the host's (they then run
+    /// under binfmt_misc emulation). Part of the key: the same command on another platform is
+    /// another step. `None` (the host's platform) keeps host builds' keys as they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<rbuild_oci::Platform>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -430,7 +435,19 @@ pub struct ResolvedImage {
 /// How a frontend learns a base image's digest and config (BuildKit's ResolveImageConfig). The
 /// caller implements it over the local store and, when configured, a registry.
 pub trait ImageResolver: Send + Sync {
+    /// The image for the host's platform.
     fn resolve(&self, reference: &str) -> Result<ResolvedImage, ResolveError>;
+
+    /// The image for `platform` (an index narrowed to it, as containerd's `platforms.Only`
+    /// matches). Resolvers that know only one platform answer [`ImageResolver::resolve`].
+    fn resolve_for(
+        &self,
+        reference: &str,
+        platform: &rbuild_oci::Platform,
+    ) -> Result<ResolvedImage, ResolveError> {
+        let _ = platform;
+        self.resolve(reference)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

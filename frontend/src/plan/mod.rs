@@ -51,7 +51,8 @@ pub struct PlanOptions {
     pub no_cache_filter: Vec<String>,
     /// `--label`: set on the image after everything else.
     pub labels: BTreeMap<String, String>,
-    /// The platform built for (the host's).
+    /// The platform built for (TARGETPLATFORM; the host's by default). A stage runs on it unless
+    /// its `FROM --platform` (or the stage it is based on) says otherwise.
     pub platform: Platform,
     /// `--build-context`.
     pub build_contexts: BTreeMap<String, NamedContext>,
@@ -168,6 +169,8 @@ pub(crate) struct Planner<'a, 'd> {
     pub excludes: Vec<String>,
     /// Build-check findings made while planning (`UndefinedVar`, `InvalidBaseImagePlatform`).
     pub found: std::cell::RefCell<Vec<crate::lint::Found>>,
+    /// Each planned stage's platform (normal form).
+    pub stage_platforms: Vec<Option<Platform>>,
 }
 
 fn plan_parsed(
@@ -177,7 +180,7 @@ fn plan_parsed(
     found: &mut Vec<crate::lint::Found>,
 ) -> Result<BuildDefinition, FrontendError> {
     let lexer = Lexer::new(df.escape);
-    let mut global = GlobalArgs::new(&opts.platform);
+    let mut global = GlobalArgs::new(&Platform::host(), &opts.platform);
     let mut stages: Vec<StageDef<'_>> = Vec::new();
     for ins in &df.instructions {
         if ins.keyword == Keyword::From {
@@ -250,6 +253,7 @@ fn plan_parsed(
         named_vertices: BTreeMap::new(),
         excludes,
         found: std::cell::RefCell::new(Vec::new()),
+        stage_platforms: vec![None; n],
     };
     let target = p.target_index()?;
     let order = p.build_order(target)?;
@@ -270,9 +274,13 @@ fn plan_parsed(
     for (k, v) in &opts.labels {
         config.config.labels.insert(k.clone(), v.clone());
     }
-    config.architecture = opts.platform.architecture.clone();
-    config.os = opts.platform.os.clone();
-    config.variant = opts.platform.variant.clone();
+    // The image is of the target stage's platform (its `FROM --platform`, else the target's).
+    let platform = p.stage_platforms[target]
+        .clone()
+        .unwrap_or_else(|| opts.platform.normalized());
+    config.architecture = platform.architecture.clone();
+    config.os = platform.os.clone();
+    config.variant = platform.variant.clone();
     Ok(BuildDefinition {
         graph: p.graph,
         target: ImageTarget {

@@ -9,7 +9,7 @@ use super::vars::{self, env_get, env_set, PROXY_ARGS};
 use super::{NamedContext, Planner, Ref};
 use crate::ast::{Body, Flag, Instruction, Keyword, Pos};
 use crate::error::{ErrorKind, FrontendError};
-use rbuild_oci::{Digest, EmptyObject, Healthcheck, ImageConfig};
+use rbuild_oci::{Digest, EmptyObject, Healthcheck, ImageConfig, Platform};
 use rbuild_ops::{
     CacheSharing, Chmod, Chown, ExecOp, FileAction, FileOp, HistoryStep, Mount, MountKind,
     NetworkMode, Op, ResolvedImage, SecurityMode, Source, Vertex, VertexId, VertexMeta,
@@ -42,6 +42,9 @@ struct St {
     cmd_set: bool,
     ignore_cache: bool,
     stage_name: String,
+    /// The stage's platform (normal form): what its base image is narrowed to and its RUN steps
+    /// run as.
+    platform: Platform,
 }
 
 impl St {
@@ -349,11 +352,34 @@ impl<'a, 'd> Planner<'a, 'd> {
         }
     }
 
+    /// `r` for the build's target platform.
     fn resolve_image(&mut self, r: &str, pos: Pos) -> Result<ResolvedImage, FrontendError> {
-        if let Some(img) = self.resolved.get(r) {
+        let target = self.opts.platform.clone();
+        self.resolve_image_for(r, pos, &target)
+    }
+
+    /// `r` narrowed to `platform` (the host's goes through the resolver's plain `resolve`).
+    fn resolve_image_for(
+        &mut self,
+        r: &str,
+        pos: Pos,
+        platform: &Platform,
+    ) -> Result<ResolvedImage, FrontendError> {
+        let host = platform.same_as(&Platform::host());
+        let key = if host {
+            r.to_string()
+        } else {
+            format!("{r}\0{}", platform.normalized())
+        };
+        if let Some(img) = self.resolved.get(&key) {
             return Ok(img.clone());
         }
-        let img = self.resolver.resolve(r).map_err(|e| {
+        let resolved = if host {
+            self.resolver.resolve(r)
+        } else {
+            self.resolver.resolve_for(r, platform)
+        };
+        let img = resolved.map_err(|e| {
             let mut fe = err(ErrorKind::Resolve, pos, e.to_string());
             let lower = r.to_ascii_lowercase();
             if let Some(s) = self
@@ -368,7 +394,7 @@ impl<'a, 'd> Planner<'a, 'd> {
             }
             fe
         })?;
-        self.resolved.insert(r.to_string(), img.clone());
+        self.resolved.insert(key, img.clone());
         Ok(img)
     }
 
@@ -483,7 +509,8 @@ impl<'a, 'd> Planner<'a, 'd> {
             Ref::Named(n) => Ok(self.named_vertex(&n, pos)?.0),
             Ref::Image(r) if r_is(&r) => Ok(self.scratch_vertex()),
             Ref::Image(r) => {
-                let img = self.resolve_image(&r, pos)?;
+                let platform = st.platform.clone();
+                let img = self.resolve_image_for(&r, pos, &platform)?;
                 let meta = VertexMeta {
                     name: format!("[internal] load metadata for {}", img.reference),
                     ..Default::default()
@@ -519,23 +546,25 @@ impl<'a, 'd> Planner<'a, 'd> {
                 format!("base name ({}) should not be blank", w0.text),
             ));
         }
-        if let Some(f) = from.flag("platform") {
-            let p = self.expand_global(f.value.as_deref().unwrap_or(""), f.pos)?;
-            let host = vars::platform_string(&self.opts.platform);
-            let norm = |s: &str| s.trim_end_matches('/').to_ascii_lowercase();
-            let host_arch = self.opts.platform.architecture.clone();
-            if norm(&p) != norm(&host)
-                && norm(&p) != host_arch
-                && norm(&p) != format!("{}/{host_arch}", self.opts.platform.os)
-            {
-                return Err(err(
-                    ErrorKind::Invalid,
-                    f.pos,
-                    format!("FROM --platform={p}: building for a platform other than the host's ({host}) is not supported"),
-                )
-                .with_hint("use --platform=$BUILDPLATFORM, or drop the flag"));
+        // The stage's platform: its `FROM --platform`, else that of the stage it is based on, else
+        // the target's (BuildKit's rules).
+        let flag_platform = match from.flag("platform") {
+            Some(f) => {
+                let p = self.expand_global(f.value.as_deref().unwrap_or(""), f.pos)?;
+                let parsed = Platform::parse_strict(&p).map_err(|e| {
+                    err(
+                        ErrorKind::Invalid,
+                        f.pos,
+                        format!("FROM --platform={p}: {e}"),
+                    )
+                    .with_hint(
+                        "a platform is os/arch[/variant], e.g. linux/arm64 or $BUILDPLATFORM",
+                    )
+                })?;
+                Some(parsed.normalized())
             }
-        }
+            None => None,
+        };
         let stage_name = self.stage_label(i);
         let prefix = if self.stages.len() > 1 || self.stages[i].name.is_some() {
             Some(stage_name.clone())
@@ -549,6 +578,14 @@ impl<'a, 'd> Planner<'a, 'd> {
                 .iter()
                 .any(|f| f.eq_ignore_ascii_case(&stage_name) || f == &i.to_string());
         let r = self.resolve_ref(&base, i, true);
+        let platform = match (&flag_platform, &r) {
+            (Some(p), _) => p.clone(),
+            (None, Ref::Stage(j)) => self.stage_platforms[*j]
+                .clone()
+                .unwrap_or_else(|| self.opts.platform.normalized()),
+            (None, _) => self.opts.platform.normalized(),
+        };
+        self.stage_platforms[i] = Some(platform.clone());
         // Base vertex, config and inherited history.
         let mut from_meta = VertexMeta {
             name: String::new(),
@@ -586,12 +623,14 @@ impl<'a, 'd> Planner<'a, 'd> {
                 )
             }
             Ref::Image(r) => {
-                let img = self.resolve_image(r, w0.pos)?;
-                let want = &self.opts.platform;
+                let img = self.resolve_image_for(r, w0.pos, &platform)?;
+                let want = &platform;
                 let got = &img.config;
+                let got_platform =
+                    Platform::new(&got.os, &got.architecture, got.variant.as_deref());
                 if !got.architecture.is_empty()
                     && !got.os.is_empty()
-                    && (got.architecture != want.architecture || got.os != want.os)
+                    && !rbuild_oci::Matcher::only(want).matches(&got_platform)
                 {
                     let got_s = match &got.variant {
                         Some(v) => format!("{}/{}/{v}", got.os, got.architecture),
@@ -650,13 +689,15 @@ impl<'a, 'd> Planner<'a, 'd> {
             cmd_set: false,
             ignore_cache,
             stage_name,
+            platform,
         };
         let from_name = self.meta(&mut st, &format!("FROM {shown}"), Some(from.span.clone()));
         from_meta.name = from_name.name;
         st.vertex = match (&r, vertex) {
             (_, Some(v)) => v,
             (Ref::Image(rr), None) => {
-                let img = self.resolve_image(rr, w0.pos)?;
+                let platform = st.platform.clone();
+                let img = self.resolve_image_for(rr, w0.pos, &platform)?;
                 self.image_vertex(&img, from_meta)
             }
             _ => self.graph.add(
@@ -1326,6 +1367,7 @@ impl<'a, 'd> Planner<'a, 'd> {
             security,
             mounts: mounts_out,
             unkeyed_env,
+            platform: (!st.platform.same_as(&Platform::host())).then(|| st.platform.clone()),
         };
         let text = match ins.original.lines().next() {
             Some(l) => display_line(ins, l),

@@ -36,11 +36,14 @@ pub fn platform_string(p: &Platform) -> String {
     }
 }
 
-/// TARGETPLATFORM, TARGETOS, … for `p` (build and target are the host here).
-pub fn platform_args(p: &Platform) -> BTreeMap<String, String> {
+/// BuildKit's automatic platform ARGs: BUILDPLATFORM, BUILDOS, BUILDARCH, BUILDVARIANT of the
+/// machine building (`build`), TARGETPLATFORM, TARGETOS, TARGETARCH, TARGETVARIANT of the platform
+/// built for (`target`), in their normal form (`linux/arm/v7`, `linux/arm64`: no `v8`).
+pub fn platform_args(build: &Platform, target: &Platform) -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
-    for prefix in ["BUILD", "TARGET"] {
-        m.insert(format!("{prefix}PLATFORM"), platform_string(p));
+    for (prefix, p) in [("BUILD", build), ("TARGET", target)] {
+        let p = p.normalized();
+        m.insert(format!("{prefix}PLATFORM"), p.format());
         m.insert(format!("{prefix}OS"), p.os.clone());
         m.insert(format!("{prefix}ARCH"), p.architecture.clone());
         m.insert(
@@ -69,10 +72,10 @@ pub struct GlobalArgs {
 }
 
 impl GlobalArgs {
-    pub fn new(p: &Platform) -> Self {
+    pub fn new(build: &Platform, target: &Platform) -> Self {
         GlobalArgs {
             declared: Vec::new(),
-            platform: platform_args(p),
+            platform: platform_args(build, target),
         }
     }
 

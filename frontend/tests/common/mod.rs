@@ -114,6 +114,63 @@ impl ImageResolver for FakeResolver {
             config: config.clone(),
         })
     }
+
+    fn resolve_for(
+        &self,
+        reference: &str,
+        platform: &rbuild_oci::Platform,
+    ) -> Result<ResolvedImage, ResolveError> {
+        resolve_for_platform(self, reference, platform)
+    }
+}
+
+impl FakeResolver {
+    /// The platforms a fake image has: `busybox` and `alpine` are indexes of linux/amd64,
+    /// linux/arm64 and linux/arm/v7; `armimage` is linux/arm64 only; the rest linux/amd64 only.
+    fn platforms_of(name: &str) -> &'static [&'static str] {
+        match name {
+            "busybox" | "alpine" => &["linux/amd64", "linux/arm64", "linux/arm/v7"],
+            "armimage" => &["linux/arm64"],
+            _ => &["linux/amd64"],
+        }
+    }
+}
+
+/// [`ImageResolver::resolve_for`] as a store of multi-platform images answers it: the manifest of
+/// the wanted platform (its digest differs per platform), or an error listing what there is.
+fn resolve_for_platform(
+    r: &FakeResolver,
+    reference: &str,
+    platform: &rbuild_oci::Platform,
+) -> Result<ResolvedImage, ResolveError> {
+    let mut img = r.resolve(reference)?;
+    let have: Vec<rbuild_oci::Platform> = FakeResolver::platforms_of(&short_name(reference))
+        .iter()
+        .map(|s| rbuild_oci::Platform::parse(s).unwrap().normalized())
+        .collect();
+    let m = rbuild_oci::Matcher::only(platform);
+    let Some(p) = have
+        .iter()
+        .filter(|h| m.matches(h))
+        .min_by_key(|h| m.rank(h))
+    else {
+        return Err(ResolveError::Failed {
+            reference: reference.to_string(),
+            message: format!(
+                "no manifest for {} (it has {})",
+                platform.normalized(),
+                have.iter()
+                    .map(|p| p.format())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        });
+    };
+    img.config.architecture = p.architecture.clone();
+    img.config.os = p.os.clone();
+    img.config.variant = p.variant.clone();
+    img.manifest = Digest::sha256_of(format!("{reference}@{p}").as_bytes());
+    Ok(img)
 }
 
 /// Every vertex (index order) with its name, op and inputs, then the history.

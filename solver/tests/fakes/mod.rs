@@ -338,6 +338,7 @@ impl Graph {
                     security: Default::default(),
                     mounts: vec![],
                     unkeyed_env: vec![],
+                    platform: None,
                 }),
                 meta: VertexMeta {
                     name: format!("[{stage} {step}/9] {instruction}"),

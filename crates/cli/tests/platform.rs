@@ -1,0 +1,187 @@
+//! Platforms (issue 15): a stage of another platform (`FROM --platform=linux/arm64`) built from
+//! Debian's arm64 busybox-static, its RUN steps under binfmt_misc emulation (qemu-user-static,
+//! F flag), next to a native stage; and the refusals that come before any step runs (a base
+//! image without the wanted platform, a platform without an emulator, an unknown platform).
+
+mod common;
+use common::*;
+use std::path::PathBuf;
+use std::process::Command;
+
+/// Debian's arm64 busybox-static (fetched by testdata/base/fetch-busybox.sh when missing).
+fn arm64_busybox() -> Result<PathBuf, String> {
+    let dir = repo_root().join("target/test-assets/busybox-arm64");
+    let bin = dir.join("bin/busybox");
+    if bin.exists() {
+        return Ok(bin);
+    }
+    let out = Command::new("bash")
+        .arg(repo_root().join("testdata/base/fetch-busybox.sh"))
+        .arg("arm64")
+        .arg(&dir)
+        .output()
+        .map_err(|e| format!("running fetch-busybox.sh: {e}"))?;
+    if !out.status.success() || !bin.exists() {
+        return Err(format!(
+            "cannot fetch Debian's busybox-static:arm64: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(bin)
+}
+
+/// Whether the kernel has an aarch64 handler with the F flag (asked in a mount namespace of its
+/// own, mounting binfmt_misc there when the host has not).
+fn arm64_handler_registered() -> bool {
+    Command::new("unshare")
+        .args([
+            "-m",
+            "sh",
+            "-c",
+            "d=/proc/sys/fs/binfmt_misc; [ -e $d/status ] || mount -t binfmt_misc binfmt_misc $d || exit 1; \
+             grep -qx enabled $d/qemu-aarch64 && grep -q '^flags: .*F' $d/qemu-aarch64",
+        ])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The arm64 busybox image loaded as `busybox-arm64:latest`, or why not.
+fn load_arm64_busybox(env: &Env) -> Result<(), String> {
+    let bin = arm64_busybox()?;
+    let dir = env.path("busybox-arm64-layout");
+    let out = Command::new("python3")
+        .arg(repo_root().join("testdata/base/make-busybox-image.py"))
+        .arg(&dir)
+        .args(["--ref", "busybox-arm64:latest", "--platform"])
+        .arg(format!("linux/arm64={}", bin.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = env.rbuild(&["load", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "load: {}", stderr(&out));
+    Ok(())
+}
+
+/// No step ran: the plain progress shows no step of the build.
+fn assert_no_step_ran(err: &str) {
+    assert!(
+        !err.lines().any(|l| l.starts_with('#')),
+        "a step ran before the refusal:\n{err}"
+    );
+}
+
+#[test]
+fn foreign_stage_runs_under_emulation_next_to_a_native_one() {
+    if !require_root(&["unshare"]) {
+        return;
+    }
+    if rbuild_oci::host_arch() != "amd64" {
+        eprintln!("SKIP: this test expects an amd64 host (arm64 is the foreign platform)");
+        return;
+    }
+    let env = Env::with_busybox();
+    if let Err(e) = load_arm64_busybox(&env) {
+        eprintln!("SKIP: {e}");
+        return;
+    }
+    if !arm64_handler_registered() {
+        eprintln!(
+            "SKIP: no qemu-aarch64 binfmt_misc handler with the F flag (scripts/setup-emulation.sh registers it)"
+        );
+        return;
+    }
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM --platform=linux/arm64 busybox-arm64 AS foreign\n\
+             ARG TARGETPLATFORM\n\
+             ARG BUILDPLATFORM\n\
+             RUN uname -m > /arch && echo \"$BUILDPLATFORM $TARGETPLATFORM\" > /plat\n\
+             FROM busybox AS native\n\
+             RUN uname -m > /arch\n\
+             FROM scratch\n\
+             COPY --from=foreign /arch /foreign-arch\n\
+             COPY --from=foreign /plat /plat\n\
+             COPY --from=native /arch /native-arch\n",
+        )],
+    );
+    let dest = env.path("out");
+    env.build_ok(&[
+        "-o",
+        &format!("type=local,dest={}", dest.display()),
+        ctx.to_str().unwrap(),
+    ]);
+    let read = |p: &str| std::fs::read_to_string(dest.join(p)).unwrap();
+    assert_eq!(read("foreign-arch"), "aarch64\n");
+    assert_eq!(read("native-arch"), "x86_64\n");
+    // BUILDPLATFORM and TARGETPLATFORM are the build's, not the stage's (BuildKit's rule).
+    assert_eq!(read("plat"), "linux/amd64 linux/amd64\n");
+
+    // The foreign stage as the image: its config says arm64; the cache key includes the platform
+    // (a second build is fully cached, and the same RUN on the native base is another step).
+    let ctx2 = env.context(
+        "ctx2",
+        &[(
+            "Dockerfile",
+            "FROM --platform=linux/arm64 busybox-arm64\nRUN uname -m > /arch\n",
+        )],
+    );
+    env.build_ok(&["-t", "arm:1", ctx2.to_str().unwrap()]);
+    let out = env.rbuild(&["inspect", "arm:1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let text = v.to_string();
+    assert!(text.contains("\"architecture\":\"arm64\""), "{text}");
+    let (_, err) = env.build_ok(&["-t", "arm:1", ctx2.to_str().unwrap()]);
+    assert!(err.contains("CACHED"), "{err}");
+    // `rbuild run` of the arm64 image runs under emulation too.
+    let out = env.rbuild(&["run", "arm:1", "cat", "/arch"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "aarch64\n");
+}
+
+#[test]
+fn refusals_come_before_any_step() {
+    if !require_root(&[]) {
+        return;
+    }
+    let env = Env::with_busybox();
+    let build = |name: &str, dockerfile: &str| {
+        let ctx = env.context(name, &[("Dockerfile", dockerfile)]);
+        let out = env.rbuild(&["build", "--progress=plain", ctx.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        stderr(&out)
+    };
+    // A base image without the wanted platform: says what it is.
+    let err = build(
+        "missing",
+        "FROM busybox\nRUN true\nFROM --platform=linux/arm64 busybox\nRUN true\n",
+    );
+    assert!(
+        err.contains("image busybox:latest is linux/amd64, not linux/arm64"),
+        "{err}"
+    );
+    assert_no_step_ran(&err);
+    // A platform no emulator serves (Debian has no big-endian aarch64 qemu handler).
+    let err = build(
+        "noemu",
+        "FROM busybox\nRUN true\nFROM --platform=linux/arm64be scratch\nCOPY --from=0 /bin/busybox /x\nRUN [\"/x\"]\n",
+    );
+    assert!(
+        err.contains("no emulator for linux/arm64be: install qemu-user-static and binfmt-support, or run `rbuild binfmt --install`"),
+        "{err}"
+    );
+    assert_no_step_ran(&err);
+    // An unknown platform string, named with its place in the Dockerfile.
+    let err = build("unknown", "FROM --platform=linux/amd46 busybox\nRUN true\n");
+    assert!(
+        err.contains("Dockerfile:1:6: FROM --platform=linux/amd46: invalid platform \"linux/amd46\": unknown architecture \"amd46\""),
+        "{err}"
+    );
+    assert_no_step_ran(&err);
+}
