@@ -3,7 +3,6 @@
 
 use crate::apply::apply_blob;
 use crate::events::Event;
-use crate::naming::chain_id;
 use crate::record::LayerInfo;
 use crate::seam::Snapshots;
 use crate::state::{step_err, Node, Realized, Run};
@@ -66,18 +65,7 @@ fn layer_chain(m: &rbuild_oci::Manifest, config: &rbuild_oci::ImageConfig) -> Ve
 
 /// The snapshot names of an image's layers, bottom first: `layer-<chain id>`.
 fn layer_names(config: &rbuild_oci::ImageConfig) -> Vec<String> {
-    let mut prev: Option<Digest> = None;
-    config
-        .rootfs
-        .diff_ids
-        .iter()
-        .map(|d| {
-            let c = chain_id(prev.as_ref(), d);
-            let name = format!("layer-{}", c.hex());
-            prev = Some(c);
-            name
-        })
-        .collect()
+    crate::layout::layer_snapshot_names(&config.rootfs.diff_ids)
 }
 
 /// A base image's layers, its blobs made present, without unpacking it.

@@ -56,6 +56,7 @@ mod guard;
 mod http;
 mod image;
 pub mod key;
+pub mod layout;
 mod merge;
 mod miss;
 mod mounts;

@@ -177,9 +177,7 @@ pub(crate) fn cache_dir(
     std::fs::create_dir_all(parent).map_err(|e| format!("creating {}: {e}", parent.display()))?;
     let name = cache_name(id, seed);
     let open_lock = |dir: &Path| -> Result<std::fs::File, String> {
-        let mut p = dir.as_os_str().to_owned();
-        p.push(".lock");
-        open_lock_file(&p)
+        open_lock_file(&crate::layout::lock_path(dir))
     };
     let (path, lock) = match sharing {
         CacheSharing::Shared | CacheSharing::Locked => {

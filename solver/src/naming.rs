@@ -1,4 +1,5 @@
-//! Names the solver gives: temporary snapshot keys and mountpoints, and base-layer snapshots.
+//! Names the solver gives: temporary snapshot keys and mountpoints, and step snapshots (base-layer
+//! snapshots and cache-mount directories are named in [`crate::layout`]).
 
 use crate::time::now_unix;
 use rbuild_oci::Digest;
@@ -19,12 +20,4 @@ pub(crate) fn unique(prefix: &str) -> String {
 /// The snapshot (and step lock) a step's result is committed under: named by its cache key.
 pub(crate) fn step_name(key: &Digest) -> String {
     format!("step-{}", key.hex())
-}
-
-/// The chain id of a list of diff ids (OCI image-spec): the name of an unpacked base layer's snapshot.
-pub(crate) fn chain_id(prev: Option<&Digest>, diff_id: &Digest) -> Digest {
-    match prev {
-        None => diff_id.clone(),
-        Some(p) => Digest::sha256_of(format!("{p} {diff_id}").as_bytes()),
-    }
 }

@@ -301,7 +301,7 @@ impl StepMounts {
             return Ok(d.path.clone());
         }
         let dir = cache_dir(
-            &run.solver.store.root().join("cache-mounts"),
+            &crate::layout::cache_mounts_dir(run.solver.store.root()),
             id,
             *sharing,
             seed.as_ref(),

@@ -4,21 +4,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 /// A bad flag value or a bad combination of flags: exit code 2, as clap's own usage errors.
-#[derive(Debug)]
-pub struct UsageError(pub String);
-
-impl std::fmt::Display for UsageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for UsageError {}
-
-/// A usage error from a message.
-pub fn usage(msg: impl Into<String>) -> anyhow::Error {
-    anyhow::Error::new(UsageError(msg.into()))
-}
+pub use rbuild_engine::{usage, UsageError};
 
 /// Turn a flag-parsing error into a usage error (its whole chain on one line).
 pub fn usage_of(e: anyhow::Error) -> anyhow::Error {
@@ -49,7 +35,7 @@ pub struct Cli {
     pub registry_ca: Option<std::path::PathBuf>,
     /// Snapshotter: overlayfs, or native (full copies, for hosts without a usable overlay).
     /// Default: overlayfs if an overlay mount works here, else native.
-    #[arg(long, global = true, env = "RBUILD_SNAPSHOTTER", value_name = "NAME", value_parser = crate::snapshots::parse)]
+    #[arg(long, global = true, env = "RBUILD_SNAPSHOTTER", value_name = "NAME", value_parser = rbuild_engine::snapshots::parse)]
     pub snapshotter: Option<rbuild_snapshotter::Driver>,
     #[command(subcommand)]
     pub command: Command,

@@ -224,7 +224,7 @@ pub fn save(
     let sink = progress
         .as_ref()
         .map_or_else(rbuild_solver::EventSink::discard, |p| p.sink());
-    let step = crate::progress::Step::start(
+    let step = rbuild_engine::step::Step::start(
         &sink,
         match format {
             SaveFormat::Docker => "exporting to docker image format",
@@ -258,7 +258,7 @@ pub fn save(
     drop(sink);
     if let Some(p) = progress {
         match &r {
-            Ok(()) => p.finish_with(crate::progress::Summary {
+            Ok(()) => p.finish_with(rbuild_engine::Summary {
                 id: rec.config.to_string(),
                 digest: rec.manifest.to_string(),
                 size: rec.size,

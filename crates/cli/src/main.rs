@@ -8,19 +8,14 @@
 
 mod args;
 mod build;
-mod cache;
 mod checks;
-mod context;
 mod images;
 mod info;
 mod maintenance;
-mod outputs;
 mod progress;
 mod prompt;
 mod registry_cmds;
-mod resolver;
 mod run;
-mod snapshots;
 mod terminal;
 mod tty;
 
@@ -129,28 +124,15 @@ pub(crate) fn single_id_hint() {
     }
 }
 
-fn open_store(cli_root: &Option<std::path::PathBuf>) -> anyhow::Result<rbuild_store::Store> {
-    let root = cli_root
-        .clone()
-        .unwrap_or_else(rbuild_store::Store::default_root);
-    rbuild_store::Store::open(&root).map_err(|e| {
-        let mut msg = format!("opening the store at {}: {e}", root.display());
-        if rbuild_oci::host::is_rootless() {
-            msg.push_str(
-                "\nhint: running rootless, the store must be a directory you can write: the default is $XDG_DATA_HOME/rbuild (~/.local/share/rbuild); set RBUILD_ROOT or --root to another",
-            );
-        }
-        anyhow::anyhow!(msg)
-    })
-}
+use rbuild_engine::open_store;
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    registry_cmds::set_insecure_registries(cli.insecure_registries.clone());
+    rbuild_engine::registry::set_insecure_registries(cli.insecure_registries.clone());
     if let Some(d) = cli.snapshotter {
-        snapshots::set_choice(d);
+        rbuild_engine::snapshots::set_choice(d);
     }
     if let Some(ca) = &cli.registry_ca {
-        registry_cmds::set_registry_ca(ca.clone());
+        rbuild_engine::registry::set_registry_ca(ca.clone());
     }
     match cli.command {
         Command::Build(args) => build::run(&cli.root, *args),

@@ -63,7 +63,7 @@ fn parse_duration(s: &str) -> Option<Duration> {
 
 /// One snapshotter per driver directory of the store (`snapshots`, `snapshots-native`).
 fn open_snapshotters(store: &Store) -> Result<Vec<Snapshotter>> {
-    crate::snapshots::open_existing(store.root())
+    rbuild_engine::snapshots::open_existing(store.root())
 }
 
 /// Every mountpoint this process sees (octal escapes of /proc/self/mountinfo decoded).
@@ -562,7 +562,7 @@ pub fn fsck(root: &Path, repair: bool) -> Result<ExitCode> {
     // with --repair (snapshots are a cache: every one can be made again from the blobs).
     let mut snap_checked = 0;
     let mut snap_names = HashSet::new();
-    for driver in crate::snapshots::present_drivers(store.root()) {
+    for driver in rbuild_engine::snapshots::present_drivers(store.root()) {
         let sroot = store.root().join(driver.dir_name());
         let snaps = match Snapshotter::open_with(&sroot, driver) {
             Ok(s) => Some(s),
@@ -581,7 +581,7 @@ pub fn fsck(root: &Path, repair: bool) -> Result<ExitCode> {
                         format!("moving {} aside to {}", sroot.display(), aside.display())
                     })?;
                     println!("{} moved aside to {}", driver.dir_name(), aside.display());
-                    Some(crate::snapshots::open(store.root(), driver)?)
+                    Some(rbuild_engine::snapshots::open(store.root(), driver)?)
                 } else {
                     None
                 }

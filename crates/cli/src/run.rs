@@ -95,14 +95,14 @@ pub fn run(root: &Option<PathBuf>, a: RunArgs) -> anyhow::Result<ExitCode> {
     if let Err(e) = rbuild_sandbox::enter_private_mount_namespace() {
         bail!("cannot create a private mount namespace: {e}\nhint: rbuild run needs root");
     }
-    let store = crate::open_store(root)?;
+    let store = rbuild_engine::open_store(root)?;
     let (_, rec) = store
         .find_image(&a.image)
         .with_context(|| format!("looking up image {}", a.image))?
         .ok_or_else(|| anyhow::anyhow!("image {} not found in the local store", a.image))?;
     let config = rbuild_image::read_config(&store, &rec.config)
         .map_err(|e| anyhow::anyhow!("reading the config of {}: {e}", a.image))?;
-    let snaps = crate::snapshots::open_for_mounting(store.root())?;
+    let snaps = rbuild_engine::snapshots::open_for_mounting(store.root())?;
     let _lease = store.lease("run").context("taking a lease on the store")?;
     let top = rbuild_solver::unpack_image(&store, &snaps, &rec.manifest)
         .map_err(|e| anyhow::anyhow!("unpacking {}: {e}", a.image))?;

@@ -3,6 +3,7 @@
 use crate::compress::ensure_compressed_reporting;
 use crate::document::{check_present, layer_blobs, read_config, resolve_manifest};
 use crate::error::{ImageError, Result};
+use crate::layout::OCI_LAYOUT;
 use crate::progress::{no_export_progress, Counting, ExportProgressFn};
 use crate::tarout::TarOut;
 use rbuild_oci::{
@@ -17,9 +18,6 @@ use std::path::Path;
 
 /// containerd's annotation with the full image name (the OCI ref.name holds the tag).
 pub const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";
-
-/// `oci-layout` file content.
-const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
 /// Where an OCI layout goes.
 pub enum OciDest<'a> {
@@ -210,29 +208,6 @@ pub fn export_oci_reporting(
     Ok(ex.manifest)
 }
 
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ImageError + 'a {
-    move |source| ImageError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-/// Write `data` to `path` atomically (temp file + rename).
-fn write_atomic(path: &Path, data: &mut dyn std::io::Read) -> Result<()> {
-    let tmp = path.with_extension(format!("rbuild-tmp-{}", std::process::id()));
-    let res = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        std::io::copy(data, &mut f)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res.map_err(io_err("write", path))
-}
-
 fn write_layout_dir(
     store: &Store,
     ex: &Exportable,
@@ -240,14 +215,13 @@ fn write_layout_dir(
     dir: &Path,
     report: ExportProgressFn<'_>,
 ) -> Result<()> {
-    let blob_dir = dir.join("blobs").join("sha256");
-    std::fs::create_dir_all(&blob_dir).map_err(io_err("create directory", &blob_dir))?;
+    crate::layout::create_blob_dir(dir)?;
     for (d, size, what) in &ex.blobs {
-        let p = blob_dir.join(d.hex());
         let mut f = Counting::new(std::io::empty(), what, d, *size, report);
+        let p = crate::layout::blob_path(dir, d);
         if !std::fs::metadata(&p).is_ok_and(|m| m.len() == *size) {
             let mut blob = Counting::new(store.open_blob(d)?, what, d, *size, report);
-            write_atomic(&p, &mut blob)?;
+            crate::layout::write_blob(dir, d, *size, &mut blob)?;
             f.current = blob.current;
         } else {
             f.current = *size;
@@ -280,7 +254,5 @@ fn write_layout_dir(
         manifests,
         annotations: BTreeMap::new(),
     };
-    write_atomic(&dir.join("oci-layout"), &mut &OCI_LAYOUT[..])?;
-    write_atomic(&index_path, &mut &canonical_json(&index)[..])?;
-    Ok(())
+    crate::layout::write_index(dir, &index)
 }

@@ -25,6 +25,7 @@ mod document;
 mod error;
 mod export_docker;
 mod export_oci;
+pub mod layout;
 mod load;
 mod progress;
 mod tarout;

@@ -168,7 +168,7 @@ fn blob_name_digest(name: &str) -> Option<std::result::Result<Digest, ()>> {
     Some(format!("{alg}:{hex}").parse().map_err(|_| ()))
 }
 
-fn ingest_entry(
+pub(crate) fn ingest_entry(
     store: &Store,
     src: &Path,
     name: &str,
@@ -367,17 +367,7 @@ fn load_oci_archive(store: &Store, src: &Path, scanned: &Scanned) -> Result<Vec<
 /// Copy blob `d` from an OCI layout directory into the store (verified) unless already there.
 fn copy_in(store: &Store, lease: &Lease, dir: &Path, d: &Descriptor) -> Result<()> {
     lease.add_blob(&d.digest)?;
-    if store.blob_size(&d.digest)? == Some(d.size) {
-        return Ok(());
-    }
-    let p = dir
-        .join("blobs")
-        .join(d.digest.algorithm())
-        .join(d.digest.hex());
-    let mut f = File::open(&p).map_err(io_err("open blob", &p))?;
-    let name = format!("blobs/{}/{}", d.digest.algorithm(), d.digest.hex());
-    ingest_entry(store, dir, &name, &mut f, Some((&d.digest, d.size)))?;
-    Ok(())
+    crate::layout::copy_blob_in(store, dir, d)
 }
 
 /// Copy an index or manifest and what the host platform needs of it.
@@ -428,21 +418,7 @@ fn copy_tree(store: &Store, lease: &Lease, dir: &Path, d: &Descriptor, depth: us
 }
 
 fn load_layout_dir(store: &Store, lease: &Lease, dir: &Path) -> Result<Vec<LoadedImage>> {
-    let index_path = dir.join("index.json");
-    let meta = std::fs::metadata(&index_path).map_err(|_| ImageError::NotAnImage {
-        src: dir.to_path_buf(),
-        reason: "a directory without index.json (not an OCI image layout)".into(),
-    })?;
-    if meta.len() > MAX_MANIFEST_SIZE {
-        return Err(ImageError::DocumentTooLarge {
-            src: dir.to_path_buf(),
-            name: "index.json".into(),
-            size: meta.len(),
-            max: MAX_MANIFEST_SIZE,
-        });
-    }
-    let data = std::fs::read(&index_path).map_err(io_err("read", &index_path))?;
-    let index: Index = parse_doc(dir, "index.json", &data)?;
+    let index = crate::layout::read_index(dir)?;
     let host = Platform::host();
     for d in &index.manifests {
         if !foreign_platform(d, &host) {

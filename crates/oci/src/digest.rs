@@ -34,6 +34,25 @@ impl Digest {
         }
     }
 
+    /// The chain id of a layer (OCI image-spec, "Layer ChainID"): `diff_id` itself at the bottom,
+    /// else sha256 of `"<parent chain id> <diff_id>"`.
+    pub fn chain_id(parent: Option<&Digest>, diff_id: &Digest) -> Digest {
+        match parent {
+            None => diff_id.clone(),
+            Some(p) => Digest::sha256_of(format!("{p} {diff_id}").as_bytes()),
+        }
+    }
+
+    /// The chain ids of a stack of layers, bottom first.
+    pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
+        let mut out: Vec<Digest> = Vec::with_capacity(diff_ids.len());
+        for d in diff_ids {
+            let c = Digest::chain_id(out.last(), d);
+            out.push(c);
+        }
+        out
+    }
+
     /// Build from raw sha256 bytes.
     pub fn from_sha256_bytes(bytes: [u8; 32]) -> Digest {
         Digest {
@@ -155,6 +174,21 @@ impl<W: Write> Write for Sha256Writer<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// OCI image-spec: ChainID(L0) = DiffID(L0); ChainID(L1) = sha256(ChainID(L0) + " " + DiffID(L1)).
+    #[test]
+    fn chain_ids() {
+        let a: Digest = format!("sha256:{}", "1".repeat(64)).parse().unwrap();
+        let b: Digest = format!("sha256:{}", "2".repeat(64)).parse().unwrap();
+        let ids = Digest::chain_ids(&[a.clone(), b.clone()]);
+        assert_eq!(ids[0], a);
+        assert_eq!(
+            ids[1].to_string(),
+            "sha256:9932074217c35353d2e03a3f5a86549f7c67bfeb0ba53e23d69f4d4c8f7958f5"
+        );
+        assert_eq!(Digest::chain_id(Some(&a), &b), ids[1]);
+        assert!(Digest::chain_ids(&[]).is_empty());
+    }
 
     #[test]
     fn parses_strictly() {

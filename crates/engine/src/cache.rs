@@ -26,7 +26,7 @@
 //! stage. Import is lazy ([`rbuild_solver::remote`]): only the artifact's config is read at the
 //! start; a layer is fetched when a later uncached step or the image needs it.
 
-use crate::registry_cmds::{compressed_layer, parse_ref, LazyRegistry, ProgressPrinter};
+use crate::registry::{compressed_layer, parse_ref, LazyRegistry, ProgressPrinter};
 use anyhow::{anyhow, bail, Context as _};
 use rbuild_oci::{canonical_json, Compression, Descriptor, Digest, Manifest};
 use rbuild_registry::{CacheConfig, Reference, CACHE_ARTIFACT_TYPE, CACHE_CONFIG_MEDIA_TYPE};
@@ -462,20 +462,9 @@ struct LocalCache {
     index: Index,
 }
 
-fn layout_blob(dir: &Path, d: &Digest) -> PathBuf {
-    dir.join("blobs").join(d.algorithm()).join(d.hex())
-}
-
 impl LocalCache {
     fn get_blob(&self, store: &Store, desc: &Descriptor) -> Result<(), String> {
-        let path = layout_blob(&self.dir, &desc.digest);
-        let mut f =
-            std::fs::File::open(&path).map_err(|e| format!("opening {}: {e}", path.display()))?;
-        let mut w = store.ingest().map_err(|e| e.to_string())?;
-        std::io::copy(&mut f, &mut w).map_err(|e| format!("reading {}: {e}", path.display()))?;
-        w.commit(Some((&desc.digest, desc.size)))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(())
+        rbuild_image::layout::copy_blob_in(store, &self.dir, desc).map_err(|e| e.to_string())
     }
 }
 
@@ -495,55 +484,19 @@ impl RemoteCache for LocalCache {
     }
 }
 
-/// Read a small file of an OCI layout, capped.
-fn read_capped(path: &Path, cap: u64) -> anyhow::Result<Vec<u8>> {
-    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
-    if meta.len() > cap {
-        bail!(
-            "{} is {} bytes, over the {cap} byte limit",
-            path.display(),
-            meta.len()
-        );
-    }
-    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
-}
-
 fn load_local(src: &Path) -> anyhow::Result<LocalCache> {
-    let index: rbuild_oci::Index = serde_json::from_slice(&read_capped(
-        &src.join("index.json"),
-        rbuild_oci::MAX_MANIFEST_SIZE,
-    )?)
-    .with_context(|| format!("parsing {}/index.json", src.display()))?;
+    use rbuild_image::layout;
+    let index = layout::read_index(src)?;
     let desc = index
         .manifests
         .iter()
         .find(|d| d.artifact_type.as_deref() == Some(CACHE_ARTIFACT_TYPE))
         .or_else(|| index.manifests.first())
         .ok_or_else(|| anyhow!("{}/index.json lists no manifest", src.display()))?;
-    let mbytes = read_capped(
-        &layout_blob(src, &desc.digest),
-        rbuild_oci::MAX_MANIFEST_SIZE,
-    )?;
-    if Digest::sha256_of(&mbytes) != desc.digest {
-        bail!(
-            "{}: manifest {} does not match its digest",
-            src.display(),
-            desc.digest
-        );
-    }
+    let mbytes = layout::read_document(src, &desc.digest, rbuild_oci::MAX_MANIFEST_SIZE)?;
     let m: Manifest = serde_json::from_slice(&mbytes)
         .with_context(|| format!("parsing manifest {}", desc.digest))?;
-    let cbytes = read_capped(
-        &layout_blob(src, &m.config.digest),
-        rbuild_oci::MAX_CONFIG_SIZE,
-    )?;
-    if Digest::sha256_of(&cbytes) != m.config.digest {
-        bail!(
-            "{}: cache config {} does not match its digest",
-            src.display(),
-            m.config.digest
-        );
-    }
+    let cbytes = layout::read_document(src, &m.config.digest, rbuild_oci::MAX_CONFIG_SIZE)?;
     let cfg: CacheConfig = serde_json::from_slice(&cbytes)
         .with_context(|| format!("parsing cache config {}", m.config.digest))?;
     Ok(LocalCache {
@@ -698,16 +651,7 @@ struct MountBlob {
 
 /// The store's directory of `RUN --mount=type=cache` contents.
 fn cache_mounts_dir(store: &Store) -> PathBuf {
-    store.root().join("cache-mounts")
-}
-
-/// A cache mount directory name the solver makes for an id (a sha256 hex; `-N` private instances
-/// and temporary names are not exported).
-fn is_mount_name(name: &str) -> bool {
-    name.len() == 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    rbuild_solver::layout::cache_mounts_dir(store.root())
 }
 
 /// `cache-mounts=true`: every cache mount directory of the store as a layer (read under the
@@ -723,7 +667,7 @@ fn add_cache_mounts(
             .flatten()
             .filter(|e| e.path().is_dir())
             .filter_map(|e| e.file_name().to_str().map(str::to_string))
-            .filter(|n| is_mount_name(n))
+            .filter(|n| rbuild_solver::layout::is_cache_mount_name(n))
             .collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
@@ -732,15 +676,8 @@ fn add_cache_mounts(
     let mut mounts = BTreeMap::new();
     for name in &names {
         let path = dir.join(name);
-        let lock_path = dir.join(format!("{name}.lock"));
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .with_context(|| format!("opening {}", lock_path.display()))?;
-        lock.lock_shared()
-            .with_context(|| format!("locking {}", lock_path.display()))?;
+        let lock = rbuild_solver::layout::lock_cache_mount_shared(store.root(), name)
+            .with_context(|| format!("locking cache mount {}", path.display()))?;
         let mut w = store.ingest().context("exporting a cache mount")?;
         let stats = rbuild_snapshotter::diff::write_layer(
             &path,
@@ -775,7 +712,7 @@ fn mounts_of(cfg: &CacheConfig) -> BTreeMap<String, MountBlob> {
         .get(MOUNTS_KEY)
         .and_then(|v| serde_json::from_value(v.clone()).ok())
         .unwrap_or_default();
-    m.retain(|name, _| is_mount_name(name));
+    m.retain(|name, _| rbuild_solver::layout::is_cache_mount_name(name));
     m
 }
 
@@ -845,63 +782,45 @@ fn layer_infos(cfg: &CacheConfig) -> Vec<LayerInfo> {
         .collect()
 }
 
-/// Write the cache artifact into an OCI layout directory: blobs first (copied from the store,
-/// each through a temporary name), `index.json` last, replacing the previous cache.
+/// Write the cache artifact into an OCI layout directory: blobs first (copied from the store),
+/// `index.json` last, replacing the previous cache.
 fn write_layout(store: &Store, dest: &Path, cfg: &CacheConfig) -> anyhow::Result<()> {
-    let blobs = dest.join("blobs").join("sha256");
-    std::fs::create_dir_all(&blobs).with_context(|| format!("creating {}", blobs.display()))?;
-    let write_file = |path: &Path, data: &[u8]| -> anyhow::Result<()> {
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, data).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("renaming {}", tmp.display()))
-    };
+    use rbuild_image::layout;
+    layout::create_blob_dir(dest)?;
     let layers = cfg.layers();
     for d in &layers {
-        let target = layout_blob(dest, &d.digest);
-        if std::fs::metadata(&target).is_ok_and(|m| m.len() == d.size) {
+        if std::fs::metadata(layout::blob_path(dest, &d.digest)).is_ok_and(|m| m.len() == d.size) {
             continue;
         }
-        let tmp = target.with_extension("tmp");
         let mut src = store
             .open_blob(&d.digest)
             .with_context(|| format!("layer {}", d.digest))?;
-        let mut out =
-            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        std::io::copy(&mut src, &mut out).with_context(|| format!("writing {}", tmp.display()))?;
-        out.sync_all().ok();
-        std::fs::rename(&tmp, &target).with_context(|| format!("renaming {}", tmp.display()))?;
+        layout::write_blob(dest, &d.digest, d.size, &mut src)?;
     }
-    let config = canonical_json(cfg);
-    let config_d = Digest::sha256_of(&config);
-    write_file(&layout_blob(dest, &config_d), &config)?;
+    let (config_d, config_size) = layout::write_document(dest, &canonical_json(cfg))?;
     let manifest = Manifest {
         schema_version: 2,
         media_type: Some(rbuild_oci::MEDIA_TYPE_OCI_MANIFEST.to_string()),
         artifact_type: Some(CACHE_ARTIFACT_TYPE.to_string()),
-        config: Descriptor::new(CACHE_CONFIG_MEDIA_TYPE, config_d, config.len() as u64),
+        config: Descriptor::new(CACHE_CONFIG_MEDIA_TYPE, config_d, config_size),
         layers,
         subject: None,
         annotations: BTreeMap::new(),
     };
-    let mbytes = canonical_json(&manifest);
-    let md = Digest::sha256_of(&mbytes);
-    write_file(&layout_blob(dest, &md), &mbytes)?;
-    let mut desc = Descriptor::new(rbuild_oci::MEDIA_TYPE_OCI_MANIFEST, md, mbytes.len() as u64);
+    let (md, msize) = layout::write_document(dest, &canonical_json(&manifest))?;
+    let mut desc = Descriptor::new(rbuild_oci::MEDIA_TYPE_OCI_MANIFEST, md, msize);
     desc.artifact_type = Some(CACHE_ARTIFACT_TYPE.to_string());
     desc.annotations.insert(
         rbuild_oci::ANNOTATION_REF_NAME.to_string(),
         "cache".to_string(),
     );
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": rbuild_oci::MEDIA_TYPE_OCI_INDEX,
-        "manifests": [desc],
-    });
-    write_file(
-        &dest.join("oci-layout"),
-        br#"{"imageLayoutVersion":"1.0.0"}"#,
-    )?;
-    write_file(&dest.join("index.json"), &canonical_json(&index))?;
+    let index = rbuild_oci::Index {
+        schema_version: 2,
+        media_type: Some(rbuild_oci::MEDIA_TYPE_OCI_INDEX.to_string()),
+        manifests: vec![desc],
+        annotations: BTreeMap::new(),
+    };
+    layout::write_index(dest, &index)?;
     Ok(())
 }
 

@@ -13,7 +13,7 @@
 //! needs the base image's filesystem (a fully cached build downloads no base layer). Once every blob
 //! is present the image is named in the store under its familiar name, as `rbuild pull` names it.
 
-use crate::registry_cmds::{parse_ref, LazyRegistry, ProgressPrinter};
+use crate::registry::{parse_ref, LazyRegistry, ProgressPrinter};
 use rbuild_oci::{Digest, Index, Platform};
 use rbuild_ops::{ImageResolver, ResolveError, ResolvedImage};
 use rbuild_registry::{select_manifest, Reference};

@@ -127,7 +127,7 @@ pub fn export(
         OutputKind::Local => "exporting to client directory",
         OutputKind::Tar => "exporting to client tarball",
     };
-    let step = crate::progress::Step::start(events, name);
+    let step = crate::step::Step::start(events, name);
     let r = export_with(store, snapshotter, result, tags, o, &step);
     step.finish(&r);
     r
@@ -136,7 +136,7 @@ pub fn export(
 /// A writer that reports the bytes written through it as `id`.
 struct Counted<'a, W> {
     inner: W,
-    step: &'a crate::progress::Step,
+    step: &'a crate::step::Step,
     id: &'static str,
     n: u64,
 }
@@ -159,7 +159,7 @@ fn export_with(
     result: &SolveResult,
     tags: &[String],
     o: &OutputSpec,
-    step: &crate::progress::Step,
+    step: &crate::step::Step,
 ) -> anyhow::Result<()> {
     let mut names: Vec<String> = tags.to_vec();
     if let Some(n) = &o.name {
@@ -270,7 +270,7 @@ fn rand_suffix() -> u128 {
 fn copy_tree(
     src: &std::path::Path,
     dest: &std::path::Path,
-    step: &crate::progress::Step,
+    step: &crate::step::Step,
 ) -> anyhow::Result<()> {
     let (r, w) = std::io::pipe().context("creating a pipe")?;
     std::thread::scope(|scope| {

@@ -1,0 +1,510 @@
+//! `build`: a [`BuildRequest`] (flags already checked and parsed by the caller) → an image, its
+//! outputs, pushes and cache exports → an [`Outcome`].
+//!
+//! Order: the context and the Dockerfile are read and parsed before the store is opened (a syntax
+//! error changes nothing); the plan is made (base images resolved) and the build checks run before
+//! any step does; then the solve, the naming of the image, the outputs, `--push`, `--cache-to`, the
+//! id files and the no-op record. What is shown meanwhile is the caller's, through [`BuildUi`].
+
+use crate::cache::{CacheFrom, CacheTo};
+use crate::outputs::{self, OutputSpec};
+use crate::resolver::StoreResolver;
+use crate::step::Summary;
+use crate::{registry::LazyRegistry, usage};
+use anyhow::{bail, Context as _};
+use rbuild_frontend::{NamedContext, Warning};
+use rbuild_solver::{EventSink, SecretSource, SolveError, SolveOptions, Solver};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// One `rbuild build`, its flags checked and parsed.
+#[derive(Default)]
+pub struct BuildRequest {
+    /// The store (`--root`); None: the default one.
+    pub root: Option<PathBuf>,
+    /// A directory, a tar file, or `-` (a tar, or a lone Dockerfile, on stdin).
+    pub context: PathBuf,
+    /// `-f`: a path, or `-` (stdin); None: `Dockerfile` in the context.
+    pub file: Option<PathBuf>,
+    pub build_args: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub target: Option<String>,
+    pub no_cache: bool,
+    pub no_cache_filter: Vec<String>,
+    pub pull: bool,
+    pub outputs: Vec<OutputSpec>,
+    pub secrets: BTreeMap<String, SecretSource>,
+    pub ssh: BTreeMap<String, PathBuf>,
+    pub cache_to: Vec<CacheTo>,
+    pub cache_from: Vec<CacheFrom>,
+    pub push: bool,
+    pub tags: Vec<String>,
+    /// `--build-context NAME=…`: how the frontend sees each name.
+    pub named_contexts: BTreeMap<String, NamedContext>,
+    /// `--build-context NAME=DIR`: the directories (canonical).
+    pub extra_contexts: Vec<(String, PathBuf)>,
+    /// `--build-context NAME=URL` fetched (see [`crate::context::resolve_url`]): kept for the
+    /// build, as they own the directories in `extra_contexts`.
+    pub remote_contexts: Vec<crate::context::ResolvedContext>,
+    pub limits: rbuild_sandbox::Limits,
+    pub jobs: Option<usize>,
+    pub allow_network_host: bool,
+    pub allow_insecure: bool,
+    pub explain: bool,
+    pub quiet: bool,
+    pub source_date_epoch: Option<i64>,
+    /// `--check`: evaluate only (base images resolved, nothing runs, nothing is written).
+    pub check: bool,
+    pub iidfile: Option<PathBuf>,
+    pub metadata_file: Option<PathBuf>,
+}
+
+/// What a build shows while it runs; the engine calls these in this order.
+pub trait BuildUi {
+    /// The plan is made: its build-check warnings (before any step runs, or fails).
+    fn checked(&mut self, warnings: &[Warning]);
+    /// The solve starts: where its events go.
+    fn start(&mut self) -> EventSink;
+    /// The solve and the exports are over (the summary when they succeeded); nothing is sent to
+    /// the sink after this. Called on every path that called [`BuildUi::start`].
+    fn finished(&mut self, summary: Option<Summary>);
+}
+
+/// How a build ended, when it was not an error of the engine's own.
+pub enum Outcome {
+    /// The image is built and named; its outputs are written.
+    Built {
+        /// The image id (config digest).
+        id: String,
+        /// An output wrote its archive to stdout.
+        wrote_stdout: bool,
+    },
+    /// `--check`: the warnings, the plan's error (rendered) if any, and the rules violated as
+    /// errors (`check=error=true`).
+    Checked {
+        warnings: Vec<Warning>,
+        plan_error: Option<String>,
+        error_rules: Vec<&'static str>,
+    },
+    /// The Dockerfile does not parse, or does not plan: the error rendered (file:line:col, caret).
+    Invalid {
+        warnings: Vec<Warning>,
+        rendered: String,
+    },
+    /// `check=error=true` and some rules were violated: refused before any step ran.
+    Refused {
+        warnings: Vec<Warning>,
+        error_rules: Vec<&'static str>,
+    },
+    /// A step failed (or the build was cancelled).
+    Failed {
+        error: SolveError,
+        /// The Dockerfile's name and text, for quoting the failing instruction.
+        dockerfile_name: String,
+        dockerfile: String,
+    },
+}
+
+/// Run one build. Errors are the engine's own (a file that cannot be read, the store, an export,
+/// a push); a build that fails in the Dockerfile is an [`Outcome`].
+pub fn build(req: BuildRequest, ui: &mut dyn BuildUi) -> anyhow::Result<Outcome> {
+    // The context: a directory, a tar file, or `-` (a tar, or a lone Dockerfile, on stdin).
+    let ctx = crate::context::resolve(&req.context)?;
+    let context = ctx.dir.clone();
+    let dockerfile_path = match &req.file {
+        Some(f) if f.as_os_str() == "-" => PathBuf::from("-"),
+        // In a tar context, -f names a file inside the archive (as docker).
+        Some(f) if ctx.is_archive() && f.is_relative() => context.join(f),
+        Some(f) => f.clone(),
+        None => context.join("Dockerfile"),
+    };
+    let (dockerfile_name, dockerfile) = if let Some(text) = ctx.stdin_dockerfile.clone() {
+        if req.file.is_some() {
+            return Err(usage(
+                "stdin holds a Dockerfile, not a tar: -f cannot be used with it",
+            ));
+        }
+        ("Dockerfile".to_string(), text)
+    } else if dockerfile_path.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+            .context("reading the Dockerfile from stdin")?;
+        ("Dockerfile".to_string(), s)
+    } else {
+        let text = std::fs::read_to_string(&dockerfile_path)
+            .with_context(|| format!("reading Dockerfile {}", dockerfile_path.display()))?;
+        (display_name(&dockerfile_path), text)
+    };
+    let (dockerignore, ignore_stamps) = read_dockerignore(&context, &dockerfile_path)?;
+    let mut contexts = BTreeMap::new();
+    contexts.insert("context".to_string(), context.canonicalize()?);
+    contexts.extend(req.extra_contexts.iter().cloned());
+
+    // Syntax errors are reported before the store is even opened.
+    if let Err(e) = rbuild_frontend::parse(&dockerfile_name, &dockerfile) {
+        return Ok(Outcome::Invalid {
+            warnings: Vec::new(),
+            rendered: e.render(),
+        });
+    }
+    let plan_opts = rbuild_frontend::PlanOptions {
+        dockerfile_name: dockerfile_name.clone(),
+        dockerfile: dockerfile.clone(),
+        dockerignore,
+        build_args: req.build_args.clone(),
+        target: req.target.clone(),
+        no_cache: req.no_cache,
+        no_cache_filter: req.no_cache_filter.clone(),
+        labels: req.labels.clone(),
+        platform: rbuild_oci::Platform::host(),
+        build_contexts: req.named_contexts.clone(),
+    };
+
+    if req.check {
+        // Evaluate only: base images are resolved (from the store, or the registry), nothing
+        // runs and nothing is written.
+        let store = Arc::new(crate::open_store(&req.root)?);
+        let registry = Arc::new(LazyRegistry::default());
+        let resolver = StoreResolver::with_registry(store, registry, req.pull);
+        let checked = match rbuild_frontend::plan_checked(&plan_opts, &resolver) {
+            Ok(c) => c,
+            Err(e) => {
+                return Ok(Outcome::Invalid {
+                    warnings: Vec::new(),
+                    rendered: e.render(),
+                })
+            }
+        };
+        let error_rules = checked.error_rules();
+        return Ok(Outcome::Checked {
+            plan_error: checked.definition.as_ref().err().map(|e| e.render()),
+            warnings: checked.warnings,
+            error_rules,
+        });
+    }
+
+    // Every mount from here on lives in rbuild's own mount namespace and vanishes with it.
+    if let Err(e) = rbuild_sandbox::enter_private_mount_namespace() {
+        bail!(
+            "cannot create a private mount namespace: {e}\nhint: building needs root (CAP_SYS_ADMIN for mount and namespace creation); run rbuild as root"
+        );
+    }
+    let store = Arc::new(crate::open_store(&req.root)?);
+    // The no-op check's record of this build (see rbuild-noop) starts from this generation.
+    let noop_generation = rbuild_noop::generation(store.root());
+    let snapshotter = Arc::new(crate::snapshots::open_for_mounting(store.root())?);
+    // Snapshots left by crashed builds are removed when this build first needs the snapshot
+    // table; a fully cached build never opens it.
+    snapshotter.cleanup_stale_on_first_use();
+    let _lease = store
+        .lease("build")
+        .context("taking a lease on the store")?;
+
+    let registry = Arc::new(LazyRegistry::default());
+    let resolver = StoreResolver::with_registry(store.clone(), registry.clone(), req.pull);
+    let checked = match rbuild_frontend::plan_checked(&plan_opts, &resolver) {
+        Ok(c) => c,
+        Err(e) => {
+            return Ok(Outcome::Invalid {
+                warnings: Vec::new(),
+                rendered: e.render(),
+            })
+        }
+    };
+    let error_rules = checked.error_rules();
+    let warnings = checked.warnings;
+    ui.checked(&warnings);
+    let def = match checked.definition {
+        Ok(d) => d,
+        Err(e) => {
+            return Ok(Outcome::Invalid {
+                warnings,
+                rendered: e.render(),
+            })
+        }
+    };
+    if !error_rules.is_empty() {
+        // `check=error=true`: refused before any step runs.
+        return Ok(Outcome::Refused {
+            warnings,
+            error_rules,
+        });
+    }
+    // RUN steps of another platform run under binfmt_misc emulation: a platform without a usable
+    // emulator is refused here, before any step runs.
+    check_emulators(&def.graph)?;
+
+    let events = ui.start();
+    let needs_rootfs = req.outputs.iter().any(|o| o.needs_rootfs());
+    // --cache-from: only the caches' metadata is read now; layers come when a step needs them.
+    let remote_cache = crate::cache::import(&store, &registry, &req.cache_from, req.quiet);
+    let opts = SolveOptions {
+        contexts,
+        secrets: req.secrets.clone(),
+        ssh: req.ssh.clone(),
+        jobs: req.jobs,
+        allow_network_host: req.allow_network_host,
+        allow_insecure: req.allow_insecure,
+        source_date_epoch: req.source_date_epoch,
+        materialize_target: needs_rootfs,
+        init_exe: None,
+        limits: req.limits,
+        remote_cache: remote_cache.clone(),
+        explain: req.explain,
+    };
+    let solver = Arc::new(Solver::new(
+        store.clone(),
+        snapshotter.clone(),
+        Arc::new(crate::resolver::RegistryImages {
+            store: store.clone(),
+            registry: registry.clone(),
+            quiet: req.quiet,
+        }),
+        events.clone(),
+        opts,
+    ));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let source = def.source.clone();
+    let result = rt.block_on(async {
+        let canceller = solver.clone();
+        let solve = solver.solve(def);
+        tokio::pin!(solve);
+        tokio::select! {
+            r = &mut solve => r,
+            _ = tokio::signal::ctrl_c() => {
+                // Kill the running sandboxes and let every step clean up (unmount, remove its
+                // active snapshot and partial blobs) before exiting; a hang guard bounds the wait.
+                canceller.cancel();
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(20), &mut solve).await;
+                Err(SolveError::Cancelled)
+            }
+        }
+    });
+    let result = match result {
+        Ok(r) => r,
+        Err(error) => {
+            drop(events);
+            ui.finished(None);
+            let (dockerfile_name, dockerfile) = match source {
+                Some(s) => (s.name.clone(), s.text.to_string()),
+                None => (dockerfile_name, dockerfile),
+            };
+            return Ok(Outcome::Failed {
+                error,
+                dockerfile_name,
+                dockerfile,
+            });
+        }
+    };
+
+    // Name the image, then the other outputs.
+    let record = rbuild_store::ImageRecord {
+        manifest: result.manifest.clone(),
+        config: result.config_digest.clone(),
+        media_type: rbuild_oci::MEDIA_TYPE_OCI_MANIFEST.to_string(),
+        size: image_size(&store, &result.manifest),
+        created: result.config.created.clone(),
+    };
+    let wants_image = req.outputs.is_empty() || req.outputs.iter().any(|o| o.is_image());
+    let exported = (|| -> anyhow::Result<()> {
+        if wants_image {
+            for t in &req.tags {
+                store
+                    .put_image(t, &record)
+                    .with_context(|| format!("naming the image {t}"))?;
+            }
+        }
+        for o in &req.outputs {
+            outputs::export(&store, &snapshotter, &result, &req.tags, o, &events)?;
+        }
+        Ok(())
+    })();
+    let id = result.config_digest.to_string();
+    let exported = exported.and_then(|()| {
+        crate::registry::AfterBuild {
+            store: &store,
+            registry: &registry,
+            remote: &remote_cache,
+            result: &result,
+            tags: &req.tags,
+            push: req.push,
+            cache_to: &req.cache_to,
+            quiet: req.quiet,
+            events: &events,
+        }
+        .run()
+    });
+    drop(events);
+    match exported {
+        Ok(()) => ui.finished(Some(Summary {
+            id: id.clone(),
+            digest: result.manifest.to_string(),
+            size: record.size,
+        })),
+        Err(e) => {
+            ui.finished(None);
+            return Err(e);
+        }
+    }
+    if let Some(f) = &req.iidfile {
+        std::fs::write(f, &id).with_context(|| format!("writing {}", f.display()))?;
+    }
+    if let Some(f) = &req.metadata_file {
+        let meta = rbuild_noop::build_metadata(&result.manifest.to_string(), &id, &req.tags);
+        std::fs::write(f, meta).with_context(|| format!("writing {}", f.display()))?;
+    }
+    // The front's key for this request, when it can answer a rebuild of it (see rbuild-noop).
+    if let Ok(key) = std::env::var(rbuild_noop::KEY_ENV) {
+        // A build with warnings is not answered by the front: it would not print them.
+        let plain_request = warnings.is_empty()
+            && req.outputs.is_empty()
+            && !req.push
+            && !req.pull
+            && !req.no_cache
+            && req.no_cache_filter.is_empty()
+            && req.cache_from.is_empty()
+            && req.cache_to.is_empty()
+            && req.named_contexts.is_empty()
+            && !ctx.is_archive()
+            && ctx.stdin_dockerfile.is_none()
+            && dockerfile_path.as_os_str() != "-";
+        if plain_request {
+            let rec = noop_record(
+                &store,
+                &resolver,
+                &result,
+                noop_generation,
+                &dockerfile_path,
+                &dockerfile,
+                ignore_stamps,
+                &req.tags,
+                &record,
+            );
+            if let Some(rec) = rec {
+                if let Err(e) = rbuild_noop::write_record(store.root(), &key, &rec) {
+                    tracing::debug!("writing the no-op record: {e}");
+                }
+            }
+        }
+    }
+    let wrote_stdout = req
+        .outputs
+        .iter()
+        .any(|o| o.dest.as_deref().is_some_and(|d| d.as_os_str() == "-"));
+    Ok(Outcome::Built { id, wrote_stdout })
+}
+
+/// Every platform the graph's RUN steps are for (other than the host's) has an emulator.
+fn check_emulators(graph: &rbuild_ops::BuildGraph) -> anyhow::Result<()> {
+    let mut seen: Vec<rbuild_oci::Platform> = Vec::new();
+    for v in graph.graph.node_weights() {
+        if let rbuild_ops::Op::Exec(e) = &v.op {
+            if let Some(p) = &e.platform {
+                if !seen.contains(p) {
+                    rbuild_sandbox::binfmt::emulation(p).map_err(|e| anyhow::anyhow!("{e}"))?;
+                    seen.push(p.clone());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn image_size(store: &rbuild_store::Store, manifest: &rbuild_oci::Digest) -> u64 {
+    rbuild_image::read_manifest(store, manifest)
+        .map(|m| m.config.size + m.layers.iter().map(|l| l.size).sum::<u64>())
+        .unwrap_or(0)
+}
+
+fn display_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| p.display().to_string())
+}
+/// `<Dockerfile>.dockerignore` beside the Dockerfile wins over the context's `.dockerignore`.
+/// With the no-op check's stamps of the files looked at.
+fn read_dockerignore(
+    context: &Path,
+    dockerfile: &Path,
+) -> anyhow::Result<(Option<String>, Vec<rbuild_noop::FileStamp>)> {
+    let mut stamps = Vec::new();
+    if dockerfile.as_os_str() != "-" {
+        let specific = PathBuf::from(format!("{}.dockerignore", dockerfile.display()));
+        if specific.is_file() {
+            let text = std::fs::read_to_string(&specific)
+                .with_context(|| format!("reading {}", specific.display()))?;
+            stamps.push(rbuild_noop::FileStamp::of_bytes(&specific, text.as_bytes()));
+            return Ok((Some(text), stamps));
+        }
+        stamps.push(rbuild_noop::FileStamp::absent(&specific));
+    }
+    let p = context.join(".dockerignore");
+    if p.is_file() {
+        let text =
+            std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+        stamps.push(rbuild_noop::FileStamp::of_bytes(&p, text.as_bytes()));
+        return Ok((Some(text), stamps));
+    }
+    stamps.push(rbuild_noop::FileStamp::absent(&p));
+    Ok((None, stamps))
+}
+
+/// The no-op check's record of this build: what it read and what it answered (see rbuild-noop).
+/// None when some input cannot be stamped (a registry, an image id, a file that changed while
+/// it was read, an ADD of a URL).
+#[allow(clippy::too_many_arguments)]
+fn noop_record(
+    store: &rbuild_store::Store,
+    resolver: &StoreResolver,
+    result: &rbuild_solver::SolveResult,
+    generation: String,
+    dockerfile_path: &Path,
+    dockerfile: &str,
+    ignore_stamps: Vec<rbuild_noop::FileStamp>,
+    tags: &[String],
+    image: &rbuild_store::ImageRecord,
+) -> Option<rbuild_noop::Record> {
+    use rbuild_noop::FileStamp;
+    let stamp = result.stamp.as_ref()?;
+    let mut rec = rbuild_noop::Record::new(store.root(), generation);
+    rec.files
+        .push(FileStamp::of_bytes(dockerfile_path, dockerfile.as_bytes()));
+    rec.files.extend(ignore_stamps);
+    rec.selections = stamp.selections.clone();
+    for answer in resolver.answers() {
+        match answer {
+            crate::resolver::Answer::Named(name, image) => {
+                let (path, bytes) = store.ref_file(&name, &image).ok()?;
+                rec.refs.push(FileStamp::of_bytes(&path, &bytes));
+            }
+            crate::resolver::Answer::Pinned(d) => rec.blobs.push(d.to_string()),
+            crate::resolver::Answer::Other => return None,
+        }
+    }
+    for t in tags {
+        let (path, bytes) = store.ref_file(t, image).ok()?;
+        rec.refs.push(FileStamp::of_bytes(&path, &bytes));
+    }
+    // Every blob the engine would read for the same rebuild: the image's, each base image's
+    // manifest and config, and every layer a step's cache record needs.
+    for m in std::iter::once(&result.manifest).chain(stamp.images.iter().map(|(_, m)| m)) {
+        let manifest = rbuild_image::read_manifest(store, m).ok()?;
+        rec.blobs.push(m.to_string());
+        rec.blobs.push(manifest.config.digest.to_string());
+        rec.blobs
+            .extend(manifest.layers.iter().map(|l| l.digest.to_string()));
+    }
+    rec.blobs.extend(stamp.blobs.iter().map(|b| b.to_string()));
+    rec.blobs.sort_unstable();
+    rec.blobs.dedup();
+    rec.keys = stamp.keys.iter().map(|k| k.to_string()).collect();
+    rec.steps = stamp.steps.clone();
+    rec.id = result.config_digest.to_string();
+    rec.manifest = result.manifest.to_string();
+    rec.size = image.size;
+    Some(rec)
+}
