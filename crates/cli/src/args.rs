@@ -114,6 +114,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show which platforms RUN steps can run as here (natively or under a binfmt_misc emulator
+    /// with the F flag); --install registers Debian's qemu-user-static handlers with F.
+    Binfmt {
+        /// Register the handlers (all of Debian's qemu-user-static, or those the PLATFORMs need).
+        #[arg(long)]
+        install: bool,
+        /// Platforms to show or install (`linux/arm64`, comma-separated or repeated).
+        #[arg(value_name = "PLATFORM")]
+        platforms: Vec<String>,
+    },
     /// Check every blob, record and snapshot of the store (--repair: fix what is broken).
     Fsck {
         /// Remove what is broken and rebuild the indexes (a lost meta.db too).
@@ -252,9 +262,10 @@ pub struct BuildArgs {
     /// Default network mode for RUN (default, none, host).
     #[arg(long, value_name = "MODE")]
     pub network: Option<String>,
-    /// Target platform (only the host's platform is supported).
-    #[arg(long)]
-    pub platform: Option<String>,
+    /// Target platform (`linux/arm64`, `local` for the host's); RUN steps of another platform run
+    /// under binfmt_misc emulation (see `rbuild binfmt`). One platform per build for now.
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Vec<String>,
     /// Write the image id to this file.
     #[arg(long, value_name = "FILE")]
     pub iidfile: Option<PathBuf>,

@@ -24,9 +24,7 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> 
     }
     let build_args = parse_build_args(&args.build_args)?;
     let labels = parse_kv(&args.labels, "--label").map_err(usage_of)?;
-    if let Some(p) = &args.platform {
-        check_platform(p)?;
-    }
+    let target_platform = target_platform(&args.platform)?;
     let outputs: Vec<OutputSpec> = args
         .outputs
         .iter()
@@ -182,6 +180,7 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> 
         check: args.check,
         iidfile: args.iidfile.clone(),
         metadata_file: args.metadata_file.clone(),
+        platform: Some(target_platform),
     };
     let mode = match (args.quiet, args.progress) {
         (true, _) | (_, ProgressMode::Quiet) => Mode::Quiet,
@@ -292,25 +291,30 @@ impl rbuild_engine::BuildUi for Ui {
     }
 }
 
-/// `--platform`: only the host's (`linux/amd64`, `linux/amd64/v2`, `amd64`, `local`).
-fn check_platform(p: &str) -> anyhow::Result<()> {
-    let arch = rbuild_oci::host_arch();
-    let host = format!("linux/{arch}");
-    let ok = p.split(',').all(|one| {
-        let one = one.trim();
-        one == "local"
-            || one == arch
-            || one == host
-            || one
-                .strip_prefix(&host)
-                .is_some_and(|v| v.starts_with('/') && v.len() > 1)
-    });
-    if ok {
-        Ok(())
-    } else {
-        Err(usage(format!(
-            "--platform {p}: only the host platform ({host}) can be built here (no emulation)"
-        )))
+/// `--platform` (comma-separated or repeated; `local` is the host's, as BuildKit's): the one
+/// platform built for. An unknown platform is a usage error naming it.
+fn target_platform(args: &[String]) -> anyhow::Result<rbuild_oci::Platform> {
+    let mut all: Vec<rbuild_oci::Platform> = Vec::new();
+    for a in args {
+        for one in a.split(',') {
+            let p = if one.trim() == "local" {
+                rbuild_oci::Platform::host()
+            } else {
+                rbuild_oci::Platform::parse_strict(one.trim())
+                    .map_err(|e| usage(format!("--platform: {e}")))?
+            };
+            if !all.iter().any(|q| q.same_as(&p)) {
+                all.push(p);
+            }
+        }
+    }
+    match all.as_slice() {
+        [] => Ok(rbuild_oci::Platform::host()),
+        [one] => Ok(one.normalized()),
+        several => Err(usage(format!(
+            "--platform {}: building several platforms into one image index is not supported yet; build one platform per command",
+            several.iter().map(|p| p.format()).collect::<Vec<_>>().join(",")
+        ))),
     }
 }
 

@@ -7,6 +7,7 @@
 //! Exit codes: 0 success, 1 the build (or command) failed, 2 usage error.
 
 mod args;
+mod binfmt_cmd;
 mod build;
 mod checks;
 mod images;
@@ -178,6 +179,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => maintenance::prune(&open_store(&cli.root)?, all, &filter, dry_run, force),
         Command::Df => maintenance::df(&open_store(&cli.root)?),
         Command::Info { json } => info::info(&cli.root, json),
+        Command::Binfmt { install, platforms } => binfmt_cmd::binfmt(install, &platforms),
         Command::Fsck { repair } => maintenance::fsck(
             &cli.root
                 .clone()

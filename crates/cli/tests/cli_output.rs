@@ -137,12 +137,12 @@ fn bad_flag_values_snapshot() {
     let ctx = env.context("ctx", &[("Dockerfile", "FROM scratch\n")]);
     let c = ctx.to_str().unwrap();
     let cases: &[&[&str]] = &[
-        &["build", "--platform", "linux/s390x", c],
+        &["build", "--platform", "linux/amd46", c],
         &["build", "-o", "type=bogus,dest=x", c],
         &["build", "-o", "type=oci", c],
         &["build", "-o", "type=oci,dest=x,compression=lz4", c],
         &["build", "--build-context", "nodest", c],
-        &["build", "--build-context", "x=git://example.com/r", c],
+        &["build", "--build-context", "x=ftp://example.com/r", c],
         &["build", "--allow", "root.everything", c],
         &["build", "--label", "novalue", c],
         &["build", "--memory", "lots", c],

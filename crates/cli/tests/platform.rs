@@ -139,6 +139,74 @@ fn foreign_stage_runs_under_emulation_next_to_a_native_one() {
     assert!(text.contains("\"architecture\":\"arm64\""), "{text}");
     let (_, err) = env.build_ok(&["-t", "arm:1", ctx2.to_str().unwrap()]);
     assert!(err.contains("CACHED"), "{err}");
+    // `--platform linux/arm64`: TARGETPLATFORM is arm64, stages without FROM --platform are
+    // arm64 (their base narrowed to it), a `FROM --platform=$BUILDPLATFORM` stage is native.
+    let ctx3 = env.context(
+        "ctx3",
+        &[(
+            "Dockerfile",
+            "FROM --platform=$BUILDPLATFORM busybox AS tools\n\
+             ARG TARGETARCH\n\
+             RUN echo \"$(uname -m) for $TARGETARCH\" > /built\n\
+             FROM busybox-arm64\n\
+             ARG TARGETPLATFORM TARGETVARIANT\n\
+             COPY --from=tools /built /built\n\
+             RUN echo \"$(uname -m) $TARGETPLATFORM [$TARGETVARIANT]\" > /ran\n",
+        )],
+    );
+    let dest3 = env.path("out3");
+    env.build_ok(&[
+        "--platform",
+        "linux/aarch64",
+        "-t",
+        "cross:1",
+        "-o",
+        "type=image",
+        "-o",
+        &format!("type=local,dest={}", dest3.display()),
+        ctx3.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(dest3.join("built")).unwrap(),
+        "x86_64 for arm64\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dest3.join("ran")).unwrap(),
+        "aarch64 linux/arm64 []\n"
+    );
+    let out = env.rbuild(&["inspect", "cross:1"]);
+    assert!(
+        stdout(&out).contains("\"architecture\": \"arm64\"")
+            || stdout(&out).contains("\"architecture\":\"arm64\""),
+        "{}",
+        stdout(&out)
+    );
+    // The arm64 busybox binary in the image is an aarch64 ELF (readelf, as a user would check).
+    if which("readelf").is_some() {
+        let elf = Command::new("readelf")
+            .args(["-h"])
+            .arg(dest3.join("bin/busybox"))
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&elf.stdout).contains("AArch64"),
+            "{}",
+            String::from_utf8_lossy(&elf.stdout)
+        );
+    }
+    // `rbuild binfmt linux/arm64` says how it runs.
+    let out = env.rbuild(&["binfmt", "linux/arm64", "linux/amd64"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("linux/arm64") && text.contains("emulated by qemu-aarch64"),
+        "{text}"
+    );
+    assert!(
+        text.contains("linux/amd64") && text.contains("native"),
+        "{text}"
+    );
+
     // `rbuild run` of the arm64 image runs under emulation too.
     let out = env.rbuild(&["run", "arm:1", "cat", "/arch"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -177,6 +245,29 @@ fn refusals_come_before_any_step() {
         "{err}"
     );
     assert_no_step_ran(&err);
+    // An unknown --platform, and several at once (not yet): usage errors naming them.
+    let ctx = env.context("flag", &[("Dockerfile", "FROM busybox\nRUN true\n")]);
+    let out = env.rbuild(&["build", "--platform", "linux/amd46", ctx.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(
+            "--platform: invalid platform \"linux/amd46\": unknown architecture \"amd46\""
+        ),
+        "{}",
+        stderr(&out)
+    );
+    let out = env.rbuild(&[
+        "build",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        ctx.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("not supported yet"),
+        "{}",
+        stderr(&out)
+    );
     // An unknown platform string, named with its place in the Dockerfile.
     let err = build("unknown", "FROM --platform=linux/amd46 busybox\nRUN true\n");
     assert!(

@@ -58,6 +58,9 @@ pub struct BuildRequest {
     pub check: bool,
     pub iidfile: Option<PathBuf>,
     pub metadata_file: Option<PathBuf>,
+    /// `--platform`: the platform built for (TARGETPLATFORM; None: the host's); stages of a
+    /// foreign platform run their RUN steps under binfmt_misc emulation.
+    pub platform: Option<rbuild_oci::Platform>,
 }
 
 /// What a build shows while it runs; the engine calls these in this order.
@@ -157,7 +160,10 @@ pub fn build(req: BuildRequest, ui: &mut dyn BuildUi) -> anyhow::Result<Outcome>
         no_cache: req.no_cache,
         no_cache_filter: req.no_cache_filter.clone(),
         labels: req.labels.clone(),
-        platform: rbuild_oci::Platform::host(),
+        platform: req
+            .platform
+            .clone()
+            .unwrap_or_else(rbuild_oci::Platform::host),
         build_contexts: req.named_contexts.clone(),
     };
 

@@ -28,6 +28,7 @@ pub const SUBCOMMANDS: &[&str] = &[
     "prune",
     "df",
     "info",
+    "binfmt",
     "fsck",
     "pull",
     "push",
