@@ -207,6 +207,39 @@ fn foreign_stage_runs_under_emulation_next_to_a_native_one() {
         "{text}"
     );
 
+    // Reproducible: the same arm64 build with SOURCE_DATE_EPOCH on two clean stores gives the same
+    // image id and manifest digest.
+    let ids: Vec<(String, String)> = (0..2)
+        .map(|i| {
+            let e = Env::with_busybox();
+            load_arm64_busybox(&e).unwrap();
+            let c = e.context(
+                &format!("repro{i}"),
+                &[(
+                    "Dockerfile",
+                    "FROM --platform=linux/arm64 busybox-arm64\nRUN uname -m > /arch\n",
+                )],
+            );
+            let meta = e.path("meta.json");
+            let (id, _) = e.build_ok(&[
+                "-q",
+                "--build-arg",
+                "SOURCE_DATE_EPOCH=1700000000",
+                "--metadata-file",
+                meta.to_str().unwrap(),
+                c.to_str().unwrap(),
+            ]);
+            let m: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&meta).unwrap()).unwrap();
+            (
+                id.trim().to_string(),
+                m["containerimage.digest"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert!(!ids[0].1.is_empty(), "{ids:?}");
+    assert_eq!(ids[0], ids[1]);
+
     // `rbuild run` of the arm64 image runs under emulation too.
     let out = env.rbuild(&["run", "arm:1", "cat", "/arch"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -272,6 +305,129 @@ fn refusals_come_before_any_step() {
     let err = build("unknown", "FROM --platform=linux/amd46 busybox\nRUN true\n");
     assert!(
         err.contains("Dockerfile:1:6: FROM --platform=linux/amd46: invalid platform \"linux/amd46\": unknown architecture \"amd46\""),
+        "{err}"
+    );
+    assert_no_step_ran(&err);
+}
+
+#[allow(dead_code)]
+mod common_registry;
+
+/// A two-platform busybox index (linux/amd64 and linux/arm64) in a real registry: each stage's
+/// base is narrowed to the stage's platform, an arm64 image is pushed with an arm64 config, and a
+/// platform the index lacks is refused naming the ones it has.
+#[test]
+fn registry_index_is_narrowed_per_stage_platform() {
+    if !require_root(&["skopeo", "unshare"]) || !common_registry::have_registry() {
+        return;
+    }
+    if rbuild_oci::host_arch() != "amd64" {
+        eprintln!("SKIP: this test expects an amd64 host (arm64 is the foreign platform)");
+        return;
+    }
+    let bin = match arm64_busybox() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("SKIP: {e}");
+            return;
+        }
+    };
+    if !arm64_handler_registered() {
+        eprintln!(
+            "SKIP: no qemu-aarch64 binfmt_misc handler with the F flag (scripts/setup-emulation.sh registers it)"
+        );
+        return;
+    }
+    let reg = common_registry::Registry::start(None);
+    let env = Env::empty();
+    let layout = env.path("multi");
+    let out = Command::new("python3")
+        .arg(repo_root().join("testdata/base/make-busybox-image.py"))
+        .arg(&layout)
+        .args(["--ref", "multi", "--platform", "linux/amd64=/bin/busybox"])
+        .arg("--platform")
+        .arg(format!("linux/arm64={}", bin.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let base = format!("{}/busybox:multi", reg.host);
+    run_ok(
+        Command::new("skopeo")
+            .args(["copy", "--all", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:multi", layout.display()))
+            .arg(format!("docker://{base}")),
+    );
+
+    let ctx = env.context(
+        "ctx",
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM {base} AS native\nRUN uname -m > /arch\n\
+                 FROM --platform=linux/arm64 {base} AS arm\nRUN uname -m > /arch\n\
+                 FROM scratch\nCOPY --from=native /arch /native\nCOPY --from=arm /arch /arm\n"
+            ),
+        )],
+    );
+    let dest = env.path("out");
+    env.build_ok(&[
+        "-o",
+        &format!("type=local,dest={}", dest.display()),
+        ctx.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(dest.join("native")).unwrap(),
+        "x86_64\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dest.join("arm")).unwrap(),
+        "aarch64\n"
+    );
+
+    // --platform linux/arm64 --push: the pushed image's config is arm64, its RUN ran emulated.
+    let ctx = env.context(
+        "ctx2",
+        &[(
+            "Dockerfile",
+            &format!("FROM {base}\nRUN uname -m > /arch\n"),
+        )],
+    );
+    let target = format!("{}/app:arm64", reg.host);
+    env.build_ok(&[
+        "--platform",
+        "linux/arm64",
+        "-t",
+        &target,
+        "--push",
+        ctx.to_str().unwrap(),
+    ]);
+    let inspect = run_ok(
+        Command::new("skopeo")
+            .args(["inspect", "--tls-verify=false"])
+            .arg(format!("docker://{target}")),
+    );
+    let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(v["Architecture"].as_str(), Some("arm64"), "{inspect}");
+    let out = env.rbuild(&["run", &target, "cat", "/arch"]);
+    assert_eq!(stdout(&out), "aarch64\n", "{}", stderr(&out));
+
+    // A platform the index does not have: refused before any step, naming what it has.
+    let ctx = env.context(
+        "ctx3",
+        &[(
+            "Dockerfile",
+            &format!("FROM {base}\nRUN true\nFROM --platform=linux/s390x {base}\nRUN true\n"),
+        )],
+    );
+    let out = env.rbuild(&["build", "--progress=plain", ctx.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("no manifest for linux/s390x (it has linux/amd64, linux/arm64)"),
         "{err}"
     );
     assert_no_step_ran(&err);
