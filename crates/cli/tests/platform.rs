@@ -310,7 +310,6 @@ fn refusals_come_before_any_step() {
     assert_no_step_ran(&err);
 }
 
-#[allow(dead_code)]
 mod common_registry;
 
 /// A two-platform busybox index (linux/amd64 and linux/arm64) in a real registry: each stage's
