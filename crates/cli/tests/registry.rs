@@ -179,6 +179,84 @@ fn push_is_a_real_image_and_a_second_push_moves_no_layer() {
     assert_eq!(reg.uploads(), uploads, "a blob was uploaded again");
 }
 
+/// `-o type=image,push=true` pushes as `--push` does, under `-t` or the output's `name=`, and so
+/// does `type=registry`; `push=true` on an output that is written locally is refused before
+/// anything runs (issue 14 item 11).
+#[test]
+fn output_push_true_pushes_and_is_refused_where_it_cannot() {
+    let Some((reg, seed)) = setup() else { return };
+    let ctx = seed.env.context(
+        "outpush",
+        &[("Dockerfile", "FROM busybox\nRUN echo MARKER\"\"=ran > /m\n")],
+    );
+    let inspect = |target: &str| {
+        let out = std::process::Command::new("skopeo")
+            .args(["inspect", "--tls-verify=false"])
+            .arg(format!("docker://{target}"))
+            .output()
+            .unwrap();
+        out.status.success()
+    };
+    let a = format!("{}/outpush:a", reg.host);
+    let (_, err) = seed.build(&ctx, &["-t", &a, "-o", "type=image,push=true"]);
+    assert!(err.contains(&format!("pushed {a}@")), "{err}");
+    assert!(inspect(&a), "{a} is not in the registry:\n{err}");
+
+    let b = format!("{}/outpush:b", reg.host);
+    let (_, err) = seed.build(&ctx, &["-o", &format!("type=image,name={b},push=true")]);
+    assert!(err.contains(&format!("pushed {b}@")), "{err}");
+    assert!(inspect(&b), "{b}:\n{err}");
+
+    let c = format!("{}/outpush:c", reg.host);
+    let (_, err) = seed.build(&ctx, &["-o", &format!("type=registry,name={c}")]);
+    assert!(inspect(&c), "{c}:\n{err}");
+
+    // push=false is no push.
+    let d = format!("{}/outpush:d", reg.host);
+    seed.build(&ctx, &["-o", &format!("type=image,name={d},push=false")]);
+    assert!(!inspect(&d), "push=false pushed {d}");
+
+    // Refused, before any step: push on a local output, a bad push value, push without a name.
+    let dest = seed.env.path("o.tar");
+    for (args, want) in [
+        (
+            vec![
+                "-t".to_string(),
+                format!("{}/outpush:e", reg.host),
+                "-o".into(),
+                format!("type=oci,dest={},push=true", dest.display()),
+            ],
+            "push=true applies to type=image only",
+        ),
+        (
+            vec!["-o".into(), format!("type=image,name={c},push=maybe")],
+            "push=maybe",
+        ),
+        (
+            vec!["-o".into(), "type=image,push=true".into()],
+            "needs a name",
+        ),
+        (
+            vec![
+                "-o".into(),
+                format!("type=tar,dest={},unpack=true", dest.display()),
+            ],
+            "unknown key",
+        ),
+    ] {
+        let mut a = vec!["build", "--progress=plain", "--no-cache"];
+        a.extend(args.iter().map(String::as_str));
+        a.push(ctx.to_str().unwrap());
+        let out = seed.run(&a);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{args:?} must fail:\n{err}");
+        assert!(err.contains(want), "{args:?}: {want:?}:\n{err}");
+        assert!(!err.contains("MARKER=ran"), "{args:?}: a step ran:\n{err}");
+        assert!(!dest.exists(), "{args:?} wrote {}", dest.display());
+    }
+    assert!(!inspect(&format!("{}/outpush:e", reg.host)));
+}
+
 #[test]
 fn from_a_registry_image_on_an_empty_store() {
     let Some((reg, _seed)) = setup() else { return };

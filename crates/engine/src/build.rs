@@ -109,9 +109,36 @@ pub enum Outcome {
     },
 }
 
+/// What the outputs ask of the image, decided before anything runs: `-o type=image,name=N` names
+/// the image N (as `-t N`), `push=true` on an image output pushes it (as `--push`), and a push
+/// needs a name to push to.
+fn settle_outputs(mut req: BuildRequest) -> anyhow::Result<BuildRequest> {
+    for o in req.outputs.iter().filter(|o| o.is_image()) {
+        for n in o.name.iter().flat_map(|n| n.split(';')) {
+            let n = n.trim();
+            if !n.is_empty() && !req.tags.iter().any(|t| t == n) {
+                req.tags.push(n.to_string());
+            }
+        }
+        req.push |= o.push;
+    }
+    if req.push {
+        if req.tags.is_empty() {
+            return Err(usage(
+                "pushing (--push or -o type=image,push=true) needs a name: -t NAME or -o type=image,name=NAME",
+            ));
+        }
+        for t in &req.tags {
+            crate::registry::parse_ref(t, "-t").map_err(|e| usage(e.to_string()))?;
+        }
+    }
+    Ok(req)
+}
+
 /// Run one build. Errors are the engine's own (a file that cannot be read, the store, an export,
 /// a push); a build that fails in the Dockerfile is an [`Outcome`].
 pub fn build(req: BuildRequest, ui: &mut dyn BuildUi) -> anyhow::Result<Outcome> {
+    let req = settle_outputs(req)?;
     // The context: a directory, a tar file, or `-` (a tar, or a lone Dockerfile, on stdin).
     let ctx = crate::context::resolve(&req.context)?;
     let context = ctx.dir.clone();

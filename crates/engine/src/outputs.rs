@@ -27,6 +27,9 @@ pub struct OutputSpec {
     pub compression: Compression,
     pub level: Option<u32>,
     pub name: Option<String>,
+    /// `push=true` (type=image only; `type=registry` is type=image,push=true): push the image
+    /// as `--push` does.
+    pub push: bool,
 }
 
 impl OutputSpec {
@@ -39,14 +42,15 @@ impl OutputSpec {
             kv.insert(k.trim().to_string(), v.trim().to_string());
         }
         // `-o DIR` shorthand is type=local,dest=DIR (as docker).
-        let kind = match kv.remove("type").as_deref() {
-            Some("image") => OutputKind::Image,
+        let ty = kv.remove("type");
+        let kind = match ty.as_deref() {
+            Some("image") | Some("registry") => OutputKind::Image,
             Some("oci") => OutputKind::Oci,
             Some("docker") => OutputKind::Docker,
             Some("local") => OutputKind::Local,
             Some("tar") => OutputKind::Tar,
             Some(other) => {
-                bail!("--output {s}: unknown type {other:?} (image, oci, docker, local, tar)")
+                bail!("--output {s}: unknown type {other:?} (image, registry, oci, docker, local, tar)")
             }
             None => bail!("--output {s}: missing type="),
         };
@@ -79,7 +83,22 @@ impl OutputSpec {
             rbuild_image::check_level(compression, l).map_err(|e| anyhow!("--output {s}: {e}"))?;
         }
         let name = kv.remove("name");
-        kv.remove("push");
+        let push = match kv.remove("push").as_deref() {
+            None => ty.as_deref() == Some("registry"),
+            Some("true") | Some("1") => true,
+            Some("false") | Some("0") => false,
+            Some(v) => bail!("--output {s}: push={v}: expected true or false"),
+        };
+        if push && kind != OutputKind::Image {
+            bail!("--output {s}: push=true applies to type=image only (this output is written locally; push the image with -o type=image,push=true or --push)");
+        }
+        if let Some(n) = &name {
+            if kind == OutputKind::Image {
+                for one in n.split(';') {
+                    crate::registry::parse_ref(one, &format!("--output {s}: name"))?;
+                }
+            }
+        }
         if let Some(k) = kv.keys().next() {
             bail!("--output {s}: unknown key {k:?}");
         }
@@ -90,6 +109,7 @@ impl OutputSpec {
             compression,
             level,
             name,
+            push,
         })
     }
 
@@ -330,5 +350,39 @@ mod tests {
             OutputSpec::parse("type=oci,dest=x,compression=zstd,compression-level=23").unwrap_err();
         assert!(e.to_string().contains("out of range (1-22)"), "{e}");
         assert!(OutputSpec::parse("type=docker,dest=x,compression-level=1").is_err());
+    }
+
+    #[test]
+    fn push_is_for_images_only_and_never_ignored() {
+        assert!(OutputSpec::parse("type=image,push=true").unwrap().push);
+        assert!(!OutputSpec::parse("type=image,push=false").unwrap().push);
+        assert!(!OutputSpec::parse("type=image").unwrap().push);
+        let r = OutputSpec::parse("type=registry,name=localhost:5000/a:1").unwrap();
+        assert!(r.push && r.is_image());
+        assert!(!OutputSpec::parse("type=registry,push=false").unwrap().push);
+        for bad in [
+            "type=oci,dest=x,push=true",
+            "type=docker,dest=x,push=true",
+            "type=local,dest=x,push=true",
+            "type=tar,dest=x,push=true",
+        ] {
+            let e = OutputSpec::parse(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("push=true applies to type=image only"),
+                "{bad}: {e}"
+            );
+        }
+        let e = OutputSpec::parse("type=image,push=yes")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("push=yes"), "{e}");
+        let e = OutputSpec::parse("type=image,name=a b@c")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("name"), "{e}");
+        let e = OutputSpec::parse("type=image,unpack=true")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown key"), "{e}");
     }
 }
