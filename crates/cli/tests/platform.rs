@@ -233,7 +233,10 @@ fn foreign_stage_runs_under_emulation_next_to_a_native_one() {
                 serde_json::from_str(&std::fs::read_to_string(&meta).unwrap()).unwrap();
             (
                 id.trim().to_string(),
-                m["containerimage.digest"].as_str().unwrap_or_default().to_string(),
+                m["containerimage.digest"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
             )
         })
         .collect();
