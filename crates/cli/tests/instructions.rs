@@ -1036,6 +1036,9 @@ RUN {}\n\
 COPY sub /copysub/sub\n\
 RUN {}\n\
 ADD sub /addsub/sub\n\
+RUN {}\n\
+RUN --mount=type=bind,from=extra,target=/ctx {}\n\
+COPY --from=extra . /named\n\
 RUN {}\n",
         probe("BIND", "/ctx"),
         probe("SUB", "/ctx"),
@@ -1043,6 +1046,19 @@ RUN {}\n",
         probe("COPY", "/copied"),
         probe("COPYSUB", "/copysub"),
         probe("ADDSUB", "/addsub"),
+        probe("NAMEDBIND", "/ctx"),
+        probe("NAMEDCOPY", "/named"),
+    );
+    // A named context with its own .dockerignore (BuildKit reads it for local named contexts).
+    let extra = env.context(
+        "ignore-extra",
+        &[
+            (".dockerignore", "secret.txt\nsub/hidden\n"),
+            ("secret.txt", "s"),
+            ("sub/hidden", "h"),
+            ("sub/keep", "k"),
+            ("other.log", "o"),
+        ],
     );
     let ctx = env.context(
         "ignore",
@@ -1059,7 +1075,14 @@ RUN {}\n",
             ("other.log", "o"),
         ],
     );
-    let (_, log) = env.build_ok(&[ctx.to_str().unwrap()]);
+    let (ok, log) = build_args(
+        &env,
+        &ctx,
+        &["--build-context", &format!("extra={}", extra.display())],
+    );
+    assert!(ok, "{log}");
+    assert_eq!(val(&log, "NAMEDBIND"), "sub/keep,other.log,", "{log}");
+    assert_eq!(val(&log, "NAMEDCOPY"), "sub/keep,other.log,", "{log}");
     assert_eq!(val(&log, "BIND"), "sub/keep,sub/keep.log,", "{log}");
     assert_eq!(val(&log, "SUB"), "sub/keep,sub/keep.log,", "{log}");
     assert_eq!(val(&log, "RW"), "sub/keep.log,", "{log}");

@@ -192,6 +192,7 @@ pub fn build(req: BuildRequest, ui: &mut dyn BuildUi) -> anyhow::Result<Outcome>
             .clone()
             .unwrap_or_else(rbuild_oci::Platform::host),
         build_contexts: req.named_contexts.clone(),
+        named_dockerignore: named_dockerignore(&req.extra_contexts)?,
     };
 
     if req.check {
@@ -460,6 +461,21 @@ fn display_name(p: &Path) -> String {
 }
 /// `<Dockerfile>.dockerignore` beside the Dockerfile wins over the context's `.dockerignore`.
 /// With the no-op check's stamps of the files looked at.
+/// The `.dockerignore` of each local named context (`--build-context NAME=DIR`) that has one: its
+/// rules hold for every step that reads the context, as the main context's do.
+fn named_dockerignore(extra: &[(String, PathBuf)]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for (name, dir) in extra {
+        let p = dir.join(".dockerignore");
+        if p.is_file() {
+            let text =
+                std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+            out.insert(name.clone(), text);
+        }
+    }
+    Ok(out)
+}
+
 fn read_dockerignore(
     context: &Path,
     dockerfile: &Path,

@@ -56,6 +56,9 @@ pub struct PlanOptions {
     pub platform: Platform,
     /// `--build-context`.
     pub build_contexts: BTreeMap<String, NamedContext>,
+    /// The `.dockerignore` text of each local named context that has one (BuildKit reads a
+    /// local named context's own `.dockerignore`).
+    pub named_dockerignore: BTreeMap<String, String>,
 }
 
 impl PlanOptions {
@@ -72,6 +75,7 @@ impl PlanOptions {
             labels: BTreeMap::new(),
             platform: Platform::host(),
             build_contexts: BTreeMap::new(),
+            named_dockerignore: BTreeMap::new(),
         }
     }
 }

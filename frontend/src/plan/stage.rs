@@ -454,7 +454,12 @@ impl<'a, 'd> Planner<'a, 'd> {
                     Vertex {
                         op: Op::Source(Source::Context {
                             name: name.to_string(),
-                            excludes: Vec::new(),
+                            excludes: self
+                                .opts
+                                .named_dockerignore
+                                .get(name)
+                                .map(|t| super::dockerignore_patterns(t))
+                                .unwrap_or_default(),
                         }),
                         meta: VertexMeta {
                             name: format!("[context {name}] load from client"),
