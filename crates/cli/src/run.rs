@@ -35,6 +35,10 @@ pub struct RunArgs {
     /// slirp4netns), none (only loopback) or host.
     #[arg(long, default_value = "default", value_name = "default|none|host")]
     pub network: String,
+    /// The platform the image must be (`linux/arm64`); one of another platform than the host's
+    /// runs under binfmt_misc emulation.
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
     /// Override the image's entrypoint.
     #[arg(long)]
     pub entrypoint: Option<String>,
@@ -87,6 +91,14 @@ pub fn run(root: &Option<PathBuf>, a: RunArgs) -> anyhow::Result<ExitCode> {
         "default" | "bridge" | "private" => rbuild_sandbox::Network::Private,
         other => bail!("--network {other}: expected default, none or host"),
     };
+    let want_platform = a
+        .platform
+        .as_deref()
+        .map(|p| {
+            rbuild_oci::Platform::parse_strict(p)
+                .map_err(|e| crate::args::usage(format!("--platform: {e}")))
+        })
+        .transpose()?;
     let limits = rbuild_sandbox::Limits {
         memory: a.memory.as_deref().map(parse_bytes).transpose()?,
         cpus: a.cpus,
@@ -102,6 +114,23 @@ pub fn run(root: &Option<PathBuf>, a: RunArgs) -> anyhow::Result<ExitCode> {
         .ok_or_else(|| anyhow::anyhow!("image {} not found in the local store", a.image))?;
     let config = rbuild_image::read_config(&store, &rec.config)
         .map_err(|e| anyhow::anyhow!("reading the config of {}: {e}", a.image))?;
+    // The image's platform: the one asked for, and runnable here (natively or emulated with F),
+    // checked before anything is unpacked.
+    if !config.os.is_empty() && !config.architecture.is_empty() {
+        let have =
+            rbuild_oci::Platform::new(&config.os, &config.architecture, config.variant.as_deref());
+        if let Some(want) = &want_platform {
+            if !rbuild_oci::Matcher::only(want).matches(&have) {
+                bail!(
+                    "image {} is {}, not {} (the local store keeps one platform per name)",
+                    a.image,
+                    have.normalized(),
+                    want.normalized()
+                );
+            }
+        }
+        rbuild_sandbox::binfmt::emulation(&have).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
     let snaps = rbuild_engine::snapshots::open_for_mounting(store.root())?;
     let _lease = store.lease("run").context("taking a lease on the store")?;
     let top = rbuild_solver::unpack_image(&store, &snaps, &rec.manifest)

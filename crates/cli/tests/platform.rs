@@ -247,6 +247,16 @@ fn foreign_stage_runs_under_emulation_next_to_a_native_one() {
     let out = env.rbuild(&["run", "arm:1", "cat", "/arch"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "aarch64\n");
+    let out = env.rbuild(&["run", "--platform", "linux/arm64", "arm:1", "uname", "-m"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "aarch64\n");
+    let out = env.rbuild(&["run", "--platform", "linux/amd64", "arm:1", "true"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("image arm:1 is linux/arm64, not linux/amd64"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
