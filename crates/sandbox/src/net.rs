@@ -232,6 +232,9 @@ pub(crate) fn attach(stack: NetStack, program: &Path, pid: u32) -> Result<Attach
             // The gateway address is not the host.
             .arg("--no-map-gw")
             .args(["--dns-forward", PASTA_DNS])
+            // In the foreground: our child, so the parent-death signal and Drop's kill reach
+            // pasta itself (daemonized, one pasta per RUN outlived every build: ~28 MB each).
+            .arg("--foreground")
             .arg("--no-netns-quit")
             .arg("--pid")
             .arg(&pidfile)
