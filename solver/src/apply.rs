@@ -1,10 +1,12 @@
-//! Applying a layer blob onto a snapshot, verifying its diff_id.
+//! Making committed snapshots by filling a fresh one: applying a layer blob (verifying its
+//! diff_id), or writing a download or a git checkout ([`commit_filled`]).
 
 use crate::naming::unique;
 use crate::seam::Snapshots;
 use rbuild_oci::Digest;
 use rbuild_snapshotter::diff;
 use rbuild_store::Store;
+use std::path::Path;
 
 /// Apply the layer blob `blob` on top of snapshot `parent`, committing it as `name`; its
 /// uncompressed stream must hash to `diff_id`. When another build or process commits `name` first,
@@ -17,12 +19,7 @@ pub(crate) fn apply_blob(
     parent: Option<&str>,
     name: &str,
 ) -> Result<(), String> {
-    let key = unique("apply");
-    snaps
-        .prepare(&key, parent)
-        .map_err(|e| format!("preparing snapshot: {e}"))?;
-    let res = (|| {
-        let upper = snaps.upper_dir(&key)?;
+    commit_filled(snaps, "apply", parent, name, |upper| {
         let f = store
             .open_blob(blob)
             .map_err(|e| format!("layer {blob}: {e}"))?;
@@ -34,7 +31,7 @@ pub(crate) fn apply_blob(
             hash: &mut hashing,
         };
         let budgets = diff::ApplyOptions::from_env().map_err(|e| format!("layer {blob}: {e}"))?;
-        diff::apply_layer(tee, &upper, &budgets).map_err(|e| format!("layer {blob}: {e}"))?;
+        diff::apply_layer(tee, upper, &budgets).map_err(|e| format!("layer {blob}: {e}"))?;
         rbuild_store::crash_point("layer-apply");
         let (got, _, _) = hashing.finish();
         if &got != diff_id {
@@ -42,14 +39,37 @@ pub(crate) fn apply_blob(
                 "layer {blob}: uncompressed digest {got} does not match the config's diff_id {diff_id}"
             ));
         }
-        snaps
-            .commit(name, &key)
-            .map_err(|e| format!("committing snapshot: {e}"))
-    })();
+        Ok(())
+    })
+}
+
+/// Commit `name` as a new snapshot on `parent` (None: empty) whose changes `fill` writes into
+/// the upper dir it is given (overlay format). On failure the active snapshot is removed; when
+/// another build or process committed `name` meanwhile, that snapshot is used (the name fixes
+/// its content). `prefix` names the temporary active snapshot.
+pub(crate) fn commit_filled(
+    snaps: &dyn Snapshots,
+    prefix: &str,
+    parent: Option<&str>,
+    name: &str,
+    fill: impl FnOnce(&Path) -> Result<(), String>,
+) -> Result<(), String> {
+    let key = unique(prefix);
+    snaps
+        .prepare(&key, parent)
+        .map_err(|e| format!("preparing snapshot: {e}"))?;
+    let res = snaps
+        .upper_dir(&key)
+        .and_then(|upper| fill(&upper))
+        .and_then(|()| {
+            snaps
+                .commit(name, &key)
+                .map_err(|e| format!("committing snapshot: {e}"))
+        });
     if res.is_err() {
         let _ = snaps.remove(&key);
         if snaps.exists(name) {
-            return Ok(()); // committed by a concurrent apply
+            return Ok(());
         }
     }
     res

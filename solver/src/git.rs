@@ -124,15 +124,8 @@ pub(crate) fn realize(
 ) -> Result<Realized, String> {
     let snaps = &run.solver.snapshotter;
     let name = format!("git-{}", node.key.hex());
-    let done = |name: String| Realized {
-        snapshot: Some(name),
-        chain: vec![],
-        layer: None,
-        context: None,
-        created: None,
-    };
     if snaps.exists(&name) {
-        return Ok(done(name));
+        return Ok(Realized::source(name));
     }
     let commit = node
         .explain
@@ -152,26 +145,11 @@ pub(crate) fn realize(
         subdir: subdir.map(str::to_string),
     };
     let git = git_for(run.solver.store.root(), &run.solver.opts.ssh);
-    let key = format!("git-active-{}-{}", std::process::id(), node.key.hex());
-    snaps
-        .prepare(&key, None)
-        .map_err(|e| format!("preparing snapshot: {e}"))?;
-    let res = (|| {
-        let upper = snaps.upper_dir(&key)?;
-        git.checkout(&r, &commit, &upper, keep_git_dir)
-            .map_err(|e| e.to_string())?;
-        snaps
-            .commit(&name, &key)
-            .map_err(|e| format!("committing snapshot: {e}"))
-    })();
-    if let Err(e) = res {
-        let _ = snaps.remove(&key);
-        if snaps.exists(&name) {
-            return Ok(done(name));
-        }
-        return Err(e);
-    }
-    Ok(done(name))
+    crate::apply::commit_filled(&**snaps, "git-active", None, &name, |upper| {
+        git.checkout(&r, &commit, upper, keep_git_dir)
+            .map_err(|e| e.to_string())
+    })?;
+    Ok(Realized::source(name))
 }
 
 #[cfg(test)]

@@ -208,15 +208,8 @@ pub(crate) fn realize(
     let store = &run.solver.store;
     let snaps = &run.solver.snapshotter;
     let name = format!("http-{}", node.key.hex());
-    let done = |name: String| Realized {
-        snapshot: Some(name),
-        chain: vec![],
-        layer: None,
-        context: None,
-        created: None,
-    };
     if snaps.exists(&name) {
-        return Ok(done(name));
+        return Ok(Realized::source(name));
     }
     // The content: keyed in pass 1 (no checksum), or by its checksum.
     let keyed = checksum
@@ -233,12 +226,7 @@ pub(crate) fn realize(
             f
         }
     };
-    let key = format!("http-active-{}-{}", std::process::id(), node.key.hex());
-    snaps
-        .prepare(&key, None)
-        .map_err(|e| format!("preparing snapshot: {e}"))?;
-    let res = (|| {
-        let upper = snaps.upper_dir(&key)?;
+    crate::apply::commit_filled(&**snaps, "http-active", None, &name, |upper| {
         let path = upper.join(filename);
         let mut src = store
             .open_blob(&fetched.blob)
@@ -259,19 +247,9 @@ pub(crate) fn realize(
                     .map_err(|e| format!("setting mtime of {}: {e}", path.display()))?;
             }
         }
-        snaps
-            .commit(&name, &key)
-            .map_err(|e| format!("committing snapshot: {e}"))
-    })();
-    if let Err(e) = res {
-        let _ = snaps.remove(&key);
-        // Another build committed the same snapshot first: use it.
-        if snaps.exists(&name) {
-            return Ok(done(name));
-        }
-        return Err(e);
-    }
-    Ok(done(name))
+        Ok(())
+    })?;
+    Ok(Realized::source(name))
 }
 
 #[cfg(test)]

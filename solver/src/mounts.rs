@@ -234,6 +234,41 @@ pub(crate) fn cache_dir(
     })
 }
 
+/// Copy `source` out of the directory `from` into the root of `to`, as `COPY <source> /` would
+/// (resolved beneath `from`, through `ignore`, owners kept or not).
+pub(crate) fn copy_into(
+    from: &Path,
+    source: &str,
+    to: &Path,
+    ignore: &dyn rbuild_fileop::Excluder,
+    keep_owner: bool,
+) -> Result<(), String> {
+    let src = rbuild_fileop::Root::open(from).map_err(|e| e.to_string())?;
+    let dest = rbuild_fileop::Root::open(to).map_err(|e| e.to_string())?;
+    let action = rbuild_ops::FileAction::Copy {
+        input: 1,
+        sources: vec![source.to_string()],
+        dest: "/".into(),
+        chown: None,
+        chmod: None,
+        unpack: false,
+        parents: false,
+        exclude: vec![],
+        link: false,
+    };
+    let sources = [
+        None,
+        Some(rbuild_fileop::CopySource {
+            root: &src,
+            ignore,
+            keep_owner,
+        }),
+    ];
+    rbuild_fileop::apply(&dest, &[action], &sources, &Default::default())
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 /// The name of cache `id` (seeded by `seed`) under `cache-mounts`: a digest, so no id reaches
 /// outside it. One step that mounts the same cache twice (any sharing) gets the directory it
 /// already holds for both, as BuildKit does; taking a second lock would wait for itself.
@@ -275,29 +310,14 @@ fn create_cache_dir(
         .tempdir_in(parent)
         .map_err(|e| format!("creating a cache dir in {}: {e}", parent.display()))?;
     if let Some(s) = seed {
-        let src = rbuild_fileop::Root::open(s.root).map_err(|e| e.to_string())?;
-        let dest = rbuild_fileop::Root::open(tmp.path()).map_err(|e| e.to_string())?;
-        let action = rbuild_ops::FileAction::Copy {
-            input: 1,
-            sources: vec![s.source.to_string()],
-            dest: "/".into(),
-            chown: None,
-            chmod: None,
-            unpack: false,
-            parents: false,
-            exclude: vec![],
-            link: false,
-        };
-        let sources = [
-            None,
-            Some(rbuild_fileop::CopySource {
-                root: &src,
-                ignore: &rbuild_fileop::NoExcludes,
-                keep_owner: s.keep_owner,
-            }),
-        ];
-        rbuild_fileop::apply(&dest, &[action], &sources, &Default::default())
-            .map_err(|e| format!("seeding from {}: {e}", s.source))?;
+        copy_into(
+            s.root,
+            s.source,
+            tmp.path(),
+            &rbuild_fileop::NoExcludes,
+            s.keep_owner,
+        )
+        .map_err(|e| format!("seeding from {}: {e}", s.source))?;
     }
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode & 0o7777))
         .map_err(|e| format!("chmod {}: {e}", tmp.path().display()))?;

@@ -194,28 +194,7 @@ impl StepMounts {
             .prefix("context-")
             .tempdir_in(&parent)
             .map_err(|e| err(format!("creating a directory in {}: {e}", parent.display())))?;
-        let from = rbuild_fileop::Root::open(dir).map_err(|e| err(e.to_string()))?;
-        let to = rbuild_fileop::Root::open(tmp.path()).map_err(|e| err(e.to_string()))?;
-        let action = rbuild_ops::FileAction::Copy {
-            input: 1,
-            sources: vec!["/".into()],
-            dest: "/".into(),
-            chown: None,
-            chmod: None,
-            unpack: false,
-            parents: false,
-            exclude: vec![],
-            link: false,
-        };
-        let sources = [
-            None,
-            Some(rbuild_fileop::CopySource {
-                root: &from,
-                ignore: &rules,
-                keep_owner: false,
-            }),
-        ];
-        rbuild_fileop::apply(&to, &[action], &sources, &Default::default())
+        crate::mounts::copy_into(dir, "/", tmp.path(), &rules, false)
             .map_err(|e| err(format!("selecting the context (.dockerignore): {e}")))?;
         // The copy's root is the context's root (tempfile made it 0700).
         if let Ok(md) = std::fs::metadata(dir) {

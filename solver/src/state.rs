@@ -154,6 +154,18 @@ pub(crate) struct Realized {
 }
 
 impl Realized {
+    /// A source's filesystem (a download, a git checkout): a snapshot that is no layer of the
+    /// image by itself.
+    pub(crate) fn source(snapshot: String) -> Realized {
+        Realized {
+            snapshot: Some(snapshot),
+            chain: vec![],
+            layer: None,
+            context: None,
+            created: None,
+        }
+    }
+
     /// A step's result as its cache record names it (snapshot, layers, time).
     pub(crate) fn recorded(rec: &CacheRecord) -> Realized {
         Realized {
