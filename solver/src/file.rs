@@ -67,7 +67,7 @@ pub(crate) fn run_file(
     let layer_limits = rbuild_snapshotter::diff::ApplyOptions::from_env()
         .map_err(|e| step_err(run, node.id, e))?;
     let mut limits = rbuild_fileop::ExtractLimits::default();
-    let set = |v: &str| std::env::var_os(v).is_some();
+    let set = |v: &str| rbuild_inputs::var_os(v).is_some();
     if set("RBUILD_MAX_LAYER_BYTES") {
         limits.max_bytes = layer_limits.max_bytes;
     }

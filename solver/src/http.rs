@@ -31,12 +31,10 @@ pub(crate) struct Fetched {
 }
 
 fn limits() -> (u64, Duration) {
-    let max = std::env::var("RBUILD_HTTP_MAX_BYTES")
-        .ok()
+    let max = rbuild_inputs::var("RBUILD_HTTP_MAX_BYTES")
         .and_then(|v| v.parse().ok())
         .unwrap_or(DEFAULT_MAX_BYTES);
-    let t = std::env::var("RBUILD_HTTP_TIMEOUT_SECS")
-        .ok()
+    let t = rbuild_inputs::var("RBUILD_HTTP_TIMEOUT_SECS")
         .and_then(|v| v.parse().ok())
         .map(Duration::from_secs)
         .unwrap_or(DEFAULT_TIMEOUT);

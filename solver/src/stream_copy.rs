@@ -42,7 +42,7 @@ pub(crate) const DISABLE_ENV: &str = "RBUILD_NO_STREAM_COPY";
 /// Whether vertex `id` is a COPY whose layer may be streamed, by its definition alone. The
 /// filesystem-dependent checks happen in [`execute`], which can still decline.
 pub(crate) fn eligible(run: &Run, id: VertexId) -> bool {
-    if std::env::var_os(DISABLE_ENV).is_some() {
+    if rbuild_inputs::var_os(DISABLE_ENV).is_some() {
         return false;
     }
     let v = run.def.graph.vertex(id);

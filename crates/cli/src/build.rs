@@ -9,7 +9,6 @@ use rbuild_engine::outputs::OutputSpec;
 use rbuild_engine::Outcome;
 use rbuild_solver::{SecretSource, SolveError};
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -135,7 +134,7 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> 
     let sde = build_args
         .get("SOURCE_DATE_EPOCH")
         .cloned()
-        .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok())
+        .or_else(|| rbuild_inputs::var("SOURCE_DATE_EPOCH"))
         .filter(|s| !s.trim().is_empty())
         .map(|s| {
             s.trim()
@@ -188,7 +187,7 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> 
         (_, ProgressMode::Json) => Mode::Json,
         (_, ProgressMode::Tty) => Mode::Tty,
         (_, ProgressMode::Auto) => {
-            if std::io::stderr().is_terminal() {
+            if rbuild_inputs::terminal(2) {
                 Mode::Tty
             } else {
                 Mode::Plain
@@ -289,6 +288,18 @@ impl rbuild_engine::BuildUi for Ui {
         }
         crate::checks::print_summary(&self.warnings, self.mode);
     }
+
+    fn replay(
+        &self,
+        steps: &[rbuild_noop::Step],
+        summary: &rbuild_engine::Summary,
+    ) -> Option<(Vec<rbuild_noop::Part>, Vec<rbuild_noop::Part>)> {
+        let stderr = crate::progress::noop_replay(self.mode, steps, summary)?;
+        Some((
+            vec![rbuild_noop::Part::Text(format!("{}\n", summary.id))],
+            stderr,
+        ))
+    }
 }
 
 /// `--platform` (comma-separated or repeated; `local` is the host's, as BuildKit's): the one
@@ -327,7 +338,7 @@ fn parse_build_args(list: &[String]) -> anyhow::Result<BTreeMap<String, String>>
             }
             None => {
                 // `--build-arg KEY` takes the value from the environment, or is ignored.
-                if let Ok(v) = std::env::var(a) {
+                if let Some(v) = rbuild_inputs::var(a) {
                     out.insert(a.clone(), v);
                 }
             }
@@ -367,12 +378,12 @@ fn parse_secrets(list: &[String]) -> anyhow::Result<BTreeMap<String, SecretSourc
         let source = match (src, env) {
             (Some(p), _) => SecretSource::File(PathBuf::from(p)),
             (None, Some(e)) => SecretSource::Env(
-                std::env::var(&e)
-                    .map_err(|_| anyhow!("--secret {s}: environment variable {e} is not set"))?,
+                rbuild_inputs::var(&e)
+                    .ok_or_else(|| anyhow!("--secret {s}: environment variable {e} is not set"))?,
             ),
-            (None, None) => match std::env::var(&id) {
-                Ok(v) => SecretSource::Env(v),
-                Err(_) => bail!("--secret {s}: give src=PATH or env=VAR"),
+            (None, None) => match rbuild_inputs::var(&id) {
+                Some(v) => SecretSource::Env(v),
+                None => bail!("--secret {s}: give src=PATH or env=VAR"),
             },
         };
         out.insert(id, source);
@@ -388,8 +399,8 @@ fn parse_ssh(list: &[String]) -> anyhow::Result<BTreeMap<String, PathBuf>> {
             None => (
                 s.clone(),
                 PathBuf::from(
-                    std::env::var("SSH_AUTH_SOCK")
-                        .map_err(|_| anyhow!("--ssh {s}: SSH_AUTH_SOCK is not set"))?,
+                    rbuild_inputs::var("SSH_AUTH_SOCK")
+                        .ok_or_else(|| anyhow!("--ssh {s}: SSH_AUTH_SOCK is not set"))?,
                 ),
             ),
         };

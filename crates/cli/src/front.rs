@@ -1,21 +1,22 @@
 //! # rbuild — the front
 //!
-//! The program users run. It answers one question itself: is this `rbuild build` a rebuild that
-//! an earlier build already answered, with nothing it read changed since (see `rbuild-noop`)? If
-//! so it prints what the engine would print for a fully cached rebuild and exits. Everything
-//! else — every other command, every build it cannot answer — it hands, arguments untouched, to
-//! `rbuild-engine` beside it (the same process: `exec`), telling the engine the request's key so
-//! it can record its answer.
+//! The program users run. It answers one question itself: did an earlier run of this exact
+//! command (same arguments, working directory and engine binary) leave a record whose every
+//! input still reads the same (see `rbuild-noop`)? If so it replays that run's output and exits.
+//! Everything else — every command without a record, every record with a changed input — it
+//! hands, arguments untouched, to `rbuild-engine` beside it (the same process: `exec`), telling
+//! the engine the command's key so it can record its answer. It knows no flag and no
+//! subcommand: the engine decides what it can vouch for, and the record says what it read.
 //!
 //! This binary is small on purpose: after `drop_caches` a no-op rebuild's time is mostly the
 //! kernel reading the program from disk, and the engine is 9 MB.
 //!
-//! `RBUILD_NOOP_CHECK=0` sends every build to the engine; `RBUILD_NOOP_CHECK=explain` says why a
-//! build it could answer went to the engine.
+//! `RBUILD_NOOP_CHECK=0` sends every command to the engine; `RBUILD_NOOP_CHECK=explain` says why
+//! a command with a record went to the engine.
 
-use rbuild_noop::{Mode, Request, CHECK_ENV, KEY_ENV};
+use rbuild_noop::{CHECK_ENV, KEY_ENV};
 use std::ffi::OsString;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -55,63 +56,42 @@ fn engine_path() -> PathBuf {
 
 enum Answered {
     Hit,
-    /// A request the check can answer, not answered now: the engine records it under this key.
+    /// Not answered now: the engine records its answer under this key.
     Miss(String),
 }
 
 fn answer(argv: &[OsString], engine: &Path) -> Option<Answered> {
     let started = std::time::Instant::now();
-    let check = std::env::var_os(CHECK_ENV);
-    if check.as_ref().is_some_and(|v| v == "0") {
+    let check = rbuild_inputs::protocol_var(CHECK_ENV);
+    if check.as_deref() == Some("0") {
         return None;
     }
-    let args: Vec<String> = argv
-        .iter()
-        .skip(1)
-        .map(|a| a.to_str().map(str::to_string))
-        .collect::<Option<_>>()?;
-    let vars: Vec<(String, String)> = std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .collect();
-    let env = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let cwd = std::env::current_dir().ok()?;
-    let req = Request::parse(&args, &env, &vars, &cwd, std::io::stderr().is_terminal())?;
-    let key = req.key(&engine_identity(engine)?);
-    let hit = match rbuild_noop::check(&req.root, &key) {
+    let key = rbuild_noop::request_key(&engine_identity(engine)?, &cwd, &argv[1.min(argv.len())..]);
+    // Records live in the default store (the engine writes none for another).
+    let dir = rbuild_noop::records_dir(&rbuild_store::Store::default_root());
+    let hit = match rbuild_noop::check(&dir, &key) {
         Ok(hit) => hit,
         Err(why) => {
-            if check.is_some_and(|v| v == "explain") {
-                eprintln!("rbuild: no-op check: {why}; the engine builds");
+            if check.as_deref() == Some("explain") {
+                eprintln!("rbuild: no-op check: {why}; the engine runs");
             }
             return Some(Answered::Miss(key));
         }
     };
+    let out = &hit.record.output;
     // The files first (as the engine, after the build): one that cannot be written is the
     // engine's to report.
-    if let Some(f) = &req.iidfile {
-        if std::fs::write(f, &hit.record.id).is_err() {
+    for f in &out.files {
+        if std::fs::write(&f.path, &f.contents).is_err() {
             return Some(Answered::Miss(key));
         }
     }
-    if let Some(f) = &req.metadata_file {
-        if hit.record.manifest.is_empty() {
-            return Some(Answered::Miss(key));
-        }
-        let meta = rbuild_noop::build_metadata(&hit.record.manifest, &hit.record.id, &req.tags);
-        if std::fs::write(f, meta).is_err() {
-            return Some(Answered::Miss(key));
-        }
-    }
-    let progress = match req.mode {
-        Mode::Plain => rbuild_noop::render_plain(&hit),
-        Mode::Tty => {
-            let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-            rbuild_noop::render_tty(&hit, started.elapsed(), color)
-        }
-        Mode::Quiet => String::new(),
-    };
-    let _ = std::io::stderr().write_all(progress.as_bytes());
-    let _ = writeln!(std::io::stdout(), "{}", hit.record.id);
+    let elapsed = started.elapsed();
+    let err = rbuild_noop::render(&out.stderr, hit.check_time, elapsed);
+    let _ = std::io::stderr().write_all(err.as_bytes());
+    let stdout = rbuild_noop::render(&out.stdout, hit.check_time, elapsed);
+    let _ = std::io::stdout().write_all(stdout.as_bytes());
     rbuild_noop::touch(&hit.path);
     Some(Answered::Hit)
 }

@@ -156,7 +156,7 @@ fn read_trim(p: &str) -> Option<String> {
 }
 
 fn on_path(prog: &str) -> bool {
-    std::env::var_os("PATH")
+    rbuild_inputs::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
         .unwrap_or(false)
 }
@@ -170,7 +170,7 @@ fn snapshotter_choice(store: &Path) -> String {
     } else {
         ""
     };
-    if let Ok(v) = std::env::var("RBUILD_SNAPSHOTTER") {
+    if let Some(v) = rbuild_inputs::var("RBUILD_SNAPSHOTTER") {
         return format!("{v} (chosen by RBUILD_SNAPSHOTTER)");
     }
     if probed.exists() {

@@ -171,21 +171,7 @@ fn du(dir: &Path) -> u64 {
     total
 }
 
-fn human(n: u64) -> String {
-    const UNITS: &[&str] = &["B", "kB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u + 1 < UNITS.len() {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        return format!("{n}B");
-    }
-    let s = format!("{v:.3}");
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    format!("{s}{}", UNITS[u])
-}
+use crate::progress::human_short as human;
 
 /// What snapshot pruning did.
 #[derive(Default)]
@@ -331,6 +317,11 @@ pub fn prune(
         }
     }
     let all_snaps = open_snapshotters(store)?;
+    // The no-op front's answers were uses of the cache records they stood on.
+    let noop_records = rbuild_noop::records_dir(store.root());
+    store
+        .note_cache_uses(rbuild_noop::uses(&noop_records))
+        .context("counting the no-op front's answers as uses")?;
     // Records first (they decide which snapshots and blobs stay), then snapshots, then blobs.
     let report = store
         .prune(PruneOptions {
@@ -339,6 +330,10 @@ pub fn prune(
             until,
         })
         .with_context(|| format!("pruning the store at {}", store.root().display()))?;
+    // The front's records the prune voided (it moved the store's generation), not left to pile up.
+    if !dry_run {
+        rbuild_noop::sweep(&noop_records);
+    }
     let mut sp = SnapPrune::default();
     for snaps in &all_snaps {
         let p = prune_snapshots(store, snaps, until, dry_run)?;

@@ -211,4 +211,86 @@ fn vertex_of_mut(e: &mut Event) -> &mut rbuild_solver::VertexRef {
     }
 }
 
-pub use rbuild_noop::human;
+/// Bytes as the progress output shows them (`5.10MB`).
+pub fn human(n: u64) -> String {
+    scaled(n, |v| format!("{v:.2}"))
+}
+
+/// Bytes as `df` and `prune` show them, trailing zeros dropped (`5.1MB`, `2MB`).
+pub fn human_short(n: u64) -> String {
+    scaled(n, |v| {
+        let s = format!("{v:.3}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    })
+}
+
+/// `n` in decimal units (B, kB, MB, GB, TB), the number above a byte written by `number`.
+fn scaled(n: u64, number: impl Fn(f64) -> String) -> String {
+    const U: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut f = n as f64;
+    let mut i = 0;
+    while f >= 1000.0 && i < U.len() - 1 {
+        f /= 1000.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n}B")
+    } else {
+        format!("{}{}", number(f), U[i])
+    }
+}
+
+/// What `mode` leaves on stderr for a rebuild that finds every step cached — the steps as the
+/// solver reported them, the context load's and the total time left as holes — for the no-op
+/// front to replay. None for json (its events carry times and digests of their own).
+pub fn noop_replay(
+    mode: Mode,
+    steps: &[rbuild_noop::Step],
+    summary: &Summary,
+) -> Option<Vec<rbuild_noop::Part>> {
+    use rbuild_noop::Part;
+    let text = |s: String| Part::Text(s);
+    let mut out = Vec::new();
+    match mode {
+        Mode::Json => return None,
+        Mode::Quiet => {}
+        Mode::Plain => {
+            // As [`plain`]: a blank line between vertices, `#N name`, then its state.
+            for (i, s) in steps.iter().enumerate() {
+                let n = i + 1;
+                let sep = if i > 0 { "\n" } else { "" };
+                if s.cached {
+                    out.push(text(format!("{sep}#{n} {}\n#{n} CACHED\n", s.name)));
+                } else {
+                    out.push(text(format!("{sep}#{n} {}\n#{n} DONE ", s.name)));
+                    out.push(Part::CheckTime);
+                    out.push(text("\n".into()));
+                }
+            }
+        }
+        Mode::Tty => {
+            // As the live view's last frame ([`crate::tty::render`]).
+            let paint = crate::tty::painter();
+            let (mut cached, mut ran) = (0, 0);
+            for s in steps {
+                if s.cached {
+                    cached += 1;
+                    out.push(text(format!("{} {}\n", paint("34", "CACHED"), s.name)));
+                } else {
+                    ran += 1;
+                    out.push(text(format!("{} {} ", paint("32", "DONE"), s.name)));
+                    out.push(Part::CheckTime);
+                    out.push(text("\n".into()));
+                }
+            }
+            out.push(text(format!("{} in ", paint("1", "Finished"))));
+            out.push(Part::Elapsed);
+            out.push(text(format!(
+                " ({cached} cached, {ran} run) image {} size {}\n",
+                summary.id,
+                human(summary.size)
+            )));
+        }
+    }
+    Some(out)
+}

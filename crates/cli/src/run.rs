@@ -157,9 +157,9 @@ pub fn run(root: &Option<PathBuf>, a: RunArgs) -> anyhow::Result<ExitCode> {
     for e in &a.env {
         let kv = match e.split_once('=') {
             Some(_) => e.clone(),
-            None => match std::env::var(e) {
-                Ok(v) => format!("{e}={v}"),
-                Err(_) => continue,
+            None => match rbuild_inputs::var(e) {
+                Some(v) => format!("{e}={v}"),
+                None => continue,
             },
         };
         let k = kv

@@ -21,19 +21,24 @@ struct Step {
     done: bool,
 }
 
-pub fn render(rx: mpsc::Receiver<(SystemTime, Event)>, summary: SummarySlot) {
-    let mp = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
-    let running = ProgressStyle::with_template("{spinner:.blue} {msg}").unwrap();
-    let finished = ProgressStyle::with_template("{msg}").unwrap();
-    // https://no-color.org: set and non-empty disables colour.
-    let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let paint = |code: &str, s: &str| {
+/// `paint(code, text)`: `text` in ANSI colour `code`, unless `NO_COLOR` is set and not empty
+/// (https://no-color.org).
+pub(crate) fn painter() -> impl Fn(&str, &str) -> String {
+    let color = rbuild_inputs::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    move |code: &str, s: &str| {
         if color {
             format!("\x1b[{code}m{s}\x1b[0m")
         } else {
             s.to_string()
         }
-    };
+    }
+}
+
+pub fn render(rx: mpsc::Receiver<(SystemTime, Event)>, summary: SummarySlot) {
+    let mp = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
+    let running = ProgressStyle::with_template("{spinner:.blue} {msg}").unwrap();
+    let finished = ProgressStyle::with_template("{msg}").unwrap();
+    let paint = painter();
     let mut steps: BTreeMap<u32, Step> = BTreeMap::new();
     let start = Instant::now();
     let (mut cached, mut ran) = (0, 0);

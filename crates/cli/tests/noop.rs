@@ -171,17 +171,24 @@ fn front_answers_no_op_rebuilds_as_the_engine_would() {
         .as_str()
         .unwrap()
         .starts_with("sha256:"));
-    // `rbuild -t … CTX` is the same request as `rbuild build -t … CTX`.
-    let before = db_state(&f.env.root);
-    let o = f
-        .env
-        .cmd()
-        .args(["-t", "nooptest:latest", "--progress", "plain"])
-        .arg(&f.ctx)
-        .output()
-        .unwrap();
-    assert!(o.status.success());
-    assert_eq!(db_state(&f.env.root), before);
+    // `rbuild -t … CTX` (an implicit `build`): the front knows no subcommand, so these are
+    // other arguments, another key; answered from its second run on.
+    let implicit = || {
+        let before = db_state(&f.env.root);
+        let o = f
+            .env
+            .cmd()
+            .args(["-t", "nooptest:latest", "--progress", "plain"])
+            .arg(&f.ctx)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        (db_state(&f.env.root) == before, o)
+    };
+    assert!(!implicit().0);
+    let (front, o) = implicit();
+    assert!(front, "the implicit build's second run is answered");
+    assert_eq!(stdout(&o), stdout(&q));
 }
 
 type Change = fn(&Fixture);
@@ -288,11 +295,11 @@ fn every_change_goes_to_the_engine() {
                 .count();
             assert_eq!(records, 0);
         }),
-        ("a rbuild variable", &[], |f| {
+        ("a variable the engine read", &[], |f| {
             f.vars
                 .lock()
                 .unwrap()
-                .push(("RBUILD_MAX_LAYER_DEPTH".into(), "200".into()))
+                .push(("RBUILD_LOG".into(), "rbuild=warn".into()))
         }),
         (
             "a --no-cache build of another tag replaced the records",
@@ -425,4 +432,56 @@ fn front_shows_the_live_view_s_last_frame_on_a_terminal() {
         frame[8].starts_with("Finished in T (7 cached, 1 run) image sha256:"),
         "{frame:?}"
     );
+}
+
+/// The front knows no flag: a flag it was never taught is part of the key like any other
+/// argument, and the engine's answer to it is replayed.
+#[test]
+fn a_flag_the_front_was_never_taught_needs_no_front_change() {
+    if !require_root(&[]) {
+        return;
+    }
+    let f = Fixture::new();
+    let (front, one) = f.build(&["--label", "team=a"]);
+    assert!(!front, "a first build");
+    f.assert_answered(&["--label", "team=a"], "--label");
+    let (front, two) = f.build(&["--label", "team=b"]);
+    assert!(!front, "another label value is another command");
+    assert_ne!(stdout(&one), stdout(&two), "the label is in the image");
+    f.assert_answered(&["--label", "team=b"], "--label, again");
+    // team=b moved the tag team=a's record stands on: the engine answers (and tags again).
+    assert!(!f.build(&["--label", "team=a"]).0, "the tag moved");
+    f.assert_answered(&["--label", "team=a"], "--label, tagged back");
+}
+
+/// Every variable the engine reads is an input of the record, not only `RBUILD_*` ones: here a
+/// secret's (`--secret id=tok,env=NOOP_TEST_TOKEN`), kept as a digest, not its value.
+#[test]
+fn any_variable_the_engine_read_reaches_the_engine_and_no_other_does() {
+    if !require_root(&[]) {
+        return;
+    }
+    let f = Fixture::new();
+    let secret = ["--secret", "id=tok,env=NOOP_TEST_TOKEN"];
+    f.vars
+        .lock()
+        .unwrap()
+        .push(("NOOP_TEST_TOKEN".into(), "hunter2-value".into()));
+    assert!(!f.build(&secret).0);
+    f.assert_answered(&secret, "with a secret from the environment");
+    for e in std::fs::read_dir(f.env.root.join("noop")).unwrap() {
+        let body = std::fs::read_to_string(e.unwrap().path()).unwrap();
+        assert!(!body.contains("hunter2-value"), "a record holds a secret");
+    }
+    f.vars.lock().unwrap()[0].1 = "another-value".into();
+    let (front, _) = f.build(&secret);
+    assert!(!front, "the secret's variable changed: the engine decides");
+    f.assert_answered(&secret, "the new value recorded");
+    // A variable the engine did not read for this answer (a fully cached build applies no
+    // layer, so the layer limits are not looked at) leaves it standing, and the engine agrees.
+    f.vars
+        .lock()
+        .unwrap()
+        .push(("RBUILD_MAX_LAYER_DEPTH".into(), "200".into()));
+    f.assert_answered(&secret, "a variable the engine did not read");
 }

@@ -72,6 +72,17 @@ pub trait BuildUi {
     /// The solve and the exports are over (the summary when they succeeded); nothing is sent to
     /// the sink after this. Called on every path that called [`BuildUi::start`].
     fn finished(&mut self, summary: Option<Summary>);
+
+    /// What this display shows, and prints on stdout, for a rebuild of the same request that
+    /// finds every step cached (`steps`, as the solver reports them) — `(stdout, stderr)`, for
+    /// the no-op front to replay (see `rbuild-noop`). None: it cannot be replayed.
+    fn replay(
+        &self,
+        _steps: &[rbuild_noop::Step],
+        _summary: &Summary,
+    ) -> Option<(Vec<rbuild_noop::Part>, Vec<rbuild_noop::Part>)> {
+        None
+    }
 }
 
 /// How a build ended, when it was not an error of the engine's own.
@@ -162,13 +173,16 @@ pub fn build(req: BuildRequest, ui: &mut dyn BuildUi) -> anyhow::Result<Outcome>
             .context("reading the Dockerfile from stdin")?;
         ("Dockerfile".to_string(), s)
     } else {
-        let text = std::fs::read_to_string(&dockerfile_path)
+        let text = rbuild_inputs::read_to_string(&dockerfile_path)
             .with_context(|| format!("reading Dockerfile {}", dockerfile_path.display()))?;
         (display_name(&dockerfile_path), text)
     };
-    let (dockerignore, ignore_stamps) = read_dockerignore(&context, &dockerfile_path)?;
+    let dockerignore = read_dockerignore(&context, &dockerfile_path)?;
     let mut contexts = BTreeMap::new();
-    contexts.insert("context".to_string(), context.canonicalize()?);
+    contexts.insert(
+        "context".to_string(),
+        rbuild_inputs::canonicalize(&context)?,
+    );
     contexts.extend(req.extra_contexts.iter().cloned());
 
     // Syntax errors are reported before the store is even opened.
@@ -225,8 +239,8 @@ pub fn build(req: BuildRequest, ui: &mut dyn BuildUi) -> anyhow::Result<Outcome>
         );
     }
     let store = Arc::new(crate::open_store(&req.root)?);
-    // The no-op check's record of this build (see rbuild-noop) starts from this generation.
-    let noop_generation = rbuild_noop::generation(store.root());
+    // What the build stands on starts from this generation of the store (see rbuild-noop).
+    let _ = rbuild_inputs::read(&store.generation_path());
     let snapshotter = Arc::new(crate::snapshots::open_for_mounting(store.root())?);
     // Snapshots left by crashed builds are removed when this build first needs the snapshot
     // table; a fully cached build never opens it.
@@ -384,51 +398,59 @@ pub fn build(req: BuildRequest, ui: &mut dyn BuildUi) -> anyhow::Result<Outcome>
             return Err(e);
         }
     }
-    if let Some(f) = &req.iidfile {
-        std::fs::write(f, &id).with_context(|| format!("writing {}", f.display()))?;
-    }
-    if let Some(f) = &req.metadata_file {
-        let meta = rbuild_noop::build_metadata(&result.manifest.to_string(), &id, &req.tags);
-        std::fs::write(f, meta).with_context(|| format!("writing {}", f.display()))?;
-    }
-    // The front's key for this request, when it can answer a rebuild of it (see rbuild-noop).
-    if let Ok(key) = std::env::var(rbuild_noop::KEY_ENV) {
-        // A build with warnings is not answered by the front: it would not print them.
-        let plain_request = warnings.is_empty()
-            && req.outputs.is_empty()
-            && !req.push
-            && !req.pull
-            && !req.no_cache
-            && req.no_cache_filter.is_empty()
-            && req.cache_from.is_empty()
-            && req.cache_to.is_empty()
-            && req.named_contexts.is_empty()
-            && !ctx.is_archive()
-            && ctx.stdin_dockerfile.is_none()
-            && dockerfile_path.as_os_str() != "-";
-        if plain_request {
-            let rec = noop_record(
-                &store,
-                &resolver,
-                &result,
-                noop_generation,
-                &dockerfile_path,
-                &dockerfile,
-                ignore_stamps,
-                &req.tags,
-                &record,
-            );
-            if let Some(rec) = rec {
-                if let Err(e) = rbuild_noop::write_record(store.root(), &key, &rec) {
-                    tracing::debug!("writing the no-op record: {e}");
-                }
-            }
-        }
-    }
     let wrote_stdout = req
         .outputs
         .iter()
         .any(|o| o.dest.as_deref().is_some_and(|d| d.as_os_str() == "-"));
+    let mut written = Vec::new();
+    if let Some(f) = &req.iidfile {
+        std::fs::write(f, &id).with_context(|| format!("writing {}", f.display()))?;
+        written.push((f, id.clone()));
+    }
+    if let Some(f) = &req.metadata_file {
+        let meta = build_metadata(&result.manifest.to_string(), &id, &req.tags);
+        std::fs::write(f, &meta).with_context(|| format!("writing {}", f.display()))?;
+        written.push((f, meta));
+    }
+    // The front's record of this build, for a rebuild of the same command. Only a build whose
+    // whole effect the front can redo: it prints and writes files; it does not push, export,
+    // pull, or warn (the front would not print the warnings).
+    let replayable = warnings.is_empty()
+        && req.outputs.is_empty()
+        && !req.push
+        && !req.pull
+        && !req.no_cache
+        && req.no_cache_filter.is_empty()
+        && req.cache_from.is_empty()
+        && req.cache_to.is_empty()
+        && req.named_contexts.is_empty()
+        && !ctx.is_archive()
+        && ctx.stdin_dockerfile.is_none()
+        && dockerfile_path.as_os_str() != "-"
+        && !wrote_stdout;
+    if replayable {
+        let cwd = std::env::current_dir().unwrap_or_default();
+        let summary = Summary {
+            id: id.clone(),
+            digest: result.manifest.to_string(),
+            size: record.size,
+        };
+        crate::noop_record::write(
+            &store,
+            &resolver,
+            &result,
+            &record,
+            &req.tags,
+            written
+                .into_iter()
+                .map(|(f, contents)| rbuild_noop::Written {
+                    path: cwd.join(f),
+                    contents,
+                })
+                .collect(),
+            |steps| ui.replay(steps, &summary),
+        );
+    }
     Ok(Outcome::Built { id, wrote_stdout })
 }
 
@@ -459,101 +481,47 @@ fn display_name(p: &Path) -> String {
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_else(|| p.display().to_string())
 }
-/// `<Dockerfile>.dockerignore` beside the Dockerfile wins over the context's `.dockerignore`.
-/// With the no-op check's stamps of the files looked at.
 /// The `.dockerignore` of each local named context (`--build-context NAME=DIR`) that has one: its
 /// rules hold for every step that reads the context, as the main context's do.
 fn named_dockerignore(extra: &[(String, PathBuf)]) -> anyhow::Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     for (name, dir) in extra {
         let p = dir.join(".dockerignore");
-        if p.is_file() {
-            let text =
-                std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+        if rbuild_inputs::is_file(&p) {
+            let text = rbuild_inputs::read_to_string(&p)
+                .with_context(|| format!("reading {}", p.display()))?;
             out.insert(name.clone(), text);
         }
     }
     Ok(out)
 }
 
-fn read_dockerignore(
-    context: &Path,
-    dockerfile: &Path,
-) -> anyhow::Result<(Option<String>, Vec<rbuild_noop::FileStamp>)> {
-    let mut stamps = Vec::new();
+/// `<Dockerfile>.dockerignore` beside the Dockerfile wins over the context's `.dockerignore`.
+fn read_dockerignore(context: &Path, dockerfile: &Path) -> anyhow::Result<Option<String>> {
+    let mut candidates = Vec::new();
     if dockerfile.as_os_str() != "-" {
-        let specific = PathBuf::from(format!("{}.dockerignore", dockerfile.display()));
-        if specific.is_file() {
-            let text = std::fs::read_to_string(&specific)
-                .with_context(|| format!("reading {}", specific.display()))?;
-            stamps.push(rbuild_noop::FileStamp::of_bytes(&specific, text.as_bytes()));
-            return Ok((Some(text), stamps));
+        candidates.push(PathBuf::from(format!(
+            "{}.dockerignore",
+            dockerfile.display()
+        )));
+    }
+    candidates.push(context.join(".dockerignore"));
+    for p in candidates {
+        if rbuild_inputs::is_file(&p) {
+            let text = rbuild_inputs::read_to_string(&p)
+                .with_context(|| format!("reading {}", p.display()))?;
+            return Ok(Some(text));
         }
-        stamps.push(rbuild_noop::FileStamp::absent(&specific));
     }
-    let p = context.join(".dockerignore");
-    if p.is_file() {
-        let text =
-            std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
-        stamps.push(rbuild_noop::FileStamp::of_bytes(&p, text.as_bytes()));
-        return Ok((Some(text), stamps));
-    }
-    stamps.push(rbuild_noop::FileStamp::absent(&p));
-    Ok((None, stamps))
+    Ok(None)
 }
 
-/// The no-op check's record of this build: what it read and what it answered (see rbuild-noop).
-/// None when some input cannot be stamped (a registry, an image id, a file that changed while
-/// it was read, an ADD of a URL).
-#[allow(clippy::too_many_arguments)]
-fn noop_record(
-    store: &rbuild_store::Store,
-    resolver: &StoreResolver,
-    result: &rbuild_solver::SolveResult,
-    generation: String,
-    dockerfile_path: &Path,
-    dockerfile: &str,
-    ignore_stamps: Vec<rbuild_noop::FileStamp>,
-    tags: &[String],
-    image: &rbuild_store::ImageRecord,
-) -> Option<rbuild_noop::Record> {
-    use rbuild_noop::FileStamp;
-    let stamp = result.stamp.as_ref()?;
-    let mut rec = rbuild_noop::Record::new(store.root(), generation);
-    rec.files
-        .push(FileStamp::of_bytes(dockerfile_path, dockerfile.as_bytes()));
-    rec.files.extend(ignore_stamps);
-    rec.selections = stamp.selections.clone();
-    for answer in resolver.answers() {
-        match answer {
-            crate::resolver::Answer::Named(name, image) => {
-                let (path, bytes) = store.ref_file(&name, &image).ok()?;
-                rec.refs.push(FileStamp::of_bytes(&path, &bytes));
-            }
-            crate::resolver::Answer::Pinned(d) => rec.blobs.push(d.to_string()),
-            crate::resolver::Answer::Other => return None,
-        }
-    }
-    for t in tags {
-        let (path, bytes) = store.ref_file(t, image).ok()?;
-        rec.refs.push(FileStamp::of_bytes(&path, &bytes));
-    }
-    // Every blob the engine would read for the same rebuild: the image's, each base image's
-    // manifest and config, and every layer a step's cache record needs.
-    for m in std::iter::once(&result.manifest).chain(stamp.images.iter().map(|(_, m)| m)) {
-        let manifest = rbuild_image::read_manifest(store, m).ok()?;
-        rec.blobs.push(m.to_string());
-        rec.blobs.push(manifest.config.digest.to_string());
-        rec.blobs
-            .extend(manifest.layers.iter().map(|l| l.digest.to_string()));
-    }
-    rec.blobs.extend(stamp.blobs.iter().map(|b| b.to_string()));
-    rec.blobs.sort_unstable();
-    rec.blobs.dedup();
-    rec.keys = stamp.keys.iter().map(|k| k.to_string()).collect();
-    rec.steps = stamp.steps.clone();
-    rec.id = result.config_digest.to_string();
-    rec.manifest = result.manifest.to_string();
-    rec.size = image.size;
-    Some(rec)
+/// What `--metadata-file` holds after a build (BuildKit's keys).
+fn build_metadata(manifest: &str, id: &str, tags: &[String]) -> String {
+    let meta = serde_json::json!({
+        "containerimage.digest": manifest,
+        "containerimage.config.digest": id,
+        "image.name": tags.join(","),
+    });
+    serde_json::to_string_pretty(&meta).unwrap_or_default()
 }

@@ -121,7 +121,7 @@ pub fn resolve_url(s: &str) -> anyhow::Result<Option<ResolvedContext>> {
             .tempdir()
             .context("creating a temporary directory for git")?;
         let git = rbuild_git::Git::new(cache.path())
-            .with_ssh_agent(std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from));
+            .with_ssh_agent(rbuild_inputs::var_os("SSH_AUTH_SOCK").map(PathBuf::from));
         let commit = git.resolve(&r)?;
         let tmp = temp_dir()?;
         git.checkout(&r, &commit, tmp.path(), false)?;

@@ -13,6 +13,7 @@
 //! - [`outputs`]: `--output` exporters (oci, docker, local, tar).
 //! - [`snapshots`]: which snapshotter a command uses.
 //! - [`step`]: steps run outside the solve, reported as vertices of their own.
+//! - `noop_record`: the no-op front's record of a build (every input it read, its output).
 //!
 //! Errors are `anyhow` errors with their context; a flag value the engine finds wrong is a
 //! [`UsageError`] in the chain (the CLI exits 2 for those).
@@ -20,6 +21,7 @@
 pub mod build;
 pub mod cache;
 pub mod context;
+mod noop_record;
 pub mod outputs;
 pub mod registry;
 pub mod resolver;

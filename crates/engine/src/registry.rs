@@ -35,7 +35,7 @@ pub struct RegistryCtx {
 
 impl RegistryCtx {
     pub fn new() -> anyhow::Result<Arc<RegistryCtx>> {
-        let opts = client_options(&|k| std::env::var(k).ok())?;
+        let opts = client_options(&rbuild_inputs::var)?;
         let client = Client::new(opts).context("setting up the registry client")?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

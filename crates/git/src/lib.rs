@@ -87,8 +87,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
 impl Git {
     pub fn new(cache_dir: impl Into<PathBuf>) -> Git {
-        let timeout = std::env::var("RBUILD_GIT_TIMEOUT")
-            .ok()
+        let timeout = rbuild_inputs::var("RBUILD_GIT_TIMEOUT")
             .and_then(|v| v.parse::<u64>().ok())
             .map(Duration::from_secs)
             .unwrap_or(DEFAULT_TIMEOUT);
@@ -347,7 +346,7 @@ impl Git {
     ) -> Result<Vec<u8>> {
         let mut cmd = Command::new(&self.program);
         cmd.env_clear();
-        if let Some(path) = std::env::var_os("PATH") {
+        if let Some(path) = rbuild_inputs::var_os("PATH") {
             cmd.env("PATH", path);
         }
         cmd.env("HOME", home)

@@ -1,154 +1,70 @@
 //! # rbuild-noop — rebuilds that change nothing, without loading the build engine
 //!
-//! `rbuild` is two programs. The one users run (`rbuild`, a small binary) answers one question
-//! before anything else: is this exact build request one that an earlier build answered, with
-//! every input unchanged since? If so it prints what the engine would print for a rebuild that
-//! finds every step cached, and exits. Otherwise it hands its arguments, untouched, to the engine
+//! `rbuild` is two programs. The one users run (`rbuild`, a small binary) first asks: did an
+//! earlier run of exactly this command (same arguments, same working directory, same engine
+//! binary) leave a [`Record`] whose every input still reads the same? If so it replays that
+//! record's output and exits. Otherwise it hands its arguments, untouched, to the engine
 //! (`rbuild-engine`, beside it), which does everything else. Cold, the engine binary is most of
 //! a no-op rebuild's time: the kernel reads a 9 MB file to run it.
 //!
-//! The answer comes from a [`Record`] the engine wrote after the earlier build, under
-//! `<store>/noop/<request key>.json`. The request key ([`Request::key`]) digests everything on
-//! the command line and in the environment that can change what a build does, and the engine
-//! binary's identity. The record holds what the build read, each with a way to see it unchanged:
+//! The front knows no flag and no subcommand. The request key ([`request_key`]) is the engine's
+//! identity, the working directory and the raw arguments. Everything else that can change an
+//! answer is in the record, written by the engine for a build it can vouch for:
 //!
-//! - the Dockerfile and the `.dockerignore` candidates: their bytes' digests (or "absent");
-//! - every context selection a COPY/ADD (or bind mount) read: its stat fingerprint, the same
-//!   [`rbuild_fileop::context_fingerprint`] the solver's own fast path trusts;
-//! - the base images and the tags it wrote: the digests of their ref files' bytes;
-//! - the image's blobs: present;
-//! - the store's generation ([`bump_generation`]): anything that removes cache records, images or
-//!   blobs, or replaces a cache record, changes it, so no record outlives what it relied on.
+//! - **inputs**: every read the engine made through [`rbuild_inputs`] (environment variables,
+//!   the Dockerfile and `.dockerignore` candidates, ref files, the store's generation, the
+//!   database's identity, the blobs it stands on, whether stderr is a terminal), plus the
+//!   context selections it copied, each with its stat fingerprint
+//!   ([`rbuild_fileop::context_fingerprint`], the same one the solver's fast path trusts);
+//! - **output**: the bytes it would print for the rebuild (stdout, stderr — for the live view,
+//!   its last frame), with the two times in them left as holes ([`Part`]), and the files it
+//!   would write (`--iidfile`, `--metadata-file`).
 //!
-//! All of it must hold; anything unreadable, malformed or missing is a miss, never an error. The
-//! check is conservative by construction: it can only send a build to the engine that the engine
-//! would also have found fully cached (a touched file with unchanged content, say), never the
-//! other way round.
+//! All inputs must hold; anything unreadable, malformed or missing is a miss, never an error.
+//! The check is conservative by construction: it can only send a build to the engine that the
+//! engine would also have found fully cached, never the other way round.
+//!
+//! Records live in `<store>/noop/<key>.json` ([`DIR`]); the store itself knows nothing of them.
+//! They stand on the store's generation (a file the store bumps when it removes or replaces what
+//! builds stand on), so a prune, `rmi` or replaced cache record voids them without telling this
+//! crate.
 
+use rbuild_inputs::Read;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-mod request;
-pub use request::{Mode, Request, CHECK_ENV, KEY_ENV, SUBCOMMANDS};
-
 /// Records live in `<store>/noop/`.
 pub const DIR: &str = "noop";
-const GENERATION: &str = "generation";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 /// Records are small; anything bigger is not ours.
 const MAX_RECORD: u64 = 8 << 20;
 
-/// `$RBUILD_ROOT`, else `/var/lib/rbuild` for root (root inside a user namespace of an ordinary
-/// user, rootless, is not), else `$XDG_DATA_HOME/rbuild`
-/// (`~/.local/share/rbuild`).
-pub fn default_root() -> PathBuf {
-    if let Some(r) = std::env::var_os("RBUILD_ROOT").filter(|r| !r.is_empty()) {
-        return PathBuf::from(r);
-    }
-    if nix::unistd::geteuid().is_root() && rbuild_oci::host::in_initial_user_namespace() {
-        return PathBuf::from("/var/lib/rbuild");
-    }
-    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
-        return PathBuf::from(x).join("rbuild");
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp"));
-    home.join(".local/share/rbuild")
-}
+/// The engine reads the request key the front computed from here, and writes its record under it.
+pub const KEY_ENV: &str = "RBUILD_NOOP_KEY";
 
-/// The store's current generation ("" before the first bump).
-pub fn generation(root: &Path) -> String {
-    std::fs::read_to_string(root.join(DIR).join(GENERATION)).unwrap_or_default()
-}
+/// `0`: the front answers nothing; `explain`: it says on stderr why it did not answer.
+pub const CHECK_ENV: &str = "RBUILD_NOOP_CHECK";
 
-/// Give the store a new generation: every record written before is void. Called after anything
-/// that removes cache records, images or blobs, or replaces a cache record.
-pub fn bump_generation(root: &Path) -> std::io::Result<()> {
-    let dir = root.join(DIR);
-    std::fs::create_dir_all(&dir)?;
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    let value = format!("{now}-{}", std::process::id());
-    let path = dir.join(GENERATION);
-    let tmp = dir.join(format!("{GENERATION}.tmp-{value}"));
-    let res = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(value.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        std::fs::File::open(&dir)?.sync_all()
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res
-}
-
-/// Remove every record (they are void once the generation moves on; removing them keeps
-/// `noop/` from growing with every request ever built). Best effort.
-pub fn remove_records(root: &Path) {
-    let Ok(dir) = std::fs::read_dir(root.join(DIR)) else {
-        return;
+/// The key of one command: the engine binary's identity, the working directory, the arguments
+/// (without the program name), each length-prefixed.
+pub fn request_key<A: AsRef<OsStr>>(engine: &str, cwd: &Path, args: &[A]) -> String {
+    use sha2::Digest as _;
+    use std::os::unix::ffi::OsStrExt;
+    let mut h = sha2::Sha256::new();
+    let mut field = |b: &[u8]| {
+        h.update((b.len() as u64).to_le_bytes());
+        h.update(b);
     };
-    for e in dir.flatten() {
-        if e.file_name() != GENERATION {
-            let _ = std::fs::remove_file(e.path());
-        }
+    field(b"rbuild-noop/request/v2");
+    field(engine.as_bytes());
+    field(cwd.as_os_str().as_bytes());
+    for a in args {
+        field(a.as_ref().as_bytes());
     }
-}
-
-/// A file whose bytes a build relied on: their sha256 (hex), or None for "not a file".
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileStamp {
-    pub path: PathBuf,
-    pub sha256: Option<String>,
-}
-
-impl FileStamp {
-    /// `path` holding exactly `bytes`.
-    pub fn of_bytes(path: &Path, bytes: &[u8]) -> FileStamp {
-        FileStamp {
-            path: path.to_path_buf(),
-            sha256: Some(rbuild_oci::sha256_hex(bytes)),
-        }
-    }
-
-    /// `path` not being a file.
-    pub fn absent(path: &Path) -> FileStamp {
-        FileStamp {
-            path: path.to_path_buf(),
-            sha256: None,
-        }
-    }
-
-    /// Whether the file is as stamped (`is_file` follows symlinks, as the engine's reads do).
-    /// Only a regular file is read: a FIFO put in a stamped file's place is "changed", never a
-    /// read that blocks.
-    pub fn holds(&self) -> bool {
-        use std::io::Read;
-        let Some(want) = &self.sha256 else {
-            return !self.path.is_file();
-        };
-        let Ok(f) = std::fs::File::options()
-            .read(true)
-            .custom_flags(nix::libc::O_NONBLOCK)
-            .open(&self.path)
-        else {
-            return false;
-        };
-        if !f.metadata().is_ok_and(|m| m.is_file()) {
-            return false;
-        }
-        let mut b = Vec::new();
-        (&f).read_to_end(&mut b).is_ok() && rbuild_oci::sha256_hex(&b) == *want
-    }
+    hex::encode(h.finalize())
 }
 
 /// One context selection a build read, and its stat fingerprint
@@ -179,7 +95,8 @@ impl Selection {
     }
 }
 
-/// A step as a fully cached rebuild shows it.
+/// A step as a fully cached rebuild shows it (the solver's account of a build, from which the
+/// engine renders the replayed output).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Step {
     pub name: String,
@@ -187,85 +104,88 @@ pub struct Step {
     pub cached: bool,
 }
 
-/// What an earlier build of one request read, and what it answered.
+/// A piece of replayed output: bytes, or a time only the replay knows, shown as `{:.1}s`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Part {
+    Text(String),
+    /// How long re-checking the context selections took (the context load's time).
+    CheckTime,
+    /// Time since the front started (the live view's total).
+    Elapsed,
+}
+
+/// A file the build wrote, with its contents.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Written {
+    pub path: PathBuf,
+    pub contents: String,
+}
+
+/// What the command printed and wrote.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Output {
+    pub stdout: Vec<Part>,
+    pub stderr: Vec<Part>,
+    /// Written before anything is printed, in order.
+    pub files: Vec<Written>,
+}
+
+/// One input of a record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Input {
+    Read(Read),
+    Selection(Selection),
+}
+
+/// What an earlier run of one command read, and what it answered.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     pub version: u32,
-    /// [`generation`] when the build began.
-    pub generation: String,
-    /// `meta.db`'s identity: a database made anew holds none of the records.
-    pub db: String,
-    /// The Dockerfile and `.dockerignore` candidates.
-    pub files: Vec<FileStamp>,
-    pub selections: Vec<Selection>,
-    /// Ref files of the base images it resolved by name and of the tags it wrote.
-    pub refs: Vec<FileStamp>,
-    /// Blobs (`sha256:<hex>`) the image needs.
-    pub blobs: Vec<String>,
+    pub inputs: Vec<Input>,
+    pub output: Output,
     /// Cache keys of its steps: a no-op answered here counts as their use (see [`uses`]).
     pub keys: Vec<String>,
-    pub steps: Vec<Step>,
-    /// The image id (config digest), printed on stdout.
-    pub id: String,
-    /// Bytes of config and layers (the live view's summary).
-    pub size: u64,
-    /// The image's manifest digest (`--metadata-file`).
-    #[serde(default)]
-    pub manifest: String,
 }
 
 impl Record {
-    /// A record of a build that began at `generation`, for the store at `root`.
-    pub fn new(root: &Path, generation: String) -> Record {
+    /// A record of `reads` and `selections` answering `output`.
+    pub fn new(reads: Vec<Read>, selections: Vec<Selection>, output: Output) -> Record {
         Record {
             version: VERSION,
-            generation,
-            db: db_identity(root),
-            files: Vec::new(),
-            selections: Vec::new(),
-            refs: Vec::new(),
-            blobs: Vec::new(),
+            inputs: reads
+                .into_iter()
+                .map(Input::Read)
+                .chain(selections.into_iter().map(Input::Selection))
+                .collect(),
+            output,
             keys: Vec::new(),
-            steps: Vec::new(),
-            id: String::new(),
-            size: 0,
-            manifest: String::new(),
         }
     }
 }
 
-/// `dev:ino:birth-time` of `meta.db` (a file made anew may get a freed inode number back).
-fn db_identity(root: &Path) -> String {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(root.join("meta.db"))
-        .map(|m| {
-            let born = m
-                .created()
-                .ok()
-                .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
-            format!("{}:{}:{born}", m.dev(), m.ino())
-        })
-        .unwrap_or_default()
+/// `<root>/noop`.
+pub fn records_dir(root: &Path) -> PathBuf {
+    root.join(DIR)
 }
 
-fn record_path(root: &Path, key: &str) -> Option<PathBuf> {
+fn record_path(dir: &Path, key: &str) -> Option<PathBuf> {
     // The key is a hex digest; anything else never names a file.
     (key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit()))
-        .then(|| root.join(DIR).join(format!("{key}.json")))
+        .then(|| dir.join(format!("{key}.json")))
 }
 
-/// Write `rec` as the record of request `key` (unless it is already there). Not synced: a record
-/// lost in a crash only makes the next no-op take the engine's way.
-pub fn write_record(root: &Path, key: &str, rec: &Record) -> std::io::Result<()> {
-    let path = record_path(root, key)
+/// Write `rec` as the record of request `key` in `dir` (unless it is already there). Not synced:
+/// a record lost in a crash only makes the next no-op take the engine's way.
+pub fn write_record(dir: &Path, key: &str, rec: &Record) -> std::io::Result<()> {
+    let path = record_path(dir, key)
         .ok_or_else(|| std::io::Error::other(format!("bad request key {key:?}")))?;
     let body = serde_json::to_vec(rec).map_err(std::io::Error::other)?;
     if std::fs::read(&path).is_ok_and(|old| old == body) {
         return Ok(());
     }
-    std::fs::create_dir_all(root.join(DIR))?;
+    std::fs::create_dir_all(dir)?;
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     let res = std::fs::write(&tmp, &body).and_then(|()| std::fs::rename(&tmp, &path));
     if res.is_err() {
@@ -274,63 +194,80 @@ pub fn write_record(root: &Path, key: &str, rec: &Record) -> std::io::Result<()>
     res
 }
 
-/// A record whose every stamp still holds.
+/// A record whose every input still holds.
 #[derive(Debug)]
 pub struct Hit {
     pub record: Record,
     pub path: PathBuf,
     /// How long re-reading the context selections took (shown as the context load's time).
-    pub context_time: Duration,
+    pub check_time: Duration,
 }
 
-/// The record of request `key` if everything it relied on is unchanged; else why not (the
-/// first stamp that does not hold).
-pub fn check(root: &Path, key: &str) -> Result<Hit, String> {
-    let path = record_path(root, key).ok_or("not a request key")?;
+/// The record of request `key` in `dir` if everything it read is unchanged; else why not (the
+/// first input that does not hold). Reads first (cheap), context selections last (a walk).
+pub fn check(dir: &Path, key: &str) -> Result<Hit, String> {
+    let path = record_path(dir, key).ok_or("not a request key")?;
     let rec = read_record(&path).ok_or_else(|| format!("no readable record {}", path.display()))?;
-    if rec.version != VERSION || rec.id.is_empty() {
+    if rec.version != VERSION {
         return Err("the record is of another version".into());
     }
-    if rec.generation != generation(root) {
-        return Err("the store changed since (prune, rmi, fsck or a replaced cache record)".into());
-    }
-    if rec.db.is_empty() || rec.db != db_identity(root) {
-        return Err("the store's database was made anew".into());
-    }
-    if let Some(f) = rec.files.iter().chain(&rec.refs).find(|f| !f.holds()) {
-        return Err(format!("{} changed", f.path.display()));
-    }
-    let blobs = root.join("blobs").join("sha256");
-    for b in &rec.blobs {
-        let hex = b
-            .strip_prefix("sha256:")
-            .filter(|h| h.len() == 64 && h.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')))
-            .ok_or_else(|| format!("bad blob digest {b:?}"))?;
-        if !blobs.join(hex).is_file() {
-            return Err(format!("blob {b} is missing"));
+    for i in &rec.inputs {
+        if let Input::Read(r) = i {
+            if !r.holds() {
+                return Err(format!("{} changed", describe(r)));
+            }
         }
     }
     let started = Instant::now();
-    if let Some(s) = rec.selections.iter().find(|s| !s.holds()) {
-        return Err(format!(
-            "files of {:?} in {} changed",
-            s.sources,
-            s.dir.display()
-        ));
+    for i in &rec.inputs {
+        if let Input::Selection(s) = i {
+            if !s.holds() {
+                return Err(format!(
+                    "files of {:?} in {} changed",
+                    s.sources,
+                    s.dir.display()
+                ));
+            }
+        }
     }
     Ok(Hit {
         record: rec,
         path,
-        context_time: started.elapsed(),
+        check_time: started.elapsed(),
     })
 }
 
+fn describe(r: &Read) -> String {
+    match r {
+        Read::Env { name, .. } => format!("${name}"),
+        Read::File { path, .. } | Read::IsFile { path, .. } | Read::Identity { path, .. } => {
+            path.display().to_string()
+        }
+        Read::Present { path } => format!("{} (present)", path.display()),
+        Read::Terminal { fd, .. } => format!("whether fd {fd} is a terminal"),
+        Read::Resolves { path, .. } => format!("where {} leads", path.display()),
+    }
+}
+
 fn read_record(path: &Path) -> Option<Record> {
-    use std::io::Read;
+    use std::io::Read as _;
     let f = std::fs::File::open(path).ok()?;
     let mut body = Vec::new();
     f.take(MAX_RECORD).read_to_end(&mut body).ok()?;
     serde_json::from_slice(&body).ok()
+}
+
+/// The output parts as bytes, the holes filled.
+pub fn render(parts: &[Part], check_time: Duration, elapsed: Duration) -> String {
+    let secs = |d: Duration| format!("{:.1}s", d.as_secs_f64());
+    parts
+        .iter()
+        .map(|p| match p {
+            Part::Text(t) => t.clone(),
+            Part::CheckTime => secs(check_time),
+            Part::Elapsed => secs(elapsed),
+        })
+        .collect()
 }
 
 /// Mark a record used now (its mtime), for [`uses`].
@@ -340,14 +277,14 @@ pub fn touch(path: &Path) {
     }
 }
 
-/// The last use (ns since the epoch) of each cache key that no-op checks answered for: prune
-/// counts it as the record's use.
-pub fn uses(root: &Path) -> BTreeMap<String, i64> {
+/// The last use (ns since the epoch) of each cache key that no-op answers in `dir` answered for:
+/// prune counts it as the cache record's use.
+pub fn uses(dir: &Path) -> BTreeMap<String, i64> {
     let mut out = BTreeMap::new();
-    let Ok(dir) = std::fs::read_dir(root.join(DIR)) else {
+    let Ok(rd) = std::fs::read_dir(dir) else {
         return out;
     };
-    for e in dir.flatten() {
+    for e in rd.flatten() {
         let p = e.path();
         if p.extension().is_none_or(|x| x != "json") {
             continue;
@@ -370,87 +307,40 @@ pub fn uses(root: &Path) -> BTreeMap<String, i64> {
     out
 }
 
-/// What the engine's plain progress shows for a rebuild that finds every step cached.
-pub fn render_plain(hit: &Hit) -> String {
-    let mut out = String::new();
-    for (i, s) in hit.record.steps.iter().enumerate() {
-        let n = i + 1;
-        if i > 0 {
-            out.push('\n');
-        }
-        out.push_str(&format!("#{n} {}\n", s.name));
-        if s.cached {
-            out.push_str(&format!("#{n} CACHED\n"));
-        } else {
-            out.push_str(&format!(
-                "#{n} DONE {:.1}s\n",
-                hit.context_time.as_secs_f64()
-            ));
-        }
-    }
-    out
-}
-
-/// What the engine's live view leaves on the terminal for a rebuild that finds every step
-/// cached (its last frame: one line per step, then the summary). `color`: ANSI colours.
-pub fn render_tty(hit: &Hit, elapsed: Duration, color: bool) -> String {
-    let paint = |code: &str, s: &str| {
-        if color {
-            format!("\x1b[{code}m{s}\x1b[0m")
-        } else {
-            s.to_string()
-        }
+/// Remove the records in `dir` that can no longer answer: unreadable ones, those of another
+/// version, and those a file they read (the store's generation, a blob, a Dockerfile) no longer
+/// matches. Environment and terminal inputs are not looked at (another shell may match them),
+/// nor context selections (a walk each). Best effort; returns how many were removed.
+pub fn sweep(dir: &Path) -> usize {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
     };
-    let mut out = String::new();
-    let (mut cached, mut ran) = (0, 0);
-    for s in &hit.record.steps {
-        if s.cached {
-            cached += 1;
-            out.push_str(&format!("{} {}\n", paint("34", "CACHED"), s.name));
-        } else {
-            ran += 1;
-            out.push_str(&format!(
-                "{} {} {:.1}s\n",
-                paint("32", "DONE"),
-                s.name,
-                hit.context_time.as_secs_f64()
-            ));
+    let mut n = 0;
+    for e in rd.flatten() {
+        let p = e.path();
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let stale_tmp = name.contains(".tmp-");
+        let void = stale_tmp
+            || (p.extension().is_some_and(|x| x == "json")
+                && read_record(&p).is_none_or(|rec| {
+                    rec.version != VERSION
+                        || rec.inputs.iter().any(|i| match i {
+                            Input::Read(
+                                r @ (Read::File { .. }
+                                | Read::IsFile { .. }
+                                | Read::Present { .. }
+                                | Read::Identity { .. }
+                                | Read::Resolves { .. }),
+                            ) => !r.holds(),
+                            _ => false,
+                        })
+                }));
+        if void && std::fs::remove_file(&p).is_ok() {
+            n += 1;
         }
     }
-    out.push_str(&format!(
-        "{} in {:.1}s ({cached} cached, {ran} run) image {} size {}\n",
-        paint("1", "Finished"),
-        elapsed.as_secs_f64(),
-        hit.record.id,
-        human(hit.record.size)
-    ));
-    out
-}
-
-/// What `--metadata-file` holds after a build (BuildKit's keys).
-pub fn build_metadata(manifest: &str, id: &str, tags: &[String]) -> Vec<u8> {
-    let meta = serde_json::json!({
-        "containerimage.digest": manifest,
-        "containerimage.config.digest": id,
-        "image.name": tags.join(","),
-    });
-    serde_json::to_vec_pretty(&meta).unwrap_or_default()
-}
-
-/// Bytes as the progress output shows them (`5.10MB`).
-pub fn human(n: u64) -> String {
-    const U: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut f = n as f64;
-    let mut i = 0;
-    while f >= 1000.0 && i < U.len() - 1 {
-        f /= 1000.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n}B")
-    } else {
-        format!("{f:.2}{}", U[i])
-    }
+    n
 }
 
 #[cfg(test)]

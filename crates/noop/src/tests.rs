@@ -1,288 +1,253 @@
 use super::*;
 
-fn req(args: &[&str]) -> Option<Request> {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let dir = std::env::temp_dir();
-    let env = |k: &str| match k {
-        "RBUILD_ROOT" => Some("/var/tmp/store".to_string()),
-        "VERSION" => Some("1.2".to_string()),
-        _ => None,
-    };
-    Request::parse(&args, &env, &[], &dir, false)
+#[test]
+fn keys_are_the_engine_the_directory_and_the_raw_arguments() {
+    let k = |e: &str, cwd: &str, a: &[&str]| request_key(e, Path::new(cwd), a);
+    let base = k("e1", "/w", &["build", "-t", "app", "."]);
+    for (i, other) in [
+        k("e2", "/w", &["build", "-t", "app", "."]),
+        k("e1", "/w2", &["build", "-t", "app", "."]),
+        k("e1", "/w", &["build", "-t", "app2", "."]),
+        k("e1", "/w", &["build", "-tapp", "."]),
+        k("e1", "/w", &["build", "-t", "app", ".", ""]),
+        // Length-prefixed: no two argument lists share a key by concatenation.
+        k("e1", "/w", &["build", "-t", "app."]),
+        k("e1", "/w", &["build", "-t", "ap", "p", "."]),
+        // Any flag, known or not, is part of the key.
+        k(
+            "e1",
+            "/w",
+            &["build", "--some-future-flag", "-t", "app", "."],
+        ),
+    ]
+    .iter()
+    .enumerate()
+    {
+        assert_ne!(&base, other, "case {i}");
+    }
+    assert_eq!(base, k("e1", "/w", &["build", "-t", "app", "."]));
+    assert_eq!(base.len(), 64);
 }
 
-#[test]
-fn the_plain_build_forms_are_requests() {
-    for args in [
-        &["build", "-t", "app", "."][..],
-        &["-t", "app", "."],
-        &["build", "--tag=app", "-fDockerfile", "."],
-        &[
-            "--root",
-            "/x",
-            "build",
-            "--build-arg",
-            "A=1",
-            "--build-arg=VERSION",
-            ".",
-        ],
-        &["build", "--progress=plain", "--target", "s1", "."],
-        &["build", "-q", "."],
-        &["build", ".", "--progress", "quiet"],
-        &[
-            "build",
-            "--iidfile",
-            "id.txt",
-            "--metadata-file=meta.json",
-            ".",
-        ],
-    ] {
-        assert!(req(args).is_some(), "{args:?}");
+struct Fixture {
+    _root: tempfile::TempDir,
+    root: PathBuf,
+    ctx: tempfile::TempDir,
+    key: String,
+}
+
+impl Fixture {
+    fn dir(&self) -> PathBuf {
+        records_dir(&self.root)
+    }
+    fn c(&self, p: &str) -> PathBuf {
+        self.ctx.path().join(p)
     }
 }
 
-#[test]
-fn everything_else_goes_to_the_engine() {
-    for args in [
-        &["images"][..],
-        &["run", "app"],
-        &["--version"],
-        &["build", "--help"],
-        &["build", "--no-cache", "."],
-        &["build", "--push", "-t", "x", "."],
-        &["build", "-o", "type=local,dest=out", "."],
-        &["build", "--progress=json", "."],
-        &["build", "--target", "a", "--target", "b", "."],
-        &["build", "-q", "-q", "."],
-        &["build", ".", "other"],
-        &["build", "-"],
-        &["build", "-f", "-", "."],
-        &["build", "-t"],
-        &["build"],
-        &["-t", "app", "build", "."],
-        &["build", "/definitely/not/a/dir/here"],
-        &["-v", "build", "."],
-        &["build", "-t=app", "."],
-        &["build", "--iidfile", "a", "--iidfile", "b", "."],
-        &["build", "-t", "=app", "."],
-    ] {
-        assert!(req(args).is_none(), "{args:?}");
-    }
-}
-
-#[test]
-fn auto_progress_on_a_terminal_is_the_live_view() {
-    assert_eq!(
-        req(&["build", "--progress=tty", "."]).unwrap().mode,
-        Mode::Tty
-    );
-    let args: Vec<String> = ["build", "."].iter().map(|s| s.to_string()).collect();
-    let env = |_: &str| Some("/r".to_string());
-    let dir = std::env::temp_dir();
-    assert_eq!(
-        Request::parse(&args, &env, &[], &dir, true).unwrap().mode,
-        Mode::Tty
-    );
-    let q: Vec<String> = ["build", "-q", "."].iter().map(|s| s.to_string()).collect();
-    assert!(Request::parse(&q, &env, &[], &dir, true).is_some_and(|r| r.mode == Mode::Quiet));
-}
-
-#[test]
-fn keys_change_with_every_field_and_the_engine() {
-    let base = req(&["build", "-t", "app", "."]).unwrap().key("e1");
-    let others = [
-        req(&["build", "-t", "app2", "."]).unwrap().key("e1"),
-        req(&["build", "-t", "app", "-t", "b", "."])
-            .unwrap()
-            .key("e1"),
-        req(&["build", "-t", "app", "--build-arg", "A=1", "."])
-            .unwrap()
-            .key("e1"),
-        req(&["build", "-t", "app", "--build-arg", "VERSION", "."])
-            .unwrap()
-            .key("e1"),
-        req(&["build", "-t", "app", "--target", "x", "."])
-            .unwrap()
-            .key("e1"),
-        req(&["build", "-t", "app", "-q", "."]).unwrap().key("e1"),
-        req(&["build", "-t", "app", "-f", "D2", "."])
-            .unwrap()
-            .key("e1"),
-        req(&["build", "-t", "app", "--iidfile", "i", "."])
-            .unwrap()
-            .key("e1"),
-        req(&["build", "-t", "app", "--metadata-file", "m", "."])
-            .unwrap()
-            .key("e1"),
-        req(&["--root", "/other", "build", "-t", "app", "."])
-            .unwrap()
-            .key("e1"),
-        req(&["build", "-t", "app", "."]).unwrap().key("e2"),
-    ];
-    for (i, k) in others.iter().enumerate() {
-        assert_ne!(&base, k, "case {i}");
-    }
-    // Same request, same key; `rbuild -t app .` is `rbuild build -t app .`.
-    assert_eq!(base, req(&["-t", "app", "."]).unwrap().key("e1"));
-    assert_eq!(base, req(&["build", "--tag=app", "."]).unwrap().key("e1"));
-}
-
-#[test]
-fn rbuild_variables_are_part_of_the_key() {
-    let args: Vec<String> = ["build", "."].iter().map(|s| s.to_string()).collect();
-    let env = |_: &str| None;
-    let dir = std::env::temp_dir();
-    let k = |vars: &[(&str, &str)]| {
-        let vars: Vec<(String, String)> = vars
-            .iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect();
-        Request::parse(&args, &env, &vars, &dir, false)
-            .unwrap()
-            .key("e")
-    };
-    assert_eq!(
-        k(&[]),
-        k(&[("HOME", "/x"), (KEY_ENV, "abc"), (CHECK_ENV, "explain")])
-    );
-    assert_ne!(k(&[]), k(&[("RBUILD_MAX_LAYER_BYTES", "10")]));
-}
-
-fn stamped(dir: &Path) -> (tempfile::TempDir, Record, String) {
+/// A record of a build that read a Dockerfile, looked for a `.dockerignore`, copied `f`, stood on
+/// a blob, a generation file and a database, and read one variable.
+fn stamped() -> (Fixture, Record) {
     let root = tempfile::tempdir().unwrap();
-    std::fs::write(root.path().join("meta.db"), b"db").unwrap();
-    std::fs::create_dir_all(root.path().join("blobs/sha256")).unwrap();
-    let blob = "a".repeat(64);
-    std::fs::write(root.path().join("blobs/sha256").join(&blob), b"x").unwrap();
-    std::fs::write(dir.join("Dockerfile"), b"FROM scratch\n").unwrap();
-    std::fs::write(dir.join("f"), b"one").unwrap();
-    let fp = rbuild_fileop::context_fingerprint(dir, &["f".to_string()], &[], &[], false).unwrap();
-    let mut rec = Record::new(root.path(), generation(root.path()));
-    rec.files = vec![
-        FileStamp::of_bytes(&dir.join("Dockerfile"), b"FROM scratch\n"),
-        FileStamp::absent(&dir.join(".dockerignore")),
-    ];
-    rec.selections = vec![Selection {
-        dir: dir.to_path_buf(),
+    let ctx = tempfile::tempdir().unwrap();
+    let r = root.path().to_path_buf();
+    let d = ctx.path();
+    std::fs::write(r.join("meta.db"), b"db").unwrap();
+    std::fs::write(r.join("generation"), b"g1").unwrap();
+    std::fs::create_dir_all(r.join("blobs/sha256")).unwrap();
+    let blob = r.join("blobs/sha256").join("a".repeat(64));
+    std::fs::write(&blob, b"x").unwrap();
+    std::fs::write(d.join("Dockerfile"), b"FROM scratch\n").unwrap();
+    std::fs::write(d.join("f"), b"one").unwrap();
+    let rec_reads = rbuild_inputs::Recorder::default();
+    let read = |p: &Path| {
+        let b = std::fs::read(p).ok();
+        Read::File {
+            path: p.to_path_buf(),
+            sha256: b.map(|b| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&b))),
+        }
+    };
+    rec_reads.note(read(&d.join("Dockerfile")));
+    rec_reads.note(read(&r.join("generation")));
+    rec_reads.note(Read::IsFile {
+        path: d.join(".dockerignore"),
+        is: false,
+    });
+    rec_reads.note(Read::Present { path: blob });
+    rec_reads.note(Read::Identity {
+        path: r.join("meta.db"),
+        id: rbuild_inputs::identity(&r.join("meta.db")).unwrap(),
+    });
+    rec_reads.note(rbuild_inputs::env_read(
+        "RBUILD_NOOP_TEST_UNSET_VARIABLE",
+        None,
+    ));
+    let fp = rbuild_fileop::context_fingerprint(d, &["f".to_string()], &[], &[], false).unwrap();
+    let sel = Selection {
+        dir: d.to_path_buf(),
         sources: vec!["f".to_string()],
         ignore: vec![],
         exclude: vec![],
         parents: false,
         fingerprint: fp.to_string(),
-    }];
-    rec.blobs = vec![format!("sha256:{blob}")];
+    };
+    let output = Output {
+        stdout: vec![Part::Text("sha256:id\n".into())],
+        stderr: vec![
+            Part::Text("#1 load\n#1 DONE ".into()),
+            Part::CheckTime,
+            Part::Text("\nFinished in ".into()),
+            Part::Elapsed,
+            Part::Text("\n".into()),
+        ],
+        files: vec![Written {
+            path: d.join("iid"),
+            contents: "sha256:id".into(),
+        }],
+    };
+    let mut rec = Record::new(rec_reads.reads().unwrap(), vec![sel], output);
     rec.keys = vec!["sha256:k1".to_string()];
-    rec.steps = vec![
-        Step {
-            name: "[internal] load build context".into(),
-            cached: false,
-        },
-        Step {
-            name: "[1/2] FROM x".into(),
-            cached: true,
-        },
-    ];
-    rec.id = "sha256:id".to_string();
     let key = "b".repeat(64);
-    write_record(root.path(), &key, &rec).unwrap();
-    (root, rec, key)
+    write_record(&records_dir(&r), &key, &rec).unwrap();
+    (
+        Fixture {
+            _root: root,
+            root: r,
+            ctx,
+            key,
+        },
+        rec,
+    )
 }
 
 #[test]
 fn a_record_holds_until_anything_it_read_changes() {
-    type Change = fn(&Path, &Path);
+    type Change = fn(&Fixture);
     let changes: &[(&str, Change)] = &[
-        ("dockerfile", |_, d| {
-            std::fs::write(d.join("Dockerfile"), b"FROM scratch \n").unwrap()
+        ("dockerfile", |f| {
+            std::fs::write(f.c("Dockerfile"), b"FROM scratch \n").unwrap()
         }),
-        ("Dockerfile replaced by a FIFO", |_, d| {
-            std::fs::remove_file(d.join("Dockerfile")).unwrap();
-            nix::unistd::mkfifo(&d.join("Dockerfile"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        ("Dockerfile replaced by a FIFO", |f| {
+            std::fs::remove_file(f.c("Dockerfile")).unwrap();
+            nix::unistd::mkfifo(&f.c("Dockerfile"), nix::sys::stat::Mode::S_IRWXU).unwrap();
         }),
-        ("dockerignore appears", |_, d| {
-            std::fs::write(d.join(".dockerignore"), b"x").unwrap()
+        ("dockerignore appears", |f| {
+            std::fs::write(f.c(".dockerignore"), b"x").unwrap()
         }),
-        ("context file", |_, d| {
-            std::fs::write(d.join("f"), b"two").unwrap()
+        ("context file", |f| {
+            std::fs::write(f.c("f"), b"two").unwrap()
         }),
-        ("context file removed", |_, d| {
-            std::fs::remove_file(d.join("f")).unwrap()
+        ("context file removed", |f| {
+            std::fs::remove_file(f.c("f")).unwrap()
         }),
-        ("blob removed", |r, _| {
-            std::fs::remove_file(r.join("blobs/sha256").join("a".repeat(64))).unwrap()
+        ("blob removed", |f| {
+            std::fs::remove_file(f.root.join("blobs/sha256").join("a".repeat(64))).unwrap()
         }),
-        ("generation", |r, _| bump_generation(r).unwrap()),
-        ("records removed", |r, _| {
-            remove_records(r);
-            assert_eq!(std::fs::read_dir(r.join(DIR)).unwrap().count(), 0);
+        ("generation", |f| {
+            std::fs::write(f.root.join("generation"), b"g2").unwrap()
         }),
-        ("database made anew", |r, _| {
-            std::fs::remove_file(r.join("meta.db")).unwrap();
-            std::fs::write(r.join("meta.db"), b"db").unwrap();
+        ("records removed", |f| {
+            std::fs::remove_dir_all(f.dir()).unwrap();
         }),
-        ("record corrupt", |r, _| {
-            std::fs::write(r.join(DIR).join(format!("{}.json", "b".repeat(64))), b"{").unwrap()
+        ("database made anew", |f| {
+            std::fs::remove_file(f.root.join("meta.db")).unwrap();
+            // Another inode (the old one may be handed out again at once).
+            std::fs::write(f.root.join("keep"), b"").unwrap();
+            std::fs::write(f.root.join("meta.db"), b"db").unwrap();
+        }),
+        ("record of another version", |f| {
+            let p = f.dir().join(format!("{}.json", f.key));
+            let s = std::fs::read_to_string(&p).unwrap();
+            std::fs::write(&p, s.replacen("\"version\":2", "\"version\":3", 1)).unwrap();
+        }),
+        ("record truncated", |f| {
+            let p = f.dir().join(format!("{}.json", f.key));
+            let s = std::fs::read(&p).unwrap();
+            std::fs::write(&p, &s[..s.len() / 2]).unwrap();
         }),
     ];
     for (what, change) in changes {
-        let ctx = tempfile::tempdir().unwrap();
-        let (root, rec, key) = stamped(ctx.path());
-        let hit = check(root.path(), &key).expect("an unchanged record holds");
+        let (f, rec) = stamped();
+        let hit = check(&f.dir(), &f.key).expect("an unchanged record holds");
         assert_eq!(hit.record, rec);
-        change(root.path(), ctx.path());
-        let why = check(root.path(), &key).expect_err(what);
+        change(&f);
+        let why = check(&f.dir(), &f.key).expect_err(what);
         assert!(!why.is_empty());
     }
 }
 
 #[test]
-fn bad_keys_name_no_file_and_plain_output_matches_the_engine() {
-    let ctx = tempfile::tempdir().unwrap();
-    let (root, _, key) = stamped(ctx.path());
-    assert!(check(root.path(), "../../etc/passwd").is_err());
-    assert!(write_record(
-        root.path(),
-        "../x",
-        &Record::new(root.path(), String::new())
-    )
-    .is_err());
-    let mut hit = check(root.path(), &key).unwrap();
-    hit.context_time = std::time::Duration::from_millis(20);
-    assert_eq!(
-        render_plain(&hit),
-        "#1 [internal] load build context\n#1 DONE 0.0s\n\n#2 [1/2] FROM x\n#2 CACHED\n"
+fn an_environment_variable_read_is_an_input() {
+    let (f, mut rec) = stamped();
+    // A variable this test process has: holds with its value, not with another.
+    let path = std::env::var_os("PATH").unwrap();
+    rec.inputs
+        .push(Input::Read(rbuild_inputs::env_read("PATH", Some(&path))));
+    write_record(&f.dir(), &f.key, &rec).unwrap();
+    check(&f.dir(), &f.key).unwrap();
+    *rec.inputs.last_mut().unwrap() =
+        Input::Read(rbuild_inputs::env_read("PATH", Some("/elsewhere".as_ref())));
+    write_record(&f.dir(), &f.key, &rec).unwrap();
+    let why = check(&f.dir(), &f.key).unwrap_err();
+    assert!(why.contains("$PATH"), "{why}");
+}
+
+#[test]
+fn bad_keys_name_no_file_and_output_holes_are_filled() {
+    let (f, rec) = stamped();
+    for k in ["../../etc/passwd", "", &"g".repeat(64), &"a".repeat(63)] {
+        assert!(check(&f.dir(), k).is_err(), "{k:?}");
+        assert!(write_record(&f.dir(), k, &rec).is_err(), "{k:?}");
+    }
+    let shown = render(
+        &rec.output.stderr,
+        Duration::from_millis(340),
+        Duration::from_millis(1260),
     );
-    hit.record.size = 5_100_000;
+    assert_eq!(shown, "#1 load\n#1 DONE 0.3s\nFinished in 1.3s\n");
     assert_eq!(
-        render_tty(&hit, std::time::Duration::from_millis(4), false),
-        "DONE [internal] load build context 0.0s\nCACHED [1/2] FROM x\nFinished in 0.0s (1 cached, 1 run) image sha256:id size 5.10MB\n"
+        render(&rec.output.stdout, Duration::ZERO, Duration::ZERO),
+        "sha256:id\n"
     );
-    touch(&hit.path);
-    let u = uses(root.path());
-    assert!(u.get("sha256:k1").is_some_and(|ns| *ns > 0));
+}
+
+#[test]
+fn sweep_removes_what_can_no_longer_answer_and_uses_count_answers() {
+    let (f, _) = stamped();
+    std::fs::write(f.dir().join("junk.json"), b"{").unwrap();
+    std::fs::write(f.dir().join("x.tmp-1"), b"").unwrap();
+    assert_eq!(sweep(&f.dir()), 2, "the unreadable record and the leftover");
+    assert!(check(&f.dir(), &f.key).is_ok(), "a valid record stays");
+    let u = uses(&f.dir());
+    assert!(u.contains_key("sha256:k1"), "{u:?}");
+    std::fs::write(f.root.join("generation"), b"g2").unwrap();
+    assert_eq!(sweep(&f.dir()), 1, "void after the generation moved");
+    assert!(uses(&f.dir()).is_empty());
+}
+
+#[test]
+fn a_touched_record_is_used_later() {
+    let (f, _) = stamped();
+    let p = f.dir().join(format!("{}.json", f.key));
+    let old = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+    std::fs::File::options()
+        .append(true)
+        .open(&p)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let before = uses(&f.dir())["sha256:k1"];
+    touch(&p);
+    assert!(uses(&f.dir())["sha256:k1"] > before);
 }
 
 proptest::proptest! {
-    /// Any argument list is either a request or left to the engine, never a panic; a request's
-    /// key is a hex digest.
     #[test]
-    fn any_arguments_parse_or_go_to_the_engine(args in proptest::collection::vec(
-        proptest::prop_oneof![
-            proptest::string::string_regex("-{0,2}[a-z=.-]{0,8}").unwrap(),
-            proptest::sample::select(vec![
-                "build".to_string(), "-t".into(), "--tag".into(), "-f".into(), "--file".into(),
-                "--build-arg".into(), "--target".into(), "--progress".into(), "plain".into(),
-                "quiet".into(), "tty".into(), "-q".into(), "--root".into(), ".".into(),
-                "--progress=auto".into(), "A=1".into(), "=".into(), "-".into(), "--".into(),
-            ]),
-        ],
-        0..8,
-    )) {
-        let env = |_: &str| None;
-        let dir = std::env::temp_dir();
-        if let Some(r) = Request::parse(&args, &env, &[], &dir, false) {
-            let k = r.key("e");
-            proptest::prop_assert!(k.len() == 64 && k.bytes().all(|b| b.is_ascii_hexdigit()));
-        }
+    fn any_record_bytes_are_a_miss_or_a_hit_never_a_panic(body in proptest::collection::vec(proptest::num::u8::ANY, 0..400)) {
+        let d = tempfile::tempdir().unwrap();
+        let key = "c".repeat(64);
+        std::fs::write(d.path().join(format!("{key}.json")), &body).unwrap();
+        let _ = check(d.path(), &key);
+        let _ = sweep(d.path());
     }
 }

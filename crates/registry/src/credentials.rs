@@ -101,8 +101,8 @@ impl DockerConfig {
     /// `dir`, else `$DOCKER_CONFIG`, else `$HOME/.docker`.
     pub fn locate(dir: Option<PathBuf>) -> DockerConfig {
         let dir = dir
-            .or_else(|| std::env::var_os("DOCKER_CONFIG").map(PathBuf::from))
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))
+            .or_else(|| rbuild_inputs::var_os("DOCKER_CONFIG").map(PathBuf::from))
+            .or_else(|| rbuild_inputs::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))
             .unwrap_or_else(|| PathBuf::from("/root/.docker"));
         DockerConfig { dir }
     }

@@ -105,7 +105,7 @@ pub struct S3Options {
 impl S3Options {
     /// Read BuildKit's s3 options from `attrs` (keys of [`KEYS`]; others are ignored here).
     pub fn parse(attrs: &BTreeMap<String, String>) -> Result<S3Options> {
-        Self::parse_with_env(attrs, &|k| std::env::var(k).ok())
+        Self::parse_with_env(attrs, &rbuild_inputs::var)
     }
 
     /// [`S3Options::parse`] with the environment given (tests).
@@ -289,8 +289,7 @@ pub struct Client {
 
 impl Client {
     pub fn new(opts: S3Options) -> Result<Client> {
-        let timeout = std::env::var("RBUILD_S3_TIMEOUT")
-            .ok()
+        let timeout = rbuild_inputs::var("RBUILD_S3_TIMEOUT")
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(600);
         let http = reqwest::blocking::Client::builder()

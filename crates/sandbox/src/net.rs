@@ -86,7 +86,7 @@ fn missing(why: String) -> SandboxError {
 
 /// Find `program` in the host's `PATH` (plus the sbin directories).
 fn find_program(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
+    let path = rbuild_inputs::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from))
         .map(|d| d.join(program))
@@ -99,7 +99,7 @@ fn find_program(program: &str) -> Option<PathBuf> {
 /// The stack a private network uses here, and its binary: `RBUILD_NET_STACK` if set, else
 /// pasta, else slirp4netns; an error naming the packages when none is installed.
 pub fn choose_stack() -> Result<(NetStack, PathBuf), SandboxError> {
-    let forced = std::env::var(STACK_ENV).ok().filter(|v| !v.is_empty());
+    let forced = rbuild_inputs::var(STACK_ENV).filter(|v| !v.is_empty());
     let order: Vec<NetStack> = match forced.as_deref() {
         None => vec![NetStack::Pasta, NetStack::Slirp4netns],
         Some("pasta") | Some("passt") => vec![NetStack::Pasta],

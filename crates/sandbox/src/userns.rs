@@ -89,7 +89,7 @@ fn user_name(uid: u32) -> String {
             }
         }
     }
-    std::env::var("USER").unwrap_or_else(|_| uid.to_string())
+    rbuild_inputs::var("USER").unwrap_or_else(|| uid.to_string())
 }
 
 /// The mapping this user would get.
@@ -118,7 +118,7 @@ pub fn planned_mapping() -> IdMapping {
 }
 
 fn which(prog: &str) -> bool {
-    std::env::var_os("PATH")
+    rbuild_inputs::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
         .unwrap_or(false)
 }

@@ -14,7 +14,7 @@ static HITS: AtomicU64 = AtomicU64::new(0);
 /// names `point` and this is its `n`th hit.
 pub fn crash_point(point: &str) {
     let target = TARGET.get_or_init(|| {
-        let v = std::env::var("RBUILD_CRASH_AT").ok()?;
+        let v = rbuild_inputs::var("RBUILD_CRASH_AT")?;
         let (name, n) = match v.split_once(':') {
             Some((name, n)) => (name.to_string(), n.parse().unwrap_or(1)),
             None => (v, 1),

@@ -80,7 +80,7 @@ impl Store {
     /// Check the whole store; with `repair`, fix what can be fixed (see [`FsckReport`]).
     pub fn fsck(&self, repair: bool) -> Result<FsckReport> {
         if repair {
-            return self.voiding_noop_records(|| self.fsck_locked(true));
+            return self.changing(|| self.fsck_locked(true));
         }
         self.fsck_locked(false)
     }

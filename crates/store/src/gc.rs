@@ -236,7 +236,7 @@ impl Store {
         if opts.dry_run {
             return self.prune_locked(opts);
         }
-        self.voiding_noop_records(|| self.prune_locked(opts))
+        self.changing(|| self.prune_locked(opts))
     }
 
     fn prune_locked(&self, opts: PruneOptions) -> Result<PruneReport> {

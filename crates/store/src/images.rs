@@ -215,7 +215,7 @@ impl Store {
         let Ok(name) = normalize_name(name) else {
             return Ok(false);
         };
-        self.voiding_noop_records(|| {
+        self.changing(|| {
             let n = self.db(|c| c.execute("DELETE FROM images WHERE name = ?1", [&name]))?;
             self.remove_ref(&name)?;
             Ok(n > 0)

@@ -33,6 +33,7 @@ mod db;
 mod error;
 mod fsck;
 mod gc;
+mod generation;
 mod images;
 mod lease;
 mod records;
@@ -44,6 +45,7 @@ pub use crash::crash_point;
 pub use error::{Result, StoreError};
 pub use fsck::FsckReport;
 pub use gc::{DiskUsage, PruneOptions, PruneReport};
+pub use generation::GENERATION;
 pub use images::{normalize_name, ImageRecord};
 pub use lease::{Lease, KIND_BLOB, KIND_CACHE, KIND_SNAPSHOT};
 
@@ -187,29 +189,34 @@ impl Store {
         Ok(())
     }
 
-    /// `$RBUILD_ROOT`, else `/var/lib/rbuild` for root, else `$XDG_DATA_HOME/rbuild`
-    /// (`~/.local/share/rbuild`).
+    /// `$RBUILD_ROOT`, else `/var/lib/rbuild` for root (root inside a user namespace of an
+    /// ordinary user, rootless, is not), else `$XDG_DATA_HOME/rbuild` (`~/.local/share/rbuild`).
+    /// The variables are read through [`rbuild_inputs`] (a no-op record stands on them).
     pub fn default_root() -> PathBuf {
-        rbuild_noop::default_root()
-    }
-
-    /// Run `f`, a change that removes cache records, images or blobs or replaces a cache record,
-    /// between two bumps of the no-op check's generation (see `rbuild-noop`): no record of an
-    /// earlier build answers for what `f` changed. The first bump must succeed. The records,
-    /// void from the first bump on, are removed before the second (none written after it is).
-    pub(crate) fn voiding_noop_records<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
-        let root = self.root();
-        rbuild_noop::bump_generation(root)
-            .map_err(|e| self.io_err("void no-op records", &root.join(rbuild_noop::DIR), e))?;
-        let out = f();
-        rbuild_noop::remove_records(root);
-        let _ = rbuild_noop::bump_generation(root);
-        out
+        if let Some(r) = rbuild_inputs::var_os("RBUILD_ROOT").filter(|r| !r.is_empty()) {
+            return PathBuf::from(r);
+        }
+        if nix::unistd::geteuid().is_root() && rbuild_oci::host::in_initial_user_namespace() {
+            return PathBuf::from("/var/lib/rbuild");
+        }
+        if let Some(x) = rbuild_inputs::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+            return PathBuf::from(x).join("rbuild");
+        }
+        let home = rbuild_inputs::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/tmp"));
+        home.join(".local/share/rbuild")
     }
 
     /// The root directory.
     pub fn root(&self) -> &Path {
         &self.inner.root
+    }
+
+    /// The metadata database's file (`meta.db`): a database made anew in its place holds none
+    /// of the cache records and images of the old one.
+    pub fn database_path(&self) -> &Path {
+        &self.inner.db_path
     }
 
     /// Path of the lock file `locks/<name>.lock` (for other crates' named locks).

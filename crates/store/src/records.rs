@@ -114,7 +114,7 @@ impl Store {
                 .optional()
         })?;
         if old.is_some_and(|o| o != value) {
-            self.voiding_noop_records(write)?;
+            self.changing(write)?;
         } else {
             write()?;
         }
@@ -151,7 +151,18 @@ impl Store {
         )
     }
 
-    /// Write the last-used times of the cache records read so far, in one transaction.
+    /// Count `(key, time)` as uses of those cache records (answers given from elsewhere, such as
+    /// the no-op front's, that prune must see), and write every use noted so far.
+    pub fn note_cache_uses(&self, uses: impl IntoIterator<Item = (String, i64)>) -> Result<()> {
+        self.inner
+            .used_records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(uses);
+        self.flush_record_uses()
+    }
+
+    /// Write the cache-record uses noted so far.
     pub fn flush_record_uses(&self) -> Result<()> {
         let used = self.take_record_uses();
         self.db(|c| {
@@ -185,7 +196,7 @@ impl Store {
 
     /// Remove a cache record; `false` if there was none.
     pub fn remove_cache_record(&self, key: &Digest) -> Result<bool> {
-        let n = self.voiding_noop_records(|| {
+        let n = self.changing(|| {
             self.db(|c| {
                 c.execute(
                     "DELETE FROM cache_records WHERE key = ?1",
@@ -207,21 +218,15 @@ impl Store {
         })
     }
 
-    /// key -> last_used_ns of every cache record; a no-op rebuild the `rbuild-noop` check
-    /// answered counts as a use of its steps' records.
+    /// key -> last_used_ns of every cache record.
     pub(crate) fn cache_record_last_used(&self) -> Result<std::collections::HashMap<String, i64>> {
-        let mut rows: std::collections::HashMap<String, i64> = self.db(|c| {
+        let rows: std::collections::HashMap<String, i64> = self.db(|c| {
             let mut stmt = c.prepare("SELECT key, last_used_ns FROM cache_records")?;
             let rows = stmt
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<rusqlite::Result<_>>()?;
             Ok(rows)
         })?;
-        for (k, ns) in rbuild_noop::uses(self.root()) {
-            if let Some(last) = rows.get_mut(&k) {
-                *last = (*last).max(ns);
-            }
-        }
         Ok(rows)
     }
 

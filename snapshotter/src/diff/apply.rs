@@ -70,9 +70,9 @@ impl ApplyOptions {
     /// A value that is not a positive integer is an error naming the variable.
     pub fn from_env() -> Result<ApplyOptions, String> {
         fn var(name: &str) -> Result<Option<u64>, String> {
-            match std::env::var(name) {
-                Err(_) => Ok(None),
-                Ok(v) => match v.trim().parse::<u64>() {
+            match rbuild_inputs::var(name) {
+                None => Ok(None),
+                Some(v) => match v.trim().parse::<u64>() {
                     Ok(n) if n > 0 => Ok(Some(n)),
                     _ => Err(format!("{name}={v:?}: expected a positive integer")),
                 },
