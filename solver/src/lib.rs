@@ -27,14 +27,16 @@
 //!
 //! ## Modules, top down
 //!
-//! `solve` (passes 1–2, image assembly, the no-op stamp) → `schedule` (pass 3: which vertex runs
-//! when, op dispatch) → the jobs: `step` (execute a step, diff it, commit and record it), `exec` (a
+//! `solve` (passes 1–2, image assembly, the no-op stamp; `preflight` refuses what the request
+//! cannot do before anything runs) → `schedule` (pass 3: which vertex runs when, op dispatch) →
+//! the jobs: `step` (execute a step, diff it, commit and record it), `exec` (a
 //! RUN in the executor) with `run_mounts` (its `--mount`s), `file` (file actions), `merge`, `image`
 //! and `apply` (base images and layer application), `http` (downloads), `git` (git sources),
 //! `stream_copy`, `checksum` (context checksums), `miss` (lookup and miss explanations) → `state`
 //! (the shared types) and the leaves `seam`, `guard` (the one mounted-snapshot guard), `mounts`
-//! (`RUN --mount` helpers), `naming`, `time`, `key`, `record`, `remote`, `events`. Dependencies
-//! only point down.
+//! (`RUN --mount` helpers), `layout` (the names other parts read: cache-mount dirs, base-layer
+//! snapshots), `naming`, `time`, `key`, `record`, `remote`, `events`. Dependencies only point
+//! down.
 //!
 //! ## The seam
 //!
