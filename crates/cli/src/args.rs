@@ -167,6 +167,9 @@ pub enum Command {
         /// The registry (default: Docker Hub).
         host: Option<String>,
     },
+    /// Work on images in a registry: merge manifests into an index, inspect.
+    #[command(subcommand)]
+    Imagetools(crate::imagetools::ImagetoolsCommand),
     /// Generate shell completions.
     Completion { shell: clap_complete::Shell },
     /// Print the man page.

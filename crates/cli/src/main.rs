@@ -11,6 +11,7 @@ mod binfmt_cmd;
 mod build;
 mod checks;
 mod images;
+mod imagetools;
 mod info;
 mod maintenance;
 mod progress;
@@ -230,6 +231,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             password_stdin,
         ),
         Command::Logout { host } => registry_cmds::logout(host.as_deref()),
+        Command::Imagetools(c) => imagetools::run(c),
         Command::Completion { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "rbuild", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
