@@ -275,6 +275,15 @@ pub struct BuildArgs {
     /// Write build result metadata (JSON) to this file.
     #[arg(long = "metadata-file", value_name = "FILE")]
     pub metadata_file: Option<PathBuf>,
+    /// Attach SLSA v1 provenance to pushed images: mode=min|max[,builder-id=URI], true (min) or false.
+    #[arg(long, value_name = "OPTS")]
+    pub provenance: Option<String>,
+    /// Attach an SPDX 2.3 SBOM of the image (read from its package databases) to pushed images.
+    #[arg(long, value_name = "true|false")]
+    pub sbom: Option<String>,
+    /// Annotation on the pushed manifest: `manifest:KEY=VALUE` or `KEY=VALUE`. Repeatable.
+    #[arg(long = "annotation", value_name = "[manifest:]K=V")]
+    pub annotations: Vec<String>,
     /// Extra named build context (NAME=DIR or NAME=docker-image://REF). Repeatable.
     #[arg(long = "build-context", value_name = "NAME=SRC")]
     pub build_contexts: Vec<String>,

@@ -149,6 +149,23 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> 
         })
         .transpose()?;
 
+    let attest = rbuild_engine::attest::AttestRequest {
+        provenance: args
+            .provenance
+            .as_deref()
+            .map(rbuild_attest::provenance::ProvenanceOpts::parse)
+            .transpose()
+            .map_err(|e| usage(e.to_string()))?
+            .flatten(),
+        sbom: args
+            .sbom
+            .as_deref()
+            .map(rbuild_attest::parse_sbom_flag)
+            .transpose()
+            .map_err(|e| usage(e.to_string()))?
+            .unwrap_or(false),
+    };
+    let manifest_annotations = parse_annotations(&args.annotations)?;
     let request = rbuild_engine::BuildRequest {
         root: root.clone(),
         context: args.context.clone(),
@@ -165,6 +182,7 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> 
         cache_to,
         cache_from,
         push: args.push,
+        push_by_digest: false,
         tags: args.tags.clone(),
         named_contexts: named,
         extra_contexts,
@@ -180,6 +198,8 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> 
         iidfile: args.iidfile.clone(),
         metadata_file: args.metadata_file.clone(),
         platform: Some(target_platform),
+        attest,
+        manifest_annotations,
     };
     let mode = match (args.quiet, args.progress) {
         (true, _) | (_, ProgressMode::Quiet) => Mode::Quiet,
@@ -485,6 +505,33 @@ fn quote_span(name: &str, text: &str, sp: &rbuild_ops::Span) -> String {
         }
     }
     out
+}
+
+/// `--annotation [manifest:]K=V`: the pushed manifest's annotations. The index levels of buildx
+/// (`index:`, `manifest-descriptor:`) are `rbuild imagetools create`'s: a build pushes no index of
+/// its own choosing.
+fn parse_annotations(list: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for a in list {
+        let kv = match a.split_once(':') {
+            Some(("manifest", rest)) => rest,
+            Some((kind, _))
+                if ["index", "manifest-descriptor", "index-descriptor"]
+                    .contains(&kind.split('[').next().unwrap_or(kind)) =>
+            {
+                return Err(usage(format!(
+                    "--annotation {a}: {kind} annotations are not written by rbuild build (only manifest:); merge with rbuild imagetools create --annotation index:…"
+                )))
+            }
+            _ => a.as_str(),
+        };
+        let (k, v) = kv
+            .split_once('=')
+            .filter(|(k, _)| !k.is_empty())
+            .ok_or_else(|| usage(format!("--annotation {a}: expected [manifest:]KEY=VALUE")))?;
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

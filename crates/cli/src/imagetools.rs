@@ -3,9 +3,9 @@
 //! digest).
 
 use crate::args::usage;
-use crate::registry_cmds::{parse_ref, RegistryCtx};
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
+use rbuild_engine::registry::{parse_ref, RegistryCtx};
 use rbuild_oci::{Index, Manifest};
 use rbuild_registry::{CreateAnnotations, DuplicatePlatform, Reference};
 use std::io::Write as _;

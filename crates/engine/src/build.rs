@@ -39,6 +39,8 @@ pub struct BuildRequest {
     pub cache_to: Vec<CacheTo>,
     pub cache_from: Vec<CacheFrom>,
     pub push: bool,
+    /// `push-by-digest=true` on an output: every push puts the manifest by its digest only.
+    pub push_by_digest: bool,
     pub tags: Vec<String>,
     /// `--build-context NAME=…`: how the frontend sees each name.
     pub named_contexts: BTreeMap<String, NamedContext>,
@@ -61,6 +63,10 @@ pub struct BuildRequest {
     /// `--platform`: the platform built for (TARGETPLATFORM; None: the host's); stages of a
     /// foreign platform run their RUN steps under binfmt_misc emulation.
     pub platform: Option<rbuild_oci::Platform>,
+    /// `--provenance`, `--sbom`.
+    pub attest: crate::attest::AttestRequest,
+    /// `--annotation manifest:K=V` (and bare `K=V`): on the pushed manifest.
+    pub manifest_annotations: BTreeMap<String, String>,
 }
 
 /// What a build shows while it runs; the engine calls these in this order.
@@ -132,6 +138,7 @@ fn settle_outputs(mut req: BuildRequest) -> anyhow::Result<BuildRequest> {
             }
         }
         req.push |= o.push;
+        req.push_by_digest |= o.push_by_digest;
     }
     if req.push {
         if req.tags.is_empty() {
@@ -283,6 +290,13 @@ pub fn build(req: BuildRequest, ui: &mut dyn BuildUi) -> anyhow::Result<Outcome>
     // emulator is refused here, before any step runs.
     check_emulators(&def.graph)?;
 
+    // What the provenance says about the plan, taken before the solve consumes it.
+    let plan_facts = req
+        .attest
+        .provenance
+        .as_ref()
+        .map(|_| crate::attest::plan_facts(&def.graph));
+    let started = crate::attest::now();
     let events = ui.start();
     let needs_rootfs = req.outputs.iter().any(|o| o.needs_rootfs());
     // --cache-from: only the caches' metadata is read now; layers come when a step needs them.
@@ -372,7 +386,18 @@ pub fn build(req: BuildRequest, ui: &mut dyn BuildUi) -> anyhow::Result<Outcome>
         Ok(())
     })();
     let id = result.config_digest.to_string();
-    let exported = exported.and_then(|()| {
+    let attestations = exported.and_then(|()| {
+        attestations(
+            &req,
+            &store,
+            &result,
+            plan_facts,
+            started,
+            &dockerfile_name,
+            &dockerfile,
+        )
+    });
+    let exported = attestations.and_then(|att| {
         crate::registry::AfterBuild {
             store: &store,
             registry: &registry,
@@ -380,6 +405,9 @@ pub fn build(req: BuildRequest, ui: &mut dyn BuildUi) -> anyhow::Result<Outcome>
             result: &result,
             tags: &req.tags,
             push: req.push,
+            push_by_digest: req.push_by_digest,
+            attest: att.as_ref(),
+            manifest_annotations: &req.manifest_annotations,
             cache_to: &req.cache_to,
             quiet: req.quiet,
             events: &events,
@@ -387,17 +415,20 @@ pub fn build(req: BuildRequest, ui: &mut dyn BuildUi) -> anyhow::Result<Outcome>
         .run()
     });
     drop(events);
-    match exported {
-        Ok(()) => ui.finished(Some(Summary {
-            id: id.clone(),
-            digest: result.manifest.to_string(),
-            size: record.size,
-        })),
+    let pushed = match exported {
+        Ok(pushed) => {
+            ui.finished(Some(Summary {
+                id: id.clone(),
+                digest: result.manifest.to_string(),
+                size: record.size,
+            }));
+            pushed
+        }
         Err(e) => {
             ui.finished(None);
             return Err(e);
         }
-    }
+    };
     let wrote_stdout = req
         .outputs
         .iter()
@@ -408,7 +439,14 @@ pub fn build(req: BuildRequest, ui: &mut dyn BuildUi) -> anyhow::Result<Outcome>
         written.push((f, id.clone()));
     }
     if let Some(f) = &req.metadata_file {
-        let meta = build_metadata(&result.manifest.to_string(), &id, &req.tags);
+        // After a push, the digest the registry has (layers compressed, perhaps an index with
+        // attestations), as BuildKit reports it; else the local manifest's.
+        let (digest, names) = match &pushed {
+            Some((d, name)) if req.tags.is_empty() => (d.to_string(), vec![name.clone()]),
+            Some((d, _)) => (d.to_string(), req.tags.clone()),
+            None => (result.manifest.to_string(), req.tags.clone()),
+        };
+        let meta = build_metadata(&digest, &id, &names);
         std::fs::write(f, &meta).with_context(|| format!("writing {}", f.display()))?;
         written.push((f, meta));
     }
@@ -452,6 +490,63 @@ pub fn build(req: BuildRequest, ui: &mut dyn BuildUi) -> anyhow::Result<Outcome>
         );
     }
     Ok(Outcome::Built { id, wrote_stdout })
+}
+
+/// The attestations of this build, when asked for: the provenance's facts and the SBOM read from
+/// the built image's layers.
+fn attestations(
+    req: &BuildRequest,
+    store: &rbuild_store::Store,
+    result: &rbuild_solver::SolveResult,
+    plan_facts: Option<(
+        Vec<rbuild_attest::provenance::Material>,
+        serde_json::Value,
+        bool,
+    )>,
+    started: i64,
+    dockerfile_name: &str,
+    dockerfile: &str,
+) -> anyhow::Result<Option<crate::attest::Attestations>> {
+    if !req.attest.any() {
+        return Ok(None);
+    }
+    let finished = crate::attest::now();
+    let provenance = match (&req.attest.provenance, plan_facts) {
+        (Some(opts), Some((materials, definition, hermetic))) => {
+            let facts = rbuild_attest::provenance::BuildFacts {
+                dockerfile_path: dockerfile_name.to_string(),
+                dockerfile: dockerfile.as_bytes().to_vec(),
+                build_args: req.build_args.clone(),
+                labels: req.labels.clone(),
+                target: req.target.clone(),
+                secrets: req.secrets.keys().cloned().collect(),
+                ssh: req.ssh.keys().cloned().collect(),
+                materials,
+                build_definition: Some(definition),
+                builder_platform: rbuild_oci::Platform::host().format(),
+                invocation_id: format!(
+                    "{}-{}-{started}",
+                    &result.manifest.hex()[..12],
+                    std::process::id()
+                ),
+                started_on: rbuild_attest::rfc3339(started),
+                finished_on: rbuild_attest::rfc3339(finished),
+                hermetic,
+            };
+            Some((opts.clone(), facts))
+        }
+        _ => None,
+    };
+    let sbom = if req.attest.sbom {
+        Some(crate::attest::scan(store, &result.manifest)?)
+    } else {
+        None
+    };
+    Ok(Some(crate::attest::Attestations {
+        provenance,
+        sbom,
+        created: rbuild_attest::rfc3339(req.source_date_epoch.unwrap_or(finished)),
+    }))
 }
 
 /// Every platform the graph's RUN steps are for (other than the host's) has an emulator.

@@ -6,6 +6,7 @@
 //! left with clap, the progress display and the printing of results and errors.
 //!
 //! - [`build`]: context → Dockerfile → plan and checks → solve → name, outputs, push, cache export.
+//! - [`attest`]: `--provenance` / `--sbom`: the facts, and the index a push sends instead.
 //! - [`context`]: the build context argument (directory, tar file, stdin).
 //! - [`resolver`]: `FROM` references (store, then registry) and base-image layers on demand.
 //! - [`registry`]: one registry client per command; push preparation (compression), push, pull.
@@ -18,6 +19,7 @@
 //! Errors are `anyhow` errors with their context; a flag value the engine finds wrong is a
 //! [`UsageError`] in the chain (the CLI exits 2 for those).
 
+pub mod attest;
 pub mod build;
 pub mod cache;
 pub mod context;

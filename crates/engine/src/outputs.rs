@@ -30,6 +30,8 @@ pub struct OutputSpec {
     /// `push=true` (type=image only; `type=registry` is type=image,push=true): push the image
     /// as `--push` does.
     pub push: bool,
+    /// `push-by-digest=true` (with a push): the manifest is put by its digest only, no tag.
+    pub push_by_digest: bool,
 }
 
 impl OutputSpec {
@@ -99,6 +101,14 @@ impl OutputSpec {
                 }
             }
         }
+        let push_by_digest = match kv.remove("push-by-digest").as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(v) => bail!("--output {s}: push-by-digest={v}: expected true or false"),
+        };
+        if push_by_digest && !push {
+            bail!("--output {s}: push-by-digest=true needs a push (type=registry, or type=image,push=true)");
+        }
         if let Some(k) = kv.keys().next() {
             bail!("--output {s}: unknown key {k:?}");
         }
@@ -110,6 +120,7 @@ impl OutputSpec {
             level,
             name,
             push,
+            push_by_digest,
         })
     }
 

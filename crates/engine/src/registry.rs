@@ -272,6 +272,16 @@ pub fn compressed_layer(
         .with_context(|| format!("compressing layer {}", layer.digest))
 }
 
+/// How a push shapes what it sends.
+pub struct PushShape<'a> {
+    /// Added to the pushed manifest (`--cache-to type=inline`, `--annotation manifest:`).
+    pub annotations: &'a BTreeMap<String, String>,
+    /// Put the manifest (or index) by its digest only: no tag (`push-by-digest=true`).
+    pub by_digest: bool,
+    /// Push an index of the manifest and its attestations instead of the bare manifest.
+    pub attest: Option<&'a crate::attest::Attestations>,
+}
+
 /// Push the local manifest `manifest` to `target`, compressing its layers first. Prints the
 /// pushed digest on stdout unless `quiet_stdout`.
 pub fn push_image(
@@ -279,11 +289,22 @@ pub fn push_image(
     store: &Store,
     manifest: &Manifest,
     target: &Reference,
-    annotations: &BTreeMap<String, String>,
+    shape: &PushShape<'_>,
     quiet: bool,
     events: Option<&rbuild_solver::EventSink>,
 ) -> anyhow::Result<PushReport> {
-    let digest = push_manifest(store, manifest, Compression::Gzip, annotations)?;
+    let mut digest = push_manifest(store, manifest, Compression::Gzip, shape.annotations)?;
+    if let Some(a) = shape.attest {
+        // The attestations are about the manifest as pushed; the index holds both.
+        digest = a.index_for(store, &digest, Some(&target.familiar()))?;
+    }
+    let by_digest;
+    let target = if shape.by_digest {
+        by_digest = target.with_digest(digest.clone());
+        &by_digest
+    } else {
+        target
+    };
     remember_locations(ctx, store, target);
     let report = match events {
         // In a build: a progress step of its own, with the bytes of every blob.
@@ -458,7 +479,11 @@ impl Push {
             store,
             &self.manifest,
             &self.target,
-            &BTreeMap::new(),
+            &PushShape {
+                annotations: &BTreeMap::new(),
+                by_digest: false,
+                attest: None,
+            },
             quiet,
             events,
         )
@@ -489,6 +514,12 @@ pub struct AfterBuild<'a> {
     pub result: &'a rbuild_solver::SolveResult,
     pub tags: &'a [String],
     pub push: bool,
+    /// `push-by-digest=true`: put the manifest (or index) by digest, no tag.
+    pub push_by_digest: bool,
+    /// `--provenance` / `--sbom`: pushes send an index with the attestations.
+    pub attest: Option<&'a crate::attest::Attestations>,
+    /// `--annotation manifest:K=V`: on every pushed manifest.
+    pub manifest_annotations: &'a BTreeMap<String, String>,
     pub cache_to: &'a [crate::cache::CacheTo],
     pub quiet: bool,
     /// Where a push reports its progress (a step after the build's).
@@ -496,31 +527,47 @@ pub struct AfterBuild<'a> {
 }
 
 impl AfterBuild<'_> {
-    pub fn run(&self) -> anyhow::Result<()> {
+    /// Push (`--push`, `type=registry` outputs), then export the cache. Returns the digest and
+    /// name of the last push (what `--metadata-file` reports), if anything was pushed.
+    pub fn run(&self) -> anyhow::Result<Option<(Digest, String)>> {
         let inline = self.cache_to.contains(&crate::cache::CacheTo::Inline);
+        let mut targets: Vec<(Reference, bool)> = Vec::new();
         if self.push {
+            for t in self.tags {
+                targets.push((parse_ref(t, "-t")?, self.push_by_digest));
+            }
+        }
+        let mut last = None;
+        if !targets.is_empty() {
             let manifest = rbuild_image::read_manifest(self.store, &self.result.manifest)
                 .context("reading the built image's manifest")?;
-            let mut annotations = BTreeMap::new();
+            let mut annotations = self.manifest_annotations.clone();
             if inline {
                 let (k, v) = crate::cache::inline_annotation(self.store, &self.result.cache)?;
                 annotations.insert(k, v);
             }
             let ctx = self.registry.get()?;
-            for t in self.tags {
-                let target = parse_ref(t, "-t")?;
-                push_image(
+            for (target, by_digest) in &targets {
+                let report = push_image(
                     &ctx,
                     self.store,
                     &manifest,
-                    &target,
-                    &annotations,
+                    target,
+                    &PushShape {
+                        annotations: &annotations,
+                        by_digest: *by_digest,
+                        attest: self.attest,
+                    },
                     self.quiet,
                     Some(self.events),
                 )?;
+                last = Some((report.manifest, target.name()));
             }
         } else if inline {
             eprintln!("warning: --cache-to type=inline travels inside a pushed image: add --push");
+        }
+        if self.attest.is_some() && targets.is_empty() {
+            eprintln!("warning: --provenance/--sbom are attached to pushed images only (--push, -o type=registry); this build pushes nothing");
         }
         crate::cache::export(
             self.store,
@@ -529,6 +576,7 @@ impl AfterBuild<'_> {
             &self.result.cache,
             self.cache_to,
             self.quiet,
-        )
+        )?;
+        Ok(last)
     }
 }
