@@ -29,10 +29,13 @@ impl AttestRequest {
     }
 }
 
-/// The images a plan reads (resolved to digests), its git and URL sources when pinned, and (for
-/// mode=max) its steps as JSON.
-pub fn plan_facts(graph: &rbuild_ops::BuildGraph) -> (Vec<Material>, Value, bool) {
-    let host = Platform::host().format();
+/// The images a plan reads (resolved to digests, for `platform`), its git and URL sources when
+/// pinned, and (for mode=max) its steps as JSON.
+pub fn plan_facts(
+    graph: &rbuild_ops::BuildGraph,
+    platform: &Platform,
+) -> (Vec<Material>, Value, bool) {
+    let host = platform.format();
     let mut materials: Vec<Material> = Vec::new();
     let mut steps = Vec::new();
     let mut hermetic = true;
@@ -100,9 +103,14 @@ pub struct Attestations {
 }
 
 impl Attestations {
-    /// The statements about `manifest` (pushed as `name`).
-    pub fn statements(&self, manifest: &Digest, name: Option<&str>) -> Vec<Statement> {
-        let subject = attach::subject_name(name, &Platform::host());
+    /// The statements about `manifest` (pushed as `name`, an image for `platform`).
+    pub fn statements(
+        &self,
+        manifest: &Digest,
+        name: Option<&str>,
+        platform: &Platform,
+    ) -> Vec<Statement> {
+        let subject = attach::subject_name(name, platform);
         let mut out = Vec::new();
         if let Some((opts, facts)) = &self.provenance {
             out.push(attach::statement(
@@ -142,9 +150,18 @@ impl Attestations {
         let size = store
             .blob_size(manifest)?
             .with_context(|| format!("the manifest to push {manifest} is not in the store"))?;
+        // The image's own platform (its config's), which `--platform` may make another than ours.
+        let m = rbuild_image::read_manifest(store, manifest)?;
+        let cfg = rbuild_image::read_config(store, &m.config.digest)?;
+        let platform = Platform {
+            architecture: cfg.architecture,
+            os: cfg.os,
+            variant: cfg.variant,
+            os_version: None,
+        };
         let mut desc = Descriptor::new(MEDIA_TYPE_OCI_MANIFEST, manifest.clone(), size);
-        desc.platform = Some(Platform::host());
-        let st = self.statements(manifest, name);
+        desc.platform = Some(platform.clone());
+        let st = self.statements(manifest, name, &platform);
         Ok(attach::write_index(store, &[(desc, st)])?)
     }
 }

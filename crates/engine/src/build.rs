@@ -291,11 +291,13 @@ pub fn build(req: BuildRequest, ui: &mut dyn BuildUi) -> anyhow::Result<Outcome>
     check_emulators(&def.graph)?;
 
     // What the provenance says about the plan, taken before the solve consumes it.
-    let plan_facts = req
-        .attest
-        .provenance
-        .as_ref()
-        .map(|_| crate::attest::plan_facts(&def.graph));
+    let plan_facts = req.attest.provenance.as_ref().map(|_| {
+        let target = req
+            .platform
+            .clone()
+            .unwrap_or_else(rbuild_oci::Platform::host);
+        crate::attest::plan_facts(&def.graph, &target)
+    });
     let started = crate::attest::now();
     let events = ui.start();
     let needs_rootfs = req.outputs.iter().any(|o| o.needs_rootfs());
