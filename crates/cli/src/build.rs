@@ -4,7 +4,7 @@
 use crate::args::{usage, usage_of, BuildArgs, ProgressMode};
 use crate::progress::{Mode, Progress};
 use anyhow::{anyhow, bail, Context as _};
-use rbuild_engine::cache::{CacheFrom, CacheTo};
+use rbuild_engine::cache::{CacheExport, CacheFrom};
 use rbuild_engine::outputs::OutputSpec;
 use rbuild_engine::Outcome;
 use rbuild_solver::{SecretSource, SolveError};
@@ -55,7 +55,7 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> 
     let cache_to = args
         .cache_to
         .iter()
-        .map(|s| CacheTo::parse(s))
+        .map(|s| CacheExport::parse(s))
         .collect::<anyhow::Result<Vec<_>>>()
         .map_err(usage_of)?;
     let cache_from = args

@@ -64,7 +64,14 @@ pub fn info(root: &Option<PathBuf>, json: bool) -> Result<ExitCode> {
     .filter(|t| on_path(t))
     .map(|t| t.to_string())
     .collect();
-    let network = if tools.iter().any(|t| t == "pasta") {
+    let tun_ok = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+        .is_ok();
+    let network = if !tun_ok {
+        "no private network: /dev/net/tun is not usable here (chmod 0666 /dev/net/tun, as Debian's udev does); --network=none works".to_string()
+    } else if tools.iter().any(|t| t == "pasta") {
         "private network namespace, outbound through pasta".to_string()
     } else if tools.iter().any(|t| t == "slirp4netns") {
         "private network namespace, outbound through slirp4netns".to_string()

@@ -6,7 +6,7 @@
 //! any step does; then the solve, the naming of the image, the outputs, `--push`, `--cache-to`, the
 //! id files and the no-op record. What is shown meanwhile is the caller's, through [`BuildUi`].
 
-use crate::cache::{CacheFrom, CacheTo};
+use crate::cache::{CacheExport, CacheFrom};
 use crate::outputs::{self, OutputSpec};
 use crate::resolver::StoreResolver;
 use crate::step::Summary;
@@ -36,7 +36,7 @@ pub struct BuildRequest {
     pub outputs: Vec<OutputSpec>,
     pub secrets: BTreeMap<String, SecretSource>,
     pub ssh: BTreeMap<String, PathBuf>,
-    pub cache_to: Vec<CacheTo>,
+    pub cache_to: Vec<CacheExport>,
     pub cache_from: Vec<CacheFrom>,
     pub push: bool,
     /// `push-by-digest=true` on an output: every push puts the manifest by its digest only.

@@ -16,7 +16,13 @@
 //!   the config above, the layers) pushed to R;
 //! - `type=local,dest=DIR` / `src=DIR`: the same artifact in an OCI image layout directory;
 //! - `type=inline`: the config as the manifest annotation [`INLINE_ANNOTATION`] of the pushed image
-//!   (min mode: the image's own layers), so `--cache-from IMAGE` works.
+//!   (min mode: the image's own layers), so `--cache-from IMAGE` works;
+//! - `type=s3,bucket=,region=,…`: BuildKit's s3 layout (rbuild-s3): every blob at
+//!   `<prefix>blobs/<digest>` (uploaded only when the bucket lacks it), the config above at
+//!   `<prefix>manifests/<name>` for each `name=a;b`. Several stores ("CI machines") share a bucket.
+//!
+//! `ignore-error=true` on any `--cache-to` turns a failed export into a warning; several
+//! `--cache-to` and `--cache-from` may be given.
 //!
 //! `cache-mounts=true` (registry and local) also exports every `RUN --mount=type=cache` directory of
 //! the store as a layer (config `extra["rbuild.cache-mounts"]`); an import restores those the
@@ -66,6 +72,21 @@ pub enum CacheTo {
         cache_mounts: bool,
     },
     Inline,
+    S3 {
+        /// BuildKit's s3 options (bucket, region, endpoint_url, …), checked by rbuild-s3.
+        attrs: BTreeMap<String, String>,
+        mode: Mode,
+        compression: Compression,
+        cache_mounts: bool,
+    },
+}
+
+/// One `--cache-to` with its `ignore-error`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheExport {
+    pub to: CacheTo,
+    /// `ignore-error=true`: a failed export is a warning and the build succeeds.
+    pub ignore_error: bool,
 }
 
 /// One `--cache-from`.
@@ -73,6 +94,23 @@ pub enum CacheTo {
 pub enum CacheFrom {
     Registry { reference: String },
     Local { src: PathBuf },
+    S3 { attrs: BTreeMap<String, String> },
+}
+
+/// The s3 options of a cache spec: the keys rbuild-s3 knows, checked now (a bad option or missing
+/// credentials is a usage error before the build starts).
+fn s3_attrs(
+    kv: &BTreeMap<String, String>,
+    flag: &str,
+    spec: &str,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let attrs: BTreeMap<String, String> = kv
+        .iter()
+        .filter(|(k, _)| rbuild_s3::KEYS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    rbuild_s3::S3Options::parse(&attrs).map_err(|e| anyhow!("{flag} {spec}: {e}"))?;
+    Ok(attrs)
 }
 
 fn split_spec(spec: &str, flag: &str) -> anyhow::Result<BTreeMap<String, String>> {
@@ -101,10 +139,32 @@ fn unknown_keys(
     Ok(())
 }
 
+impl CacheExport {
+    /// Parse a `--cache-to` spec, `ignore-error` included.
+    pub fn parse(spec: &str) -> anyhow::Result<CacheExport> {
+        let flag = "--cache-to";
+        let mut kv = split_spec(spec, flag)?;
+        let ignore_error = match kv.remove("ignore-error").as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(v) => bail!("{flag} {spec}: ignore-error={v} (true or false)"),
+        };
+        let rest: Vec<String> = kv.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        Ok(CacheExport {
+            to: CacheTo::parse_kv(kv, &rest.join(","), spec)?,
+            ignore_error,
+        })
+    }
+}
+
 impl CacheTo {
     pub fn parse(spec: &str) -> anyhow::Result<CacheTo> {
+        let kv = split_spec(spec, "--cache-to")?;
+        CacheTo::parse_kv(kv, spec, spec)
+    }
+
+    fn parse_kv(kv: BTreeMap<String, String>, _rest: &str, spec: &str) -> anyhow::Result<CacheTo> {
         let flag = "--cache-to";
-        let kv = split_spec(spec, flag)?;
         let mode = match kv.get("mode").map(String::as_str) {
             None | Some("min") => Mode::Min,
             Some("max") => Mode::Max,
@@ -157,8 +217,18 @@ impl CacheTo {
                 }
                 Ok(CacheTo::Inline)
             }
-            Some(t) => bail!("{flag} {spec}: unknown type={t} (registry, local, inline)"),
-            None => bail!("{flag} {spec}: missing type= (registry, local, inline)"),
+            Some("s3") => {
+                let known: Vec<&str> = [&common[..], rbuild_s3::KEYS].concat();
+                unknown_keys(&kv, &known, flag, spec)?;
+                Ok(CacheTo::S3 {
+                    attrs: s3_attrs(&kv, flag, spec)?,
+                    mode,
+                    compression,
+                    cache_mounts,
+                })
+            }
+            Some(t) => bail!("{flag} {spec}: unknown type={t} (registry, local, inline, s3)"),
+            None => bail!("{flag} {spec}: missing type= (registry, local, inline, s3)"),
         }
     }
 }
@@ -194,8 +264,15 @@ impl CacheFrom {
                     src: PathBuf::from(src),
                 })
             }
-            Some(t) => bail!("{flag} {spec}: unknown type={t} (registry, local)"),
-            None => bail!("{flag} {spec}: missing type= (registry, local)"),
+            Some("s3") => {
+                let known: Vec<&str> = [&["type"][..], rbuild_s3::KEYS].concat();
+                unknown_keys(&kv, &known, flag, spec)?;
+                Ok(CacheFrom::S3 {
+                    attrs: s3_attrs(&kv, flag, spec)?,
+                })
+            }
+            Some(t) => bail!("{flag} {spec}: unknown type={t} (registry, local, s3)"),
+            None => bail!("{flag} {spec}: missing type= (registry, local, s3)"),
         }
     }
 }
@@ -484,6 +561,123 @@ impl RemoteCache for LocalCache {
     }
 }
 
+/// A cache imported from an S3 bucket (BuildKit's s3 layout).
+struct S3Cache {
+    client: rbuild_s3::Client,
+    index: Index,
+}
+
+impl S3Cache {
+    fn get_blob(&self, store: &Store, desc: &Descriptor) -> Result<(), String> {
+        let key = self.client.options().blob_key(&desc.digest.to_string());
+        let mut w = store.ingest().map_err(|e| e.to_string())?;
+        match self.client.get_to(&key, &mut w, desc.size) {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                return Err(format!(
+                    "{} is not in {}",
+                    key,
+                    self.client.options().describe()
+                ))
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+        w.commit(Some((&desc.digest, desc.size)))
+            .map(|_| ())
+            .map_err(|e| format!("{key}: {e}"))
+    }
+}
+
+impl RemoteCache for S3Cache {
+    fn describe(&self) -> String {
+        self.client.options().describe()
+    }
+    fn lookup(&self, key: &Digest) -> Option<RemoteRecord> {
+        self.index.records.get(key).cloned()
+    }
+    fn fetch(&self, store: &Store, layer: &LayerInfo) -> Result<bool, String> {
+        self.index
+            .fetch(store, layer, &|desc| self.get_blob(store, desc))
+    }
+    fn wire_layer(&self, blob: &Digest) -> Option<LayerInfo> {
+        self.index.wire_layer(blob)
+    }
+}
+
+/// Read the cache config of the first `name` the bucket has.
+fn load_s3(attrs: &BTreeMap<String, String>) -> anyhow::Result<S3Cache> {
+    let client = rbuild_s3::Client::new(rbuild_s3::S3Options::parse(attrs)?)?;
+    let opts = client.options().clone();
+    for name in &opts.names {
+        let key = opts.manifest_key(name);
+        if let Some(bytes) = client.get_bytes(&key, rbuild_oci::MAX_CONFIG_SIZE)? {
+            let cfg: CacheConfig = serde_json::from_slice(&bytes).with_context(|| {
+                format!("parsing the cache config {key} of {}", opts.describe())
+            })?;
+            return Ok(S3Cache {
+                index: index_of(&cfg),
+                client,
+            });
+        }
+    }
+    bail!(
+        "no cache named {} in {}",
+        opts.names.join(";"),
+        opts.describe()
+    )
+}
+
+/// Upload `cfg`'s blobs the bucket lacks (in parallel, `upload_parallelism` at a time), then the
+/// config under every name. Returns (blobs uploaded, blobs already there, requests made).
+fn export_s3(
+    store: &Store,
+    attrs: &BTreeMap<String, String>,
+    cfg: &CacheConfig,
+) -> anyhow::Result<(usize, usize, u64)> {
+    let client = rbuild_s3::Client::new(rbuild_s3::S3Options::parse(attrs)?)?;
+    let opts = client.options().clone();
+    let mut blobs: Vec<Descriptor> = cfg.records.values().flatten().cloned().collect();
+    blobs.sort_by(|a, b| a.digest.cmp(&b.digest));
+    blobs.dedup_by(|a, b| a.digest == b.digest);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let uploaded = std::sync::atomic::AtomicUsize::new(0);
+    let first_err: std::sync::Mutex<Option<anyhow::Error>> = std::sync::Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..opts.upload_parallelism.min(blobs.len().max(1)) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(d) = blobs.get(i) else { break };
+                if first_err.lock().unwrap().is_some() {
+                    break;
+                }
+                let key = opts.blob_key(&d.digest.to_string());
+                let res = (|| -> anyhow::Result<()> {
+                    if client.head(&key)? == Some(d.size) {
+                        return Ok(());
+                    }
+                    let path = store.blob_path(&d.digest);
+                    client.put_file(&key, &path, Some(d.digest.hex()))?;
+                    uploaded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    Ok(())
+                })();
+                if let Err(e) = res {
+                    first_err.lock().unwrap().get_or_insert(e);
+                    break;
+                }
+            });
+        }
+    });
+    if let Some(e) = first_err.into_inner().unwrap() {
+        return Err(e);
+    }
+    let bytes = canonical_json(cfg);
+    for name in &opts.names {
+        client.put_bytes(&opts.manifest_key(name), bytes.clone())?;
+    }
+    let up = uploaded.into_inner();
+    Ok((up, blobs.len() - up, client.requests()))
+}
+
 fn load_local(src: &Path) -> anyhow::Result<LocalCache> {
     use rbuild_image::layout;
     let index = layout::read_index(src)?;
@@ -551,6 +745,10 @@ pub fn import(
                 restore_mounts(store, &c.index.mounts, &|d| c.get_blob(store, d));
                 Arc::new(c) as _
             }),
+            CacheFrom::S3 { attrs } => load_s3(attrs).map(|c| {
+                restore_mounts(store, &c.index.mounts, &|d| c.get_blob(store, d));
+                Arc::new(c) as _
+            }),
         };
         match loaded {
             Ok(c) => out.push(c),
@@ -560,16 +758,37 @@ pub fn import(
     RemoteCaches(out)
 }
 
-/// Write every `--cache-to` but inline (the caller puts that one into the pushed image).
+/// Write every `--cache-to` but inline (the caller puts that one into the pushed image). With
+/// `ignore-error=true` a failed export is a warning; otherwise the first failure is the error.
 pub fn export(
     store: &Store,
     registry: &Arc<LazyRegistry>,
     remote: &RemoteCaches,
     records: &[ExportRecord],
-    to: &[CacheTo],
+    to: &[CacheExport],
     quiet: bool,
 ) -> anyhow::Result<()> {
     for t in to {
+        match export_one(store, registry, remote, records, &t.to, quiet) {
+            Ok(()) => {}
+            Err(e) if t.ignore_error => {
+                eprintln!("warning: cache export failed (ignore-error=true): {e:#}");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn export_one(
+    store: &Store,
+    registry: &Arc<LazyRegistry>,
+    remote: &RemoteCaches,
+    records: &[ExportRecord],
+    t: &CacheTo,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    {
         match t {
             CacheTo::Registry {
                 reference,
@@ -629,6 +848,30 @@ pub fn export(
                     .map_err(|e| anyhow!("exporting the cache to {}: {e}", dest.display()))?;
                 write_layout(store, dest, &cfg)
                     .with_context(|| format!("exporting the cache to {}", dest.display()))?;
+            }
+            CacheTo::S3 {
+                attrs,
+                mode,
+                compression,
+                cache_mounts,
+            } => {
+                let mut cfg = cache_config(store, remote, records, *mode, *compression)?;
+                if *cache_mounts {
+                    add_cache_mounts(store, &mut cfg, *compression)?;
+                }
+                let target = rbuild_s3::S3Options::parse(attrs)?.describe();
+                remote
+                    .ensure_blobs(store, &layer_infos(&cfg))
+                    .map_err(|e| anyhow!("exporting the cache to {target}: {e}"))?;
+                let (up, had, requests) = export_s3(store, attrs, &cfg)
+                    .with_context(|| format!("exporting the cache to {target}"))?;
+                if !quiet {
+                    eprintln!(
+                        "exported cache {} ({} records) to {target}: {up} blobs uploaded, {had} already there, {requests} requests",
+                        if *mode == Mode::Max { "mode=max" } else { "mode=min" },
+                        cfg.records.len(),
+                    );
+                }
             }
             CacheTo::Inline => {}
         }

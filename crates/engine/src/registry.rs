@@ -520,7 +520,7 @@ pub struct AfterBuild<'a> {
     pub attest: Option<&'a crate::attest::Attestations>,
     /// `--annotation manifest:K=V`: on every pushed manifest.
     pub manifest_annotations: &'a BTreeMap<String, String>,
-    pub cache_to: &'a [crate::cache::CacheTo],
+    pub cache_to: &'a [crate::cache::CacheExport],
     pub quiet: bool,
     /// Where a push reports its progress (a step after the build's).
     pub events: &'a rbuild_solver::EventSink,
@@ -530,7 +530,10 @@ impl AfterBuild<'_> {
     /// Push (`--push`, `type=registry` outputs), then export the cache. Returns the digest and
     /// name of the last push (what `--metadata-file` reports), if anything was pushed.
     pub fn run(&self) -> anyhow::Result<Option<(Digest, String)>> {
-        let inline = self.cache_to.contains(&crate::cache::CacheTo::Inline);
+        let inline = self
+            .cache_to
+            .iter()
+            .any(|c| c.to == crate::cache::CacheTo::Inline);
         let mut targets: Vec<(Reference, bool)> = Vec::new();
         if self.push {
             for t in self.tags {

@@ -178,8 +178,14 @@ fn stack_failed(stack: NetStack, what: &str, log: &Path) -> SandboxError {
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with("Failed to send") && !l.contains("Changing to"))
         .collect();
+    let tun_hint = if text.iter().any(|l| l.contains("tun")) {
+        "\nhint: the network stack needs /dev/net/tun usable by this user (Debian's udev makes it \
+         0666; `chmod 0666 /dev/net/tun`), or build with --network=none"
+    } else {
+        ""
+    };
     SandboxError::NetworkStack(format!(
-        "{stack} {what}{}",
+        "{stack} {what}{}{tun_hint}",
         if text.is_empty() {
             String::new()
         } else {
