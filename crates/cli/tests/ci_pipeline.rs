@@ -425,3 +425,58 @@ fn push_by_digest_with_provenance_and_sbom() {
     let out = ci.run(&["build", "-o", "type=registry", ctx.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+#[test]
+fn sbom_of_an_image_with_no_package_database_is_empty_and_valid() {
+    let Some(ci) = Ci::start() else { return };
+    let ctx = ci.env.context(
+        "plain",
+        &[("Dockerfile", "FROM busybox\nRUN echo hi > /hi\n")],
+    );
+    let target = format!("{}/ci/plain:1", ci.reg.host);
+    ci.ok(&[
+        "build",
+        "--progress=plain",
+        "--sbom=true",
+        "-t",
+        &target,
+        "--push",
+        ctx.to_str().unwrap(),
+    ]);
+    let (raw, _) = ci.ok(&["imagetools", "inspect", "--raw", &target]);
+    let idx: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    let att = &idx["manifests"][1];
+    assert_eq!(
+        att["annotations"]["vnd.docker.reference.type"],
+        "attestation-manifest"
+    );
+    let m: serde_json::Value =
+        serde_json::from_slice(&registry_blob(&ci.reg, att["digest"].as_str().unwrap())).unwrap();
+    let layers = m["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 1, "only the SBOM was asked for");
+    let st: serde_json::Value = serde_json::from_slice(&registry_blob(
+        &ci.reg,
+        layers[0]["digest"].as_str().unwrap(),
+    ))
+    .unwrap();
+    let doc = &st["predicate"];
+    // Only the image itself: busybox has no package database.
+    assert_eq!(doc["packages"].as_array().unwrap().len(), 1, "{doc}");
+    assert_eq!(doc["relationships"][0]["relationshipType"], "DESCRIBES");
+    if have("pyspdxtools") {
+        let f = ci.env.path("empty.spdx.json");
+        std::fs::write(&f, serde_json::to_vec(doc).unwrap()).unwrap();
+        let out = std::process::Command::new("pyspdxtools")
+            .arg("-i")
+            .arg(&f)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        println!("SKIP (SPDX validation): pyspdxtools not installed");
+    }
+}
