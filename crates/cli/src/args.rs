@@ -75,11 +75,19 @@ pub enum Command {
     },
     /// Show an image's config and manifest as JSON.
     Inspect { image: String },
-    /// Show an image's history.
+    /// Build history (ls, logs ID, inspect ID), or an image's layer history (IMAGE).
+    ///
+    /// When the first word is `ls`, `logs` or `inspect` it is the build history; anything else
+    /// names an image (an image called `ls` is `ls:latest`).
     History {
-        image: String,
+        #[arg(required = true, num_args = 1..=2, value_name = "IMAGE | ls | logs ID | inspect ID")]
+        words: Vec<String>,
+        /// An image's history: do not truncate the commands.
         #[arg(long)]
         no_trunc: bool,
+        /// `ls` and `inspect`: table (the default) or json.
+        #[arg(long, value_enum)]
+        format: Option<crate::history::Format>,
     },
     /// Give an image another name.
     Tag { source: String, target: String },

@@ -7,6 +7,7 @@ use anyhow::{anyhow, bail, Context as _};
 use rbuild_engine::cache::{CacheExport, CacheFrom};
 use rbuild_engine::outputs::OutputSpec;
 use rbuild_engine::Outcome;
+use rbuild_history::Status;
 use rbuild_solver::{SecretSource, SolveError};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -214,18 +215,55 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> 
             }
         }
     };
+    // Every build but `--check` leaves a record in the history.
+    let recorder = (!args.check)
+        .then(|| crate::history::Recorder::start(root, &args.tags, args.target.clone()));
     let mut ui = Ui {
         mode,
         warnings: Vec::new(),
         progress: None,
+        tap: recorder.as_ref().map(|r| r.tap()),
+        inputs: Vec::new(),
+        manifest: None,
+    };
+    let built = rbuild_engine::build(request, &mut ui);
+    let mut recorder = recorder;
+    if let Some(r) = &mut recorder {
+        r.inputs(&ui.inputs);
+    }
+    let finish = |rec: Option<crate::history::Recorder>,
+                  status: Status,
+                  image: Option<(String, String)>,
+                  error: Option<String>| {
+        if let Some(mut r) = rec {
+            if let Some(e) = &error {
+                r.log(e);
+            }
+            let code = if status == Status::Succeeded { 0 } else { 1 };
+            r.finish(status, image, error, code);
+        }
     };
     let failed = ExitCode::from(1);
-    match rbuild_engine::build(request, &mut ui)? {
+    let outcome = match built {
+        Ok(o) => o,
+        Err(e) => {
+            let mut text = String::new();
+            for (i, c) in e.chain().enumerate() {
+                let head = if i == 0 { "error: " } else { "  caused by: " };
+                text.push_str(&format!("{head}{c}\n"));
+            }
+            finish(recorder, Status::Error, None, Some(text));
+            return Err(e);
+        }
+    };
+    match outcome {
         Outcome::Built { id, wrote_stdout } => {
             // stdout carries only data: the id, unless an output already wrote its archive there.
             if !wrote_stdout {
                 println!("{id}");
             }
+            let manifest = ui.manifest.take().unwrap_or_default();
+            finish(recorder, Status::Succeeded, Some((id, manifest)), None);
             Ok(ExitCode::SUCCESS)
         }
         Outcome::Checked {
@@ -253,6 +291,12 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> 
         Outcome::Invalid { warnings, rendered } => {
             crate::checks::print_summary(&warnings, mode);
             eprintln!("{rendered}");
+            finish(
+                recorder,
+                Status::Invalid,
+                None,
+                Some(format!("{rendered}\n")),
+            );
             Ok(failed)
         }
         Outcome::Refused {
@@ -262,7 +306,9 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> 
             if mode != Mode::Json {
                 crate::checks::print_report(&warnings);
             }
-            eprintln!("error: {}", crate::checks::violation(&error_rules));
+            let text = format!("error: {}\n", crate::checks::violation(&error_rules));
+            eprint!("{text}");
+            finish(recorder, Status::Invalid, None, Some(text));
             Ok(failed)
         }
         Outcome::Failed {
@@ -270,7 +316,15 @@ pub fn run(root: &Option<PathBuf>, args: BuildArgs) -> anyhow::Result<ExitCode> 
             dockerfile_name,
             dockerfile,
         } => {
-            report_failure(&error, &dockerfile_name, &dockerfile);
+            let text = failure_text(&error, &dockerfile_name, &dockerfile);
+            eprint!("{text}");
+            crate::single_id_hint();
+            let status = if matches!(error, SolveError::Cancelled) {
+                Status::Cancelled
+            } else {
+                Status::Failed
+            };
+            finish(recorder, status, None, Some(text));
             Ok(failed)
         }
     }
@@ -282,6 +336,11 @@ struct Ui {
     mode: Mode,
     warnings: Vec<rbuild_frontend::Warning>,
     progress: Option<Progress>,
+    /// The history record's view of the events.
+    tap: Option<crate::history::Tap>,
+    inputs: Vec<(String, String)>,
+    /// The built image's manifest digest.
+    manifest: Option<String>,
 }
 
 impl rbuild_engine::BuildUi for Ui {
@@ -293,13 +352,16 @@ impl rbuild_engine::BuildUi for Ui {
     }
 
     fn start(&mut self) -> rbuild_solver::EventSink {
-        let p = Progress::start(self.mode);
+        let p = Progress::start(self.mode, self.tap.take());
         let sink = p.sink();
         self.progress = Some(p);
         sink
     }
 
     fn finished(&mut self, summary: Option<rbuild_engine::Summary>) {
+        if let Some(s) = &summary {
+            self.manifest = Some(s.digest.clone());
+        }
         if let Some(p) = self.progress.take() {
             match summary {
                 Some(s) => p.finish_with(s),
@@ -319,6 +381,10 @@ impl rbuild_engine::BuildUi for Ui {
             vec![rbuild_noop::Part::Text(format!("{}\n", summary.id))],
             stderr,
         ))
+    }
+
+    fn inputs(&mut self, inputs: &[(String, String)]) {
+        self.inputs = inputs.to_vec();
     }
 }
 
@@ -443,9 +509,10 @@ pub fn parse_bytes(s: &str) -> anyhow::Result<u64> {
         .map_err(|_| anyhow!("{s}: not a size (e.g. 256m, 1g)"))
 }
 
-/// Print a failed build: what failed, where in the Dockerfile (file:line:col, the line, a caret),
-/// the exit code and the last lines of output.
-fn report_failure(e: &SolveError, name: &str, text: &str) {
+/// A failed build as printed: what failed, where in the Dockerfile (file:line:col, the line, a
+/// caret), the exit code and the last lines of output.
+fn failure_text(e: &SolveError, name: &str, text: &str) -> String {
+    let mut out = String::new();
     match e {
         SolveError::Exec {
             instruction,
@@ -454,14 +521,14 @@ fn report_failure(e: &SolveError, name: &str, text: &str) {
             tail,
             ..
         } => {
-            eprintln!("error: {instruction}: {status}");
+            out.push_str(&format!("error: {instruction}: {status}\n"));
             if let Some(sp) = span {
-                eprint!("{}", quote_span(name, text, sp));
+                out.push_str(&quote_span(name, text, sp));
             }
             if !tail.is_empty() {
-                eprintln!("last output:");
+                out.push_str("last output:\n");
                 for l in tail {
-                    eprintln!("  > {l}");
+                    out.push_str(&format!("  > {l}\n"));
                 }
             }
         }
@@ -470,15 +537,15 @@ fn report_failure(e: &SolveError, name: &str, text: &str) {
             span,
             message,
         } => {
-            eprintln!("error: {instruction}: {message}");
+            out.push_str(&format!("error: {instruction}: {message}\n"));
             if let Some(sp) = span {
-                eprint!("{}", quote_span(name, text, sp));
+                out.push_str(&quote_span(name, text, sp));
             }
         }
-        SolveError::Cancelled => eprintln!("error: build cancelled"),
-        SolveError::Internal(m) => eprintln!("error: {m}"),
+        SolveError::Cancelled => out.push_str("error: build cancelled\n"),
+        SolveError::Internal(m) => out.push_str(&format!("error: {m}\n")),
     }
-    crate::single_id_hint();
+    out
 }
 
 fn quote_span(name: &str, text: &str, sp: &rbuild_ops::Span) -> String {

@@ -220,7 +220,7 @@ pub fn save(
     let mut w = std::io::BufWriter::new(f);
     // On a terminal, the live view shows the bytes of each layer; otherwise save is silent.
     let progress = std::io::IsTerminal::is_terminal(&std::io::stderr())
-        .then(|| crate::progress::Progress::start(crate::progress::Mode::Tty));
+        .then(|| crate::progress::Progress::start(crate::progress::Mode::Tty, None));
     let sink = progress
         .as_ref()
         .map_or_else(rbuild_solver::EventSink::discard, |p| p.sink());

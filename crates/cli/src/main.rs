@@ -10,6 +10,7 @@ mod args;
 mod binfmt_cmd;
 mod build;
 mod checks;
+mod history;
 mod images;
 mod imagetools;
 mod info;
@@ -178,9 +179,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             format,
         } => images::save(&open_store(&cli.root)?, &image, &output, format),
         Command::Inspect { image } => images::inspect(&open_store(&cli.root)?, &image),
-        Command::History { image, no_trunc } => {
-            images::history(&open_store(&cli.root)?, &image, no_trunc)
-        }
+        Command::History {
+            words,
+            no_trunc,
+            format,
+        } => history::history(&cli.root, &words, no_trunc, format),
         Command::Tag { source, target } => images::tag(&open_store(&cli.root)?, &source, &target),
         Command::Parse { file, format: _ } => {
             let text = std::fs::read_to_string(&file)

@@ -360,9 +360,11 @@ pub fn prune(
         }
         n
     };
+    // The build history goes with the cache it describes.
+    let (history, history_bytes) = crate::history::prune(store.root(), dry_run);
     let verb = if dry_run { "would remove" } else { "removed" };
     println!(
-        "{verb}: {} cache records, {} snapshots ({} stale), {} blobs, {} layer variants, {} temp files, {} lock files",
+        "{verb}: {} cache records, {} snapshots ({} stale), {} blobs, {} layer variants, {} temp files, {} lock files, {history} build history records",
         report.cache_records_removed,
         sp.removed,
         sp.stale,
@@ -373,7 +375,7 @@ pub fn prune(
     );
     println!(
         "Total reclaimed space: {}",
-        human(report.bytes_freed + sp.bytes)
+        human(report.bytes_freed + sp.bytes + history_bytes)
     );
     Ok(ExitCode::SUCCESS)
 }

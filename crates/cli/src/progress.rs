@@ -29,8 +29,13 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn start(mode: Mode) -> Progress {
+    /// Render in `mode`; with a `tap`, every event is also written to the build's history.
+    pub fn start(mode: Mode, tap: Option<crate::history::Tap>) -> Progress {
         let (tx, rx) = mpsc::channel::<(SystemTime, Event)>();
+        let rx = match tap {
+            Some(tap) => tap.forward(rx),
+            None => rx,
+        };
         let summary: SummarySlot = Arc::default();
         let slot = summary.clone();
         let handle = std::thread::spawn(move || match mode {
@@ -99,21 +104,32 @@ impl Numbering {
 
 fn plain(rx: mpsc::Receiver<(SystemTime, Event)>) {
     let stderr = std::io::stderr();
-    let mut last: Option<u32> = None;
-    let mut announced: HashSet<u32> = HashSet::new();
-    let mut numbering = Numbering::default();
+    let mut plain = Plain::default();
+    for (t, ev) in rx {
+        plain.write(&mut stderr.lock(), t, ev);
+    }
+}
+
+/// The `plain` rendering's state: the live display on stderr and the history's log alike.
+#[derive(Default)]
+pub(crate) struct Plain {
+    last: Option<u32>,
+    announced: HashSet<u32>,
+    numbering: Numbering,
     // When each (vertex, id) of byte progress was first seen, for BuildKit's elapsed column.
-    let mut first_seen: HashMap<(u32, String), SystemTime> = HashMap::new();
-    for (t, mut ev) in rx {
-        numbering.number(&mut ev);
-        let mut out = stderr.lock();
+    first_seen: HashMap<(u32, String), SystemTime>,
+}
+
+impl Plain {
+    pub(crate) fn write(&mut self, out: &mut dyn Write, t: SystemTime, mut ev: Event) {
+        self.numbering.number(&mut ev);
         let v = vertex_of(&ev);
         let n = v.number;
-        if last != Some(n) && last.is_some() {
+        if self.last != Some(n) && self.last.is_some() {
             let _ = writeln!(out);
         }
-        last = Some(n);
-        if announced.insert(n) {
+        self.last = Some(n);
+        if self.announced.insert(n) {
             let _ = writeln!(out, "#{n} {}", v.name);
         }
         let _ = match &ev {
@@ -138,7 +154,7 @@ fn plain(rx: mpsc::Receiver<(SystemTime, Event)>) {
                 ..
             } => {
                 // BuildKit's status line: `#N <id> <current> / <total> <elapsed>s[ done]`.
-                let since = *first_seen.entry((n, id.clone())).or_insert(t);
+                let since = *self.first_seen.entry((n, id.clone())).or_insert(t);
                 let elapsed = t.duration_since(since).unwrap_or_default();
                 // As BuildKit, no byte counts before the first byte (`… already exists done`).
                 let bytes = match (current, total) {

@@ -16,7 +16,7 @@ pub fn push(
     let job = rbuild_engine::registry::Push::prepare(store, image, dest)?;
     // On a terminal, the live view shows the bytes of each blob; otherwise a line per step.
     let progress = (!quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .then(|| crate::progress::Progress::start(crate::progress::Mode::Tty));
+        .then(|| crate::progress::Progress::start(crate::progress::Mode::Tty, None));
     let sink = progress.as_ref().map(|p| p.sink());
     let report = job.run(store, quiet, sink.as_ref());
     // The renderer ends when every sender is gone.

@@ -89,6 +89,10 @@ pub trait BuildUi {
     ) -> Option<(Vec<rbuild_noop::Part>, Vec<rbuild_noop::Part>)> {
         None
     }
+
+    /// The plan is made: the inputs' digests (the Dockerfile's, each base image's manifest when
+    /// the store has it), for the build's history record.
+    fn inputs(&mut self, _inputs: &[(String, String)]) {}
 }
 
 /// How a build ended, when it was not an error of the engine's own.
@@ -270,6 +274,7 @@ pub fn build(req: BuildRequest, ui: &mut dyn BuildUi) -> anyhow::Result<Outcome>
     let error_rules = checked.error_rules();
     let warnings = checked.warnings;
     ui.checked(&warnings);
+    ui.inputs(&inputs_of(&dockerfile_name, &dockerfile, &resolver));
     let def = match checked.definition {
         Ok(d) => d,
         Err(e) => {
@@ -549,6 +554,23 @@ fn attestations(
         sbom,
         created: rbuild_attest::rfc3339(req.source_date_epoch.unwrap_or(finished)),
     }))
+}
+
+/// The Dockerfile's digest and each base image's manifest digest the resolver answered from the
+/// store (an image a registry answered is named only in the log).
+fn inputs_of(name: &str, text: &str, resolver: &StoreResolver) -> Vec<(String, String)> {
+    let mut out = vec![(
+        name.to_string(),
+        rbuild_oci::Digest::sha256_of(text.as_bytes()).to_string(),
+    )];
+    for a in resolver.answers() {
+        match a {
+            crate::resolver::Answer::Named(n, image) => out.push((n, image.manifest.to_string())),
+            crate::resolver::Answer::Pinned(d) => out.push((d.to_string(), d.to_string())),
+            crate::resolver::Answer::Other => {}
+        }
+    }
+    out
 }
 
 /// Every platform the graph's RUN steps are for (other than the host's) has an emulator.
