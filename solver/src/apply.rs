@@ -4,7 +4,7 @@
 use crate::naming::unique;
 use crate::seam::Snapshots;
 use rbuild_oci::Digest;
-use rbuild_snapshotter::diff;
+use rbuild_snapshotter::{diff, Changes};
 use rbuild_store::Store;
 use std::path::Path;
 
@@ -19,18 +19,25 @@ pub(crate) fn apply_blob(
     parent: Option<&str>,
     name: &str,
 ) -> Result<(), String> {
-    commit_filled(snaps, "apply", parent, name, |upper| {
+    commit_filled(snaps, "apply", parent, name, |upper, key| {
         let f = store
             .open_blob(blob)
             .map_err(|e| format!("layer {blob}: {e}"))?;
-        let reader = diff::decompress(std::io::BufReader::new(f))
+        let (reader, compressed) = diff::decompress_counted(std::io::BufReader::new(f))
             .map_err(|e| format!("layer {blob}: {e}"))?;
         let mut hashing = rbuild_oci::Sha256Writer::new(std::io::sink());
         let tee = TeeReader {
             inner: reader,
             hash: &mut hashing,
         };
-        let budgets = diff::ApplyOptions::from_env().map_err(|e| format!("layer {blob}: {e}"))?;
+        let mut budgets =
+            diff::ApplyOptions::from_env().map_err(|e| format!("layer {blob}: {e}"))?;
+        budgets.compressed_bytes = Some(compressed);
+        // What the layers below show: parent symlinks there are followed (within the rootfs).
+        budgets.lowers = match snaps.changes(key)? {
+            Changes::Upper { lowers, .. } => lowers,
+            Changes::Tree { tree, .. } => vec![tree],
+        };
         diff::apply_layer(tee, upper, &budgets).map_err(|e| format!("layer {blob}: {e}"))?;
         rbuild_store::crash_point("layer-apply");
         let (got, _, _) = hashing.finish();
@@ -44,7 +51,7 @@ pub(crate) fn apply_blob(
 }
 
 /// Commit `name` as a new snapshot on `parent` (None: empty) whose changes `fill` writes into
-/// the upper dir it is given (overlay format). On failure the active snapshot is removed; when
+/// the upper dir it is given (overlay format; with the active snapshot's key). On failure the active snapshot is removed; when
 /// another build or process committed `name` meanwhile, that snapshot is used (the name fixes
 /// its content). `prefix` names the temporary active snapshot.
 pub(crate) fn commit_filled(
@@ -52,7 +59,7 @@ pub(crate) fn commit_filled(
     prefix: &str,
     parent: Option<&str>,
     name: &str,
-    fill: impl FnOnce(&Path) -> Result<(), String>,
+    fill: impl FnOnce(&Path, &str) -> Result<(), String>,
 ) -> Result<(), String> {
     let key = unique(prefix);
     snaps
@@ -60,7 +67,7 @@ pub(crate) fn commit_filled(
         .map_err(|e| format!("preparing snapshot: {e}"))?;
     let res = snaps
         .upper_dir(&key)
-        .and_then(|upper| fill(&upper))
+        .and_then(|upper| fill(&upper, &key))
         .and_then(|()| {
             snaps
                 .commit(name, &key)

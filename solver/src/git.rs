@@ -145,7 +145,7 @@ pub(crate) fn realize(
         subdir: subdir.map(str::to_string),
     };
     let git = git_for(run.solver.store.root(), &run.solver.opts.ssh);
-    crate::apply::commit_filled(&**snaps, "git-active", None, &name, |upper| {
+    crate::apply::commit_filled(&**snaps, "git-active", None, &name, |upper, _key| {
         git.checkout(&r, &commit, upper, keep_git_dir)
             .map_err(|e| e.to_string())
     })?;

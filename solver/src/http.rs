@@ -224,7 +224,7 @@ pub(crate) fn realize(
             f
         }
     };
-    crate::apply::commit_filled(&**snaps, "http-active", None, &name, |upper| {
+    crate::apply::commit_filled(&**snaps, "http-active", None, &name, |upper, _key| {
         let path = upper.join(filename);
         let mut src = store
             .open_blob(&fetched.blob)

@@ -57,15 +57,23 @@ fn sniff(head: &[u8]) -> ArchiveCompression {
     }
 }
 
+/// The archive's decompressor, through the same expansion-ratio guard as image layers.
 fn decoder<'a>(f: impl Read + 'a, c: ArchiveCompression) -> io::Result<Box<dyn Read + 'a>> {
+    use rbuild_oci::expansion::{Counted, ExpansionGuard, ExpansionLimits};
+    let (f, count) = Counted::new(f);
     let f = BufReader::new(f);
-    Ok(match c {
-        ArchiveCompression::None => Box::new(f),
+    let d: Box<dyn Read + 'a> = match c {
+        ArchiveCompression::None => return Ok(Box::new(f)),
         ArchiveCompression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(f)),
         ArchiveCompression::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(f)),
         ArchiveCompression::Xz => Box::new(xz2::read::XzDecoder::new_multi_decoder(f)),
         ArchiveCompression::Zstd => Box::new(zstd::stream::read::Decoder::new(f)?),
-    })
+    };
+    Ok(Box::new(ExpansionGuard::new(
+        d,
+        count,
+        ExpansionLimits::from_env_or_default(),
+    )))
 }
 
 /// Whether a 512-byte block is a tar header (valid checksum, not all zeros).

@@ -9,6 +9,7 @@
 use crate::error::{ImageError, Result};
 use crate::progress::{no_export_progress, Counting, ExportProgress, ExportProgressFn};
 use rayon::prelude::*;
+use rbuild_oci::expansion::{Counted, ExpansionGuard, ExpansionLimits};
 use rbuild_oci::{Compression, Descriptor, Digest, Sha256Writer};
 use rbuild_store::Store;
 use std::io::{self, BufReader, Read, Write};
@@ -49,15 +50,26 @@ impl<W: Write> Write for WriteTracker<'_, W> {
     }
 }
 
-/// A reader of the uncompressed content of a blob compressed with `c`.
+/// A reader of the uncompressed content of a blob compressed with `c`, through the expansion-ratio
+/// guard every layer decompression shares ([`rbuild_oci::expansion`]): a bomb is an error.
 pub(crate) fn decompressor<'a, R: Read + 'a>(
     r: R,
     c: Compression,
 ) -> io::Result<Box<dyn Read + 'a>> {
+    let limits = ExpansionLimits::from_env_or_default();
+    let (r, count) = Counted::new(r);
     Ok(match c {
         Compression::None => Box::new(r),
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(r))),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(r)?),
+        Compression::Gzip => Box::new(ExpansionGuard::new(
+            flate2::read::MultiGzDecoder::new(BufReader::new(r)),
+            count,
+            limits,
+        )),
+        Compression::Zstd => Box::new(ExpansionGuard::new(
+            zstd::stream::read::Decoder::new(r)?,
+            count,
+            limits,
+        )),
     })
 }
 

@@ -13,6 +13,7 @@
 //! specs exactly. `oci-spec` serializes maps in random order and drops Docker's fields.
 
 mod digest;
+pub mod expansion;
 pub mod host;
 mod platform;
 mod types;

@@ -109,8 +109,13 @@ impl Request {
 }
 
 impl Client {
-    /// A client with these options. Fails only if the CA file cannot be read or parsed.
+    /// A client with these options, and the timeouts the environment sets ([`Options::with_env`]).
+    /// Fails if the CA file cannot be read or parsed, or an environment variable is bad.
     pub fn new(opts: Options) -> Result<Client> {
+        let mut opts = opts.with_env().map_err(Error::BadOption)?;
+        // No single wait outlasts the deadline.
+        opts.first_byte_timeout = opts.first_byte_timeout.min(opts.deadline);
+        opts.speed_time = opts.speed_time.min(opts.deadline);
         let mut b = reqwest::Client::builder()
             .user_agent(opts.user_agent.clone())
             .connect_timeout(opts.connect_timeout)
@@ -457,12 +462,12 @@ impl Client {
         rb: reqwest::RequestBuilder,
     ) -> Result<TokenResponse> {
         let had_credentials = self.credential(registry).await?.is_some();
-        let resp = tokio::time::timeout(self.opts.stall_timeout, rb.send())
+        let resp = tokio::time::timeout(self.opts.first_byte_timeout, rb.send())
             .await
-            .map_err(|_| Error::Stalled {
+            .map_err(|_| Error::NoResponse {
                 url: url.to_string(),
                 digest: None,
-                after: self.opts.stall_timeout,
+                after: self.opts.first_byte_timeout,
             })?
             .map_err(|e| http_err(&method, url, e))?;
         let status = resp.status();
@@ -582,15 +587,23 @@ impl Client {
                     rb = rb.header(AUTHORIZATION, a.clone());
                 }
             }
+            // A request with a body may take longer to send: the stall timer, as before; without
+            // one, the headers must come within the first-byte timeout.
+            let wait = match &body {
+                Some(b) if !b.is_empty() => {
+                    self.opts.stall_timeout.max(self.opts.first_byte_timeout)
+                }
+                _ => self.opts.first_byte_timeout,
+            };
             if let Some(b) = &body {
                 rb = rb.body(b.clone());
             }
-            let resp = tokio::time::timeout(self.opts.stall_timeout, rb.send())
+            let resp = tokio::time::timeout(wait, rb.send())
                 .await
-                .map_err(|_| Error::Stalled {
+                .map_err(|_| Error::NoResponse {
                     url: url.to_string(),
                     digest: None,
-                    after: self.opts.stall_timeout,
+                    after: wait,
                 })?
                 .map_err(|e| http_err(&method, &url, e))?;
             if !resp.status().is_redirection() || resp.status() == StatusCode::NOT_MODIFIED {
@@ -659,6 +672,7 @@ impl Client {
 pub(crate) struct Retrier {
     policy: crate::options::RetryPolicy,
     deadline: Duration,
+    timeout_budget: Duration,
     start: Instant,
     attempts: u32,
 }
@@ -668,6 +682,7 @@ impl Retrier {
         Retrier {
             policy: opts.retry.clone(),
             deadline: opts.deadline,
+            timeout_budget: opts.timeout_budget.min(opts.deadline),
             start: Instant::now(),
             attempts: 0,
         }
@@ -683,13 +698,19 @@ impl Retrier {
     ) -> Result<()> {
         self.attempts += 1;
         let pause = retry_after.unwrap_or_else(|| self.policy.backoff(self.attempts));
-        let out_of_time = self.start.elapsed() + pause > self.deadline;
+        // A server that keeps timing out gets the (shorter) timeout budget in all.
+        let deadline = if err.is_timeout() {
+            self.timeout_budget
+        } else {
+            self.deadline
+        };
+        let out_of_time = self.start.elapsed() + pause > deadline;
         if self.attempts >= self.policy.max_attempts || out_of_time {
             return Err(Error::GaveUp {
                 url: url.to_string(),
                 digest: digest.cloned(),
                 attempts: self.attempts,
-                deadline: self.deadline,
+                deadline,
                 last: Box::new(err),
             });
         }
@@ -798,20 +819,89 @@ pub(crate) async fn error_for(
     status_error(client, method, url, resp).await
 }
 
-/// The next body chunk, or an error naming the URL if nothing arrives within the stall timeout.
+/// The minimum-throughput rule over one response body (curl's `--speed-limit`/`--speed-time`):
+/// the bytes of each window of `speed_time` must average `speed_limit` per second.
+pub(crate) struct Speed {
+    limit: u64,
+    window: Duration,
+    start: Instant,
+    bytes: u64,
+}
+
+impl Speed {
+    pub(crate) fn new(opts: &Options) -> Speed {
+        Speed {
+            limit: opts.speed_limit,
+            window: opts.speed_time,
+            start: Instant::now(),
+            bytes: 0,
+        }
+    }
+
+    fn needed(&self) -> u64 {
+        (self.limit as f64 * self.window.as_secs_f64()) as u64
+    }
+
+    /// At a window's end: too slow, or a fresh window.
+    fn check(&mut self, url: &Url, digest: Option<&Digest>) -> Result<()> {
+        if self.limit == 0 || self.start.elapsed() < self.window {
+            return Ok(());
+        }
+        if self.bytes < self.needed() {
+            return Err(Error::TooSlow {
+                url: url.to_string(),
+                digest: digest.cloned(),
+                bytes: self.bytes,
+                window: self.start.elapsed(),
+                limit: self.limit,
+            });
+        }
+        self.start = Instant::now();
+        self.bytes = 0;
+        Ok(())
+    }
+
+    /// How long to wait for the next chunk before checking again.
+    fn wait(&self, stall: Duration) -> Duration {
+        if self.limit == 0 {
+            return stall;
+        }
+        let left = self.window.saturating_sub(self.start.elapsed());
+        stall.min(left.max(Duration::from_millis(10)))
+    }
+}
+
+/// The next body chunk, or an error naming the URL if nothing arrives within the stall timeout or
+/// the body is slower than the minimum-throughput rule allows.
 pub(crate) async fn next_chunk(
     client: &Client,
     resp: &mut Response,
     url: &Url,
     digest: Option<&Digest>,
+    speed: &mut Speed,
 ) -> Result<Option<Bytes>> {
-    match tokio::time::timeout(client.opts.stall_timeout, resp.chunk()).await {
-        Err(_) => Err(Error::Stalled {
-            url: url.to_string(),
-            digest: digest.cloned(),
-            after: client.opts.stall_timeout,
-        }),
-        Ok(r) => r.map_err(|e| http_err(&Method::GET, url, e)),
+    let stall = client.opts.stall_timeout;
+    let mut silent = Duration::ZERO;
+    loop {
+        speed.check(url, digest)?;
+        let wait = speed.wait(stall.saturating_sub(silent));
+        match tokio::time::timeout(wait, resp.chunk()).await {
+            Err(_) => {
+                silent += wait;
+                if silent >= stall {
+                    return Err(Error::Stalled {
+                        url: url.to_string(),
+                        digest: digest.cloned(),
+                        after: stall,
+                    });
+                }
+            }
+            Ok(Ok(Some(c))) => {
+                speed.bytes += c.len() as u64;
+                return Ok(Some(c));
+            }
+            Ok(r) => return r.map_err(|e| http_err(&Method::GET, url, e)),
+        }
     }
 }
 
@@ -833,7 +923,8 @@ pub(crate) async fn read_capped(
         return Err(too_large());
     }
     let mut out = Vec::new();
-    while let Some(chunk) = next_chunk(client, &mut resp, url, digest).await? {
+    let mut speed = Speed::new(&client.opts);
+    while let Some(chunk) = next_chunk(client, &mut resp, url, digest, &mut speed).await? {
         if out.len() as u64 + chunk.len() as u64 > limit {
             return Err(too_large());
         }

@@ -80,6 +80,29 @@ pub enum Error {
         after: Duration,
     },
 
+    #[error("{url}: no response within {}s{}", .after.as_secs_f64(), digest_suffix(.digest))]
+    NoResponse {
+        url: String,
+        digest: Option<Digest>,
+        after: Duration,
+    },
+
+    #[error(
+        "{url}: transfer too slow: {bytes} bytes in {}s, under the minimum of {limit} bytes/s \
+         (RBUILD_REGISTRY_SPEED_LIMIT / RBUILD_REGISTRY_SPEED_TIME){}",
+        .window.as_secs_f64(), digest_suffix(.digest)
+    )]
+    TooSlow {
+        url: String,
+        digest: Option<Digest>,
+        bytes: u64,
+        window: Duration,
+        limit: u64,
+    },
+
+    #[error("registry client options: {0}")]
+    BadOption(String),
+
     #[error("{url}: gave up after {attempts} attempts within the {}s deadline{}: {last}", .deadline.as_secs(), digest_suffix(.digest))]
     GaveUp {
         url: String,
@@ -100,6 +123,14 @@ pub enum Error {
     InvalidResponse {
         url: String,
         what: &'static str,
+        reason: String,
+    },
+
+    #[error("{url}: {what} {digest} is ambiguous, refused (CVE-2021-41190): {reason}")]
+    Ambiguous {
+        url: String,
+        what: &'static str,
+        digest: Digest,
         reason: String,
     },
 
@@ -180,6 +211,16 @@ fn digest_suffix(d: &Option<Digest>) -> String {
 }
 
 impl Error {
+    /// Whether this is a server taking too long (no answer, stalled, too slow): retried only within
+    /// [`crate::Options::timeout_budget`].
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            Error::Stalled { .. } | Error::NoResponse { .. } | Error::TooSlow { .. } => true,
+            Error::Http { source, .. } => source.is_timeout(),
+            _ => false,
+        }
+    }
+
     /// Whether trying again may help: connection errors, timeouts, 5xx, 429, stalls.
     pub fn is_transient(&self) -> bool {
         match self {
@@ -193,7 +234,7 @@ impl Error {
                         || source.is_decode())
             }
             Error::Status { status, .. } => *status == 429 || *status >= 500,
-            Error::Stalled { .. } => true,
+            Error::Stalled { .. } | Error::NoResponse { .. } | Error::TooSlow { .. } => true,
             Error::SizeMismatch {
                 expected, actual, ..
             } => actual < expected,

@@ -21,6 +21,18 @@ pub struct Options {
     pub connect_timeout: Duration,
     /// A transfer that receives no byte for this long is aborted (and retried within `deadline`).
     pub stall_timeout: Duration,
+    /// A request (without a body to send) whose response headers do not arrive within this long
+    /// is aborted and retried (`RBUILD_REGISTRY_FIRST_BYTE_TIMEOUT`).
+    pub first_byte_timeout: Duration,
+    /// The minimum-throughput rule, as curl's `--speed-limit`/`--speed-time`: a body that brings
+    /// fewer than `speed_limit` bytes per second on average over `speed_time` is aborted and
+    /// retried (`RBUILD_REGISTRY_SPEED_LIMIT`, `RBUILD_REGISTRY_SPEED_TIME`). 0 turns it off.
+    pub speed_limit: u64,
+    pub speed_time: Duration,
+    /// Once the failures of an operation are timeouts (no answer, stalled or too slow), it is not
+    /// tried again after this long since its first attempt, so a misbehaving server fails within
+    /// about a minute in all (`RBUILD_REGISTRY_TIMEOUT_BUDGET`).
+    pub timeout_budget: Duration,
     /// Retries of one request stop when this much time has passed since its first attempt.
     pub deadline: Duration,
     pub retry: RetryPolicy,
@@ -42,12 +54,51 @@ impl Default for Options {
             user_agent: concat!("rbuild/", env!("CARGO_PKG_VERSION")).to_string(),
             connect_timeout: Duration::from_secs(30),
             stall_timeout: Duration::from_secs(60),
+            first_byte_timeout: Duration::from_secs(20),
+            speed_limit: 1024,
+            speed_time: Duration::from_secs(20),
+            timeout_budget: Duration::from_secs(40),
             deadline: Duration::from_secs(600),
             retry: RetryPolicy::default(),
             max_concurrent_blobs: 4,
             monolithic_upload_limit: 16 << 20,
             chunk_size: 16 << 20,
         }
+    }
+}
+
+impl Options {
+    /// These options with the timeouts set in the environment: `RBUILD_REGISTRY_FIRST_BYTE_TIMEOUT`,
+    /// `RBUILD_REGISTRY_SPEED_TIME` and `RBUILD_REGISTRY_TIMEOUT_BUDGET` (seconds, fractions
+    /// allowed) and `RBUILD_REGISTRY_SPEED_LIMIT` (bytes per second, 0 = off). A bad value is an
+    /// error naming the variable.
+    pub fn with_env(mut self) -> Result<Options, String> {
+        fn secs(name: &str) -> Result<Option<Duration>, String> {
+            let Some(v) = rbuild_inputs::var(name) else {
+                return Ok(None);
+            };
+            v.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|s| s.is_finite() && *s > 0.0 && *s < 1e9)
+                .map(|s| Some(Duration::from_secs_f64(s)))
+                .ok_or_else(|| format!("{name}={v:?}: expected a positive number of seconds"))
+        }
+        if let Some(d) = secs("RBUILD_REGISTRY_FIRST_BYTE_TIMEOUT")? {
+            self.first_byte_timeout = d;
+        }
+        if let Some(d) = secs("RBUILD_REGISTRY_SPEED_TIME")? {
+            self.speed_time = d;
+        }
+        if let Some(d) = secs("RBUILD_REGISTRY_TIMEOUT_BUDGET")? {
+            self.timeout_budget = d;
+        }
+        if let Some(v) = rbuild_inputs::var("RBUILD_REGISTRY_SPEED_LIMIT") {
+            self.speed_limit = v.trim().parse().map_err(|_| {
+                format!("RBUILD_REGISTRY_SPEED_LIMIT={v:?}: expected bytes per second")
+            })?;
+        }
+        Ok(self)
     }
 }
 

@@ -1,7 +1,9 @@
 //! Pull: resolve a reference to a manifest, pick a platform from an index, and fetch the config and
 //! the layers the store lacks, verifying each blob's size and then its digest.
 
-use crate::client::{error_for, next_chunk, read_capped, status_error, Client, Request, Retrier};
+use crate::client::{
+    error_for, next_chunk, read_capped, status_error, Client, Request, Retrier, Speed,
+};
 use crate::error::{Error, Result};
 use crate::platform::{platform_string, select_manifest};
 use crate::progress::{Progress, ProgressFn};
@@ -113,14 +115,8 @@ impl Client {
                 }
             }
         }
-        let media_type =
-            manifest_media_type(&bytes, content_type.as_deref()).map_err(|media_type| {
-                Error::UnsupportedMediaType {
-                    url: url.to_string(),
-                    what: "manifest",
-                    media_type,
-                }
-            })?;
+        let media_type = manifest_media_type(&bytes, content_type.as_deref())
+            .map_err(|e| e.into_error(url.to_string(), "manifest", &digest))?;
         Ok(Resolved {
             digest,
             media_type,
@@ -171,6 +167,14 @@ impl Client {
                     expected: desc.size,
                     actual: m.bytes.len() as u64,
                 });
+            }
+            if let Err(e) = manifest_media_type(&m.bytes, Some(&desc.media_type)) {
+                return Err(e.into_error(
+                    self.repo_url(r, &format!("manifests/{}", desc.digest))?
+                        .to_string(),
+                    "manifest",
+                    &desc.digest,
+                ));
             }
             if m.is_index() {
                 return Err(Error::UnsupportedMediaType {
@@ -341,8 +345,9 @@ impl Client {
                 }
                 _ => return Err(status_error(self, &Method::GET, &url, resp).await),
             }
+            let mut speed = Speed::new(&self.opts);
             let interrupted = loop {
-                match next_chunk(self, &mut resp, &url, Some(digest)).await {
+                match next_chunk(self, &mut resp, &url, Some(digest), &mut speed).await {
                     Ok(Some(chunk)) => {
                         if writer.written() + chunk.len() as u64 > desc.size {
                             return Err(Error::SizeMismatch {
@@ -437,12 +442,51 @@ fn put_document(store: &Store, doc: &Resolved) -> Result<()> {
     Ok(())
 }
 
+/// Why a document is not taken as a manifest or index.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum DocError {
+    /// Not an image manifest or index at all (the media type, or what is wrong).
+    Unsupported(String),
+    /// Its fields and its media types disagree (CVE-2021-41190).
+    Ambiguous(String),
+}
+
+impl DocError {
+    pub(crate) fn into_error(self, url: String, what: &'static str, digest: &Digest) -> Error {
+        match self {
+            DocError::Unsupported(media_type) => Error::UnsupportedMediaType {
+                url,
+                what,
+                media_type,
+            },
+            DocError::Ambiguous(reason) => Error::Ambiguous {
+                url,
+                what,
+                digest: digest.clone(),
+                reason,
+            },
+        }
+    }
+}
+
+/// Whether a known media type is an index (`Some(true)`), a manifest (`Some(false)`), or neither.
+pub(crate) fn is_index_type(media_type: &str) -> Option<bool> {
+    match media_type {
+        MEDIA_TYPE_OCI_INDEX | MEDIA_TYPE_DOCKER_MANIFEST_LIST => Some(true),
+        MEDIA_TYPE_OCI_MANIFEST | MEDIA_TYPE_DOCKER_MANIFEST => Some(false),
+        _ => None,
+    }
+}
+
 /// The media type of a manifest document: its `mediaType` field, else the Content-Type, else
-/// guessed from its shape. `Err(type)` for anything that is not an image manifest or index.
+/// guessed from its shape. `content_type` is the Content-Type the registry sent, or the media type
+/// of the descriptor that pointed at the document. A document is refused as ambiguous
+/// (CVE-2021-41190) when it has both `manifests` and `config`/`layers`, or when its fields, its
+/// `mediaType` and `content_type` do not all say the same kind (index or manifest).
 pub(crate) fn manifest_media_type(
     bytes: &[u8],
     content_type: Option<&str>,
-) -> Result<String, String> {
+) -> Result<String, DocError> {
     #[derive(serde::Deserialize)]
     struct Probe {
         #[serde(rename = "mediaType")]
@@ -451,36 +495,69 @@ pub(crate) fn manifest_media_type(
         schema_version: Option<u32>,
         manifests: Option<serde_json::Value>,
         config: Option<serde_json::Value>,
+        layers: Option<serde_json::Value>,
     }
-    let p: Probe = serde_json::from_slice(bytes).map_err(|_| "(not JSON)".to_string())?;
+    let p: Probe =
+        serde_json::from_slice(bytes).map_err(|_| DocError::Unsupported("(not JSON)".into()))?;
     if p.schema_version != Some(2) {
-        return Err(format!(
+        return Err(DocError::Unsupported(format!(
             "schemaVersion {:?} (Docker schema 1 manifests are not supported)",
             p.schema_version
+        )));
+    }
+    let has_manifest_fields = p.config.is_some() || p.layers.is_some();
+    if p.manifests.is_some() && has_manifest_fields {
+        return Err(DocError::Ambiguous(
+            "it has both \"manifests\" (an index) and \"config\"/\"layers\" (a manifest)".into(),
         ));
+    }
+    let shape = if p.manifests.is_some() {
+        Some(true)
+    } else if has_manifest_fields {
+        Some(false)
+    } else {
+        None
+    };
+    let kind = |index: bool| if index { "an index" } else { "a manifest" };
+    let content_type = content_type.filter(|c| is_index_type(c).is_some());
+    for (what, mt) in [
+        ("its mediaType", p.media_type.as_deref()),
+        ("the Content-Type or descriptor", content_type),
+    ] {
+        if let (Some(mt), Some(shape)) = (mt, shape) {
+            if let Some(says) = is_index_type(mt) {
+                if says != shape {
+                    return Err(DocError::Ambiguous(format!(
+                        "{what} {mt:?} says {} but its fields make it {}",
+                        kind(says),
+                        kind(shape)
+                    )));
+                }
+            }
+        }
+    }
+    if let (Some(doc), Some(ct)) = (p.media_type.as_deref(), content_type) {
+        if let (Some(a), Some(b)) = (is_index_type(doc), is_index_type(ct)) {
+            if a != b {
+                return Err(DocError::Ambiguous(format!(
+                    "its mediaType {doc:?} says {} but the Content-Type or descriptor {ct:?} says {}",
+                    kind(a),
+                    kind(b)
+                )));
+            }
+        }
     }
     let mt = p
         .media_type
-        .or_else(|| {
-            content_type
-                .map(str::to_string)
-                .filter(|c| c.contains("manifest") || c.contains("index"))
-        })
-        .unwrap_or_else(|| {
-            if p.manifests.is_some() {
-                MEDIA_TYPE_OCI_INDEX.to_string()
-            } else if p.config.is_some() {
-                MEDIA_TYPE_OCI_MANIFEST.to_string()
-            } else {
-                String::new()
-            }
+        .or_else(|| content_type.map(str::to_string))
+        .unwrap_or_else(|| match shape {
+            Some(true) => MEDIA_TYPE_OCI_INDEX.to_string(),
+            Some(false) => MEDIA_TYPE_OCI_MANIFEST.to_string(),
+            None => String::new(),
         });
-    match mt.as_str() {
-        MEDIA_TYPE_OCI_MANIFEST
-        | MEDIA_TYPE_DOCKER_MANIFEST
-        | MEDIA_TYPE_OCI_INDEX
-        | MEDIA_TYPE_DOCKER_MANIFEST_LIST => Ok(mt),
-        _ => Err(mt),
+    match is_index_type(&mt) {
+        Some(_) => Ok(mt),
+        None => Err(DocError::Unsupported(mt)),
     }
 }
 
@@ -512,6 +589,34 @@ mod tests {
             MEDIA_TYPE_OCI_INDEX
         );
         assert!(manifest_media_type(br#"{"schemaVersion":1}"#, None).is_err());
+        // CVE-2021-41190: fields and media types that disagree are refused as ambiguous.
+        let amb = |doc: &[u8], ct: Option<&str>| {
+            matches!(manifest_media_type(doc, ct), Err(DocError::Ambiguous(_)))
+        };
+        assert!(amb(
+            br#"{"schemaVersion":2,"manifests":[],"config":{},"layers":[]}"#,
+            None
+        ));
+        assert!(amb(
+            br#"{"schemaVersion":2,"manifests":[],"layers":[]}"#,
+            None
+        ));
+        assert!(amb(
+            br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","manifests":[]}"#,
+            None
+        ));
+        assert!(amb(
+            br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","config":{},"layers":[]}"#,
+            None
+        ));
+        assert!(amb(m, Some(MEDIA_TYPE_OCI_INDEX)));
+        assert!(amb(i, Some(MEDIA_TYPE_DOCKER_MANIFEST)));
+        assert!(amb(
+            br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json"}"#,
+            Some(MEDIA_TYPE_OCI_MANIFEST)
+        ));
+        // A generic Content-Type says nothing.
+        assert!(manifest_media_type(m, Some("application/json")).is_ok());
         assert!(manifest_media_type(b"nope", None).is_err());
         assert!(manifest_media_type(br#"{"schemaVersion":2,"mediaType":"x/y"}"#, None).is_err());
     }

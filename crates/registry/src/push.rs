@@ -55,12 +55,12 @@ impl Client {
             }
         }
         let bytes = read_document(store, manifest)?;
-        let media_type = crate::pull::manifest_media_type(&bytes, None).map_err(|media_type| {
-            Error::UnsupportedMediaType {
-                url: format!("store blob {manifest}"),
-                what: "manifest to push",
-                media_type,
-            }
+        let media_type = crate::pull::manifest_media_type(&bytes, None).map_err(|e| {
+            e.into_error(
+                format!("store blob {manifest}"),
+                "manifest to push",
+                manifest,
+            )
         })?;
         let mut report = PushReport {
             manifest: manifest.clone(),
@@ -77,10 +77,12 @@ impl Client {
                 let child_bytes = read_document(store, &child.digest)?;
                 let child_mt =
                     crate::pull::manifest_media_type(&child_bytes, Some(&child.media_type))
-                        .map_err(|media_type| Error::UnsupportedMediaType {
-                            url: format!("store blob {}", child.digest),
-                            what: "manifest inside an index",
-                            media_type,
+                        .map_err(|e| {
+                            e.into_error(
+                                format!("store blob {}", child.digest),
+                                "manifest inside an index",
+                                &child.digest,
+                            )
                         })?;
                 let m: Manifest = parse_doc(&child_bytes, &child.digest)?;
                 self.push_blobs(store, &m, target, progress, &mut report)

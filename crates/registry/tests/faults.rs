@@ -322,3 +322,128 @@ async fn push_survives_a_server_error_on_upload() {
     let r = s.client.resolve(&target).await.unwrap();
     assert_eq!(r.digest, img.manifest);
 }
+
+/// Issue 14 item 6: a server that never answers, answers headers then nothing, or trickles a byte a
+/// second fails the pull within the timeout budget (retries included), naming the URL; nothing
+/// partial stays. The timeouts are scaled down (first byte 1s, 1 KiB/s over 2s, budget 4s); the
+/// defaults (20s, 1 KiB/s over 20s, 40s) give about a minute in all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misbehaving_servers_fail_within_the_timeout_budget() {
+    require_registry!();
+    let s = setup().await;
+    let cfg = tempfile::tempdir().unwrap();
+    let opts = rbuild_registry::Options {
+        first_byte_timeout: Duration::from_secs(1),
+        speed_limit: 1024,
+        speed_time: Duration::from_secs(2),
+        timeout_budget: Duration::from_secs(4),
+        stall_timeout: Duration::from_secs(60),
+        deadline: Duration::from_secs(600),
+        ..common::test_options(cfg.path())
+    };
+    let cases = [
+        (Action::NeverAnswer, "no response within 1s"),
+        (Action::HeadersThenSilence, "transfer too slow: 0 bytes"),
+        (Action::Trickle, "transfer too slow"),
+    ];
+    for (action, want) in cases {
+        s.proxy.clear_rules();
+        s.proxy.add_rule(Rule::new(
+            Some("GET"),
+            &layer_path(&s),
+            action.clone(),
+            None,
+        ));
+        let client = Client::new(opts.clone()).unwrap();
+        let (_d, store) = common::temp_store();
+        let start = Instant::now();
+        let e = client
+            .pull(&store, &s.target, &Platform::host(), no_progress())
+            .await
+            .unwrap_err();
+        let took = start.elapsed();
+        let msg = e.to_string();
+        eprintln!("{action:?}: failed after {took:.1?}: {msg}");
+        // The budget (4s) plus one last attempt (2s) and slack for a loaded machine.
+        assert!(took < Duration::from_secs(15), "{action:?}: took {took:?}");
+        assert!(
+            msg.contains(want) && msg.contains(&layer_path(&s)) && msg.contains("gave up"),
+            "{action:?}: {msg}"
+        );
+        assert_no_layer(&store, &s);
+    }
+}
+
+/// Issue 14 item 7 (CVE-2021-41190): a manifest or index whose fields and media types disagree,
+/// or that has both `manifests` and `layers`, is refused with an error naming its digest, and
+/// nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ambiguous_documents_are_refused() {
+    require_registry!();
+    let s = setup().await;
+    let config = format!(
+        r#"{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":2}}"#,
+        rbuild_oci::Digest::sha256_of(b"{}")
+    );
+    let layer = format!(
+        r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{}","size":{}}}"#,
+        s.img.layers[0].digest, s.img.layers[0].size
+    );
+    let oci_m = "application/vnd.oci.image.manifest.v1+json";
+    let oci_i = "application/vnd.oci.image.index.v1+json";
+    let cases = [
+        (
+            "both manifests and layers",
+            format!(
+                r#"{{"schemaVersion":2,"mediaType":"{oci_m}","config":{config},"layers":[{layer}],"manifests":[]}}"#
+            ),
+            oci_m,
+            "both",
+        ),
+        (
+            "index fields, manifest mediaType",
+            format!(r#"{{"schemaVersion":2,"mediaType":"{oci_m}","manifests":[]}}"#),
+            oci_m,
+            "its mediaType",
+        ),
+        (
+            "manifest fields, index Content-Type",
+            format!(r#"{{"schemaVersion":2,"config":{config},"layers":[{layer}]}}"#),
+            oci_i,
+            "Content-Type",
+        ),
+        (
+            "manifest mediaType, index Content-Type",
+            format!(
+                r#"{{"schemaVersion":2,"mediaType":"{oci_m}","config":{config},"layers":[{layer}]}}"#
+            ),
+            oci_i,
+            "Content-Type",
+        ),
+    ];
+    for (name, body, content_type, want) in cases {
+        s.proxy.clear_rules();
+        s.proxy.add_rule(Rule::new(
+            Some("GET"),
+            "/manifests/",
+            Action::Serve(body.clone(), content_type.to_string()),
+            None,
+        ));
+        let (_d, store) = common::temp_store();
+        let e = s
+            .client
+            .pull(&store, &s.target, &Platform::host(), no_progress())
+            .await
+            .unwrap_err();
+        let msg = e.to_string();
+        let digest = rbuild_oci::Digest::sha256_of(body.as_bytes()).to_string();
+        assert!(
+            msg.contains("ambiguous") && msg.contains(&digest) && msg.contains(want),
+            "{name}: {msg}"
+        );
+        assert!(
+            !store.has_blob(&s.img.layers[0].digest),
+            "{name}: a layer was fetched"
+        );
+    }
+}

@@ -2,10 +2,15 @@
 //!
 //! Extraction is ours, never the tar crate's `unpack`. `dest` is the `fs` dir of a prepared snapshot:
 //! only this layer's upper, the layers below are not visible in it. So:
-//! - every member path is cleaned lexically (`..` stops at the root, leading `/` dropped) and walked
-//!   one component at a time from an fd of `dest` with `O_NOFOLLOW`; a missing parent is created as a
-//!   directory (parent dirs are implicit in OCI layers), a parent that is a symlink is an error: we never
-//!   write through a symlink, whether it came from this layer or would resolve in one below;
+//! - every member path is cleaned lexically (`..` stops at the root, leading `/` dropped); its parent
+//!   is resolved as containerd does: a parent component that is a symlink — in this layer, or in the
+//!   layers below (`ApplyOptions::lowers`, the merged view as overlay shows it) — is followed, and
+//!   its target resolved *within the rootfs* (an absolute target starts at the rootfs, `..` stops
+//!   there), so a lower layer's `var/run -> /run` puts `var/run/x` at `run/x`. The resolved path is
+//!   then walked one component at a time from an fd of `dest` with `O_NOFOLLOW`; a missing parent is
+//!   created as a directory (parent dirs are implicit in OCI layers; one the layers below have as a
+//!   directory gets its mode, owner and mtime). Nothing is ever written through a symlink: only our
+//!   own resolution follows them, never the kernel;
 //! - OCI whiteouts become overlay whiteouts: `.wh.<name>` → char device 0/0 `<name>`,
 //!   `.wh..wh..opq` → `trusted.overlay.opaque=y` on the parent. A whiteout applies only to the layers
 //!   below: if this layer also has `<name>`, that entry stays (and a directory becomes opaque);
@@ -14,9 +19,11 @@
 //!   system is that record, so memory does not grow with the number of members;
 //! - ownership, mode, xattrs and mtime are set without following symlinks, directory mtimes after
 //!   their children are written;
-//! - budgets (bytes, entries, depth, name and path length) are on by default.
+//! - budgets (bytes, entries, depth, name and path length) are on by default, and a free-space
+//!   reserve on dest's filesystem (bytes and inodes): extraction stops before it would eat into it.
 
 use super::fsutil::{open_dir_at, remove_all_at, set_xattr};
+use super::lower::{lower_lookup, LowerSeen};
 use super::tar_read::{EntryMeta, TarError, TarReader};
 use super::{opaque_xattr, OPAQUE_MARKER, WHITEOUT_META_PREFIX, WHITEOUT_PREFIX};
 use nix::errno::Errno;
@@ -33,9 +40,10 @@ use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use xattr::FileExt as _;
 
 /// Budgets for one layer. The defaults fit any real image and stop bombs.
 #[derive(Debug, Clone)]
@@ -50,23 +58,47 @@ pub struct ApplyOptions {
     pub max_name_len: usize,
     /// Max bytes of a member path or link target (PATH_MAX).
     pub max_path_len: usize,
+    /// Free bytes to leave on dest's filesystem; `None`: 5% of its size, at most 512 MiB.
+    pub min_free_bytes: Option<u64>,
+    /// Free inodes to leave on dest's filesystem; `None`: 5% of them, at most 65,536.
+    pub min_free_inodes: Option<u64>,
+    /// The layer dirs beneath `dest`, nearest first (overlay's lowerdir order; for a copy-based
+    /// snapshot its whole tree): parent symlinks found there are followed and directories found
+    /// there lend their metadata. Empty when `dest` is the whole rootfs.
+    pub lowers: Vec<PathBuf>,
+    /// Entries allowed whatever the density rule says.
+    pub entry_floor: u64,
+    /// The density rule: past `entry_floor` entries, each entry must have cost at least this many
+    /// compressed bytes on average (millions of empty entries compress to a few bytes each; real
+    /// layers' entries cost hundreds). 0 turns it off.
+    pub min_bytes_per_entry: u64,
+    /// The compressed bytes read so far ([`decompress_counted`](super::decompress_counted)); `None`:
+    /// the uncompressed bytes are counted instead.
+    pub compressed_bytes: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl Default for ApplyOptions {
     fn default() -> Self {
         ApplyOptions {
             max_bytes: 64 << 30,
-            max_entries: 4_000_000,
+            max_entries: 1_000_000,
             max_depth: 256,
             max_name_len: 255,
             max_path_len: 4096,
+            min_free_bytes: None,
+            min_free_inodes: None,
+            lowers: Vec::new(),
+            entry_floor: 10_000,
+            min_bytes_per_entry: 16,
+            compressed_bytes: None,
         }
     }
 }
 
 impl ApplyOptions {
     /// The defaults, overridden by `RBUILD_MAX_LAYER_BYTES` (uncompressed bytes of one layer),
-    /// `RBUILD_MAX_LAYER_ENTRIES` (tar members) and `RBUILD_MAX_LAYER_DEPTH` (path components).
+    /// `RBUILD_MAX_LAYER_ENTRIES` (tar members), `RBUILD_MAX_LAYER_DEPTH` (path components),
+    /// `RBUILD_MIN_FREE_BYTES` and `RBUILD_MIN_FREE_INODES` (the reserve on dest's filesystem).
     /// A value that is not a positive integer is an error naming the variable.
     pub fn from_env() -> Result<ApplyOptions, String> {
         fn var(name: &str) -> Result<Option<u64>, String> {
@@ -78,7 +110,17 @@ impl ApplyOptions {
                 },
             }
         }
-        let mut o = ApplyOptions::default();
+        let mut o = ApplyOptions {
+            min_free_bytes: var("RBUILD_MIN_FREE_BYTES")?,
+            min_free_inodes: var("RBUILD_MIN_FREE_INODES")?,
+            ..ApplyOptions::default()
+        };
+        if let Some(n) = var("RBUILD_LAYER_ENTRY_FLOOR")? {
+            o.entry_floor = n;
+        }
+        if let Some(n) = var("RBUILD_MIN_LAYER_BYTES_PER_ENTRY")? {
+            o.min_bytes_per_entry = n;
+        }
         if let Some(n) = var("RBUILD_MAX_LAYER_BYTES")? {
             o.max_bytes = n;
         }
@@ -141,6 +183,30 @@ pub enum ApplyError {
     ByteBudget { entry: String, limit: u64 },
     #[error("layer exceeds the entry budget of {limit} entries (at entry {entry:?})")]
     EntryBudget { entry: String, limit: u64 },
+    #[error(
+        "layer entry {entry:?}: stopped to keep the reserve of {reserve} free {what} on the store's \
+         filesystem ({free} free; RBUILD_MIN_FREE_{var} sets the reserve)"
+    )]
+    DiskReserve {
+        entry: String,
+        what: &'static str,
+        var: &'static str,
+        free: u64,
+        reserve: u64,
+    },
+    #[error(
+        "layer has {entries} entries in only {bytes} compressed bytes (under {min} bytes each; \
+         RBUILD_MIN_LAYER_BYTES_PER_ENTRY lowers the rule): refusing a flood of empty entries \
+         (at entry {entry:?})"
+    )]
+    EntryDensity {
+        entry: String,
+        entries: u64,
+        bytes: u64,
+        min: u64,
+    },
+    #[error("layer entry {entry:?}: too many levels of symbolic links resolving its parent")]
+    SymlinkLoop { entry: String },
     #[error("layer entry {entry:?}: {what} of {got} exceeds the limit of {limit}")]
     TooLong {
         entry: String,
@@ -211,12 +277,18 @@ pub fn apply_layer<R: Read>(
         limit: opts.max_bytes,
         exceeded: exceeded.clone(),
     };
+    let reserve = Reserve::new(&root, opts).map_err(|source| ApplyError::Dest {
+        path: dest.to_path_buf(),
+        source,
+    })?;
     let mut ap = Applier {
         root,
         opts,
         reader: TarReader::new(metered),
         exceeded,
         cache: None,
+        resolved: Resolved::default(),
+        reserve,
         dirs: Vec::new(),
         entries: 0,
         whiteouts: 0,
@@ -248,6 +320,85 @@ pub fn apply_layer<R: Read>(
     })
 }
 
+/// The free-space reserve on dest's filesystem. `statvfs` is asked again after at most
+/// [`Reserve::RECHECK_BYTES`] bytes or [`Reserve::RECHECK_INODES`] entries, or sooner when a file
+/// would not fit in the room found last time.
+struct Reserve {
+    bytes: u64,
+    /// 0 when the filesystem does not count inodes.
+    inodes: u64,
+    room_bytes: u64,
+    room_inodes: u64,
+}
+
+/// Free space as `statvfs` tells it to an unprivileged writer: (bytes, inodes, inodes counted).
+fn free_space(fd: &OwnedFd) -> io::Result<(u64, u64, u64, u64)> {
+    let st = nix::sys::statvfs::fstatvfs(fd).map_err(nix_io)?;
+    let frsize = st.fragment_size() as u64;
+    Ok((
+        (st.blocks_available() as u64).saturating_mul(frsize),
+        st.files_available() as u64,
+        (st.blocks() as u64).saturating_mul(frsize),
+        st.files() as u64,
+    ))
+}
+
+impl Reserve {
+    const RECHECK_BYTES: u64 = 64 << 20;
+    const RECHECK_INODES: u64 = 4096;
+
+    fn new(root: &OwnedFd, opts: &ApplyOptions) -> io::Result<Reserve> {
+        let (_, _, size, files) = free_space(root)?;
+        Ok(Reserve {
+            bytes: opts.min_free_bytes.unwrap_or((size / 20).min(512 << 20)),
+            inodes: if files == 0 {
+                0
+            } else {
+                opts.min_free_inodes.unwrap_or((files / 20).min(65_536))
+            },
+            room_bytes: 0,
+            room_inodes: 0,
+        })
+    }
+}
+
+/// Member parents resolved through symlinks: `input[..=i]` resolves to `outs[i]`; `via` holds every
+/// symlink path the resolutions went through (an entry there or above it invalidates them).
+#[derive(Default)]
+struct Resolved {
+    input: Vec<OsString>,
+    outs: Vec<Vec<OsString>>,
+    via: Vec<Vec<OsString>>,
+}
+
+impl Resolved {
+    fn clear(&mut self) {
+        self.input.clear();
+        self.outs.clear();
+        self.via.clear();
+    }
+
+    /// Forget what an entry written at the resolved path `at` may have changed.
+    fn invalidate(&mut self, at: &[OsString]) {
+        if self.via.iter().any(|v| v.starts_with(at)) {
+            self.clear();
+            return;
+        }
+        if let Some(i) = self.outs.iter().position(|o| o.starts_with(at)) {
+            self.input.truncate(i);
+            self.outs.truncate(i);
+        }
+    }
+}
+
+/// What the merged view (dest over the lowers) has at a path.
+enum Seen {
+    Missing,
+    Dir,
+    Symlink(Vec<u8>),
+    Other,
+}
+
 struct Applier<'a, R: Read> {
     root: OwnedFd,
     opts: &'a ApplyOptions,
@@ -255,6 +406,9 @@ struct Applier<'a, R: Read> {
     exceeded: Rc<Cell<bool>>,
     /// The last parent dir resolved: its components and fd.
     cache: Option<(Vec<OsString>, OwnedFd)>,
+    /// The last member parent resolved through symlinks, prefix by prefix.
+    resolved: Resolved,
+    reserve: Reserve,
     /// Directories with their mtimes, applied last.
     dirs: Vec<(Vec<OsString>, i64)>,
     entries: u64,
@@ -315,6 +469,191 @@ impl<R: Read> Applier<'_, R> {
         move |e| self.io(op, nix_io(e))
     }
 
+    /// Account for an entry of `size` data bytes against the free-space reserve.
+    fn spend(&mut self, size: u64) -> Result<(), ApplyError> {
+        let bytes = size.saturating_add(512);
+        if bytes > self.reserve.room_bytes || self.reserve.room_inodes == 0 {
+            let (free, ifree, _, _) = free_space(&self.root).map_err(|e| self.io("statvfs", e))?;
+            let (rb, ri) = (self.reserve.bytes, self.reserve.inodes);
+            if free < rb.saturating_add(bytes) {
+                return Err(ApplyError::DiskReserve {
+                    entry: self.entry_name(),
+                    what: "bytes",
+                    var: "BYTES",
+                    free,
+                    reserve: rb,
+                });
+            }
+            if ri > 0 && ifree <= ri {
+                return Err(ApplyError::DiskReserve {
+                    entry: self.entry_name(),
+                    what: "inodes",
+                    var: "INODES",
+                    free: ifree,
+                    reserve: ri,
+                });
+            }
+            let r = &mut self.reserve;
+            r.room_bytes = (free - r.bytes).min(Reserve::RECHECK_BYTES.max(bytes));
+            r.room_inodes = if r.inodes > 0 {
+                (ifree - r.inodes).min(Reserve::RECHECK_INODES)
+            } else {
+                Reserve::RECHECK_INODES
+            };
+        }
+        let r = &mut self.reserve;
+        r.room_bytes -= bytes;
+        r.room_inodes -= 1;
+        Ok(())
+    }
+
+    /// Resolve a member's parent `comps` through symlinks in the merged view, within the rootfs
+    /// (containerd's `fs.RootPath`): the result names only directories or missing components.
+    fn resolve_parent(&mut self, comps: &[OsString]) -> Result<Vec<OsString>, ApplyError> {
+        let k = self
+            .resolved
+            .input
+            .iter()
+            .zip(comps)
+            .take_while(|(a, b)| a == b)
+            .count();
+        self.resolved.input.truncate(k);
+        self.resolved.outs.truncate(k);
+        let mut out = if k > 0 {
+            self.resolved.outs[k - 1].clone()
+        } else {
+            Vec::new()
+        };
+        let mut hops = 0usize;
+        for comp in &comps[k..] {
+            let mut pending: std::collections::VecDeque<OsString> = [comp.clone()].into();
+            while let Some(c) = pending.pop_front() {
+                match c.as_bytes() {
+                    b"" | b"." => continue,
+                    b".." => {
+                        out.pop();
+                        continue;
+                    }
+                    _ => {}
+                }
+                out.push(c);
+                if out.len() > self.opts.max_depth {
+                    return Err(ApplyError::TooLong {
+                        entry: self.entry_name(),
+                        what: "resolved path depth",
+                        got: out.len(),
+                        limit: self.opts.max_depth,
+                    });
+                }
+                if let Seen::Symlink(target) = self.merged_at(&out)? {
+                    hops += 1;
+                    if hops > 40 || target.is_empty() {
+                        return Err(ApplyError::SymlinkLoop {
+                            entry: self.entry_name(),
+                        });
+                    }
+                    self.resolved.via.push(out.clone());
+                    out.pop();
+                    if target.starts_with(b"/") {
+                        out.clear();
+                    }
+                    for t in target.split(|b| *b == b'/').rev() {
+                        pending.push_front(OsStr::from_bytes(t).to_owned());
+                    }
+                }
+            }
+            self.resolved.input.push(comp.clone());
+            self.resolved.outs.push(out.clone());
+        }
+        Ok(out)
+    }
+
+    /// What dest over the lowers shows at `path`, whose proper prefixes resolve to directories.
+    fn merged_at(&self, path: &[OsString]) -> Result<Seen, ApplyError> {
+        let Some((last, parents)) = path.split_last() else {
+            return Ok(Seen::Dir);
+        };
+        let lowers = &self.opts.lowers;
+        let mut cur = self
+            .root
+            .try_clone()
+            .map_err(|e| self.io("dup dir fd", e))?;
+        let mut opaque = false;
+        let check_opaque = |fd: &OwnedFd| -> Option<bool> {
+            if lowers.is_empty() {
+                return Some(false);
+            }
+            let v = File::from(fd.try_clone().ok()?)
+                .get_xattr(opaque_xattr())
+                .ok()??;
+            Some(v == b"y")
+        };
+        let mut in_upper = true;
+        for comp in parents {
+            match open_dir_at(&cur, comp) {
+                Ok(fd) => {
+                    if check_opaque(&fd) == Some(true) {
+                        opaque = true;
+                    }
+                    cur = fd;
+                }
+                Err(Errno::ENOENT) => {
+                    in_upper = false;
+                    break;
+                }
+                // A whiteout (or anything but a directory) here hides the layers below.
+                Err(_) => return Ok(Seen::Missing),
+            }
+        }
+        if in_upper {
+            match found_at(&cur, last).map_err(self.nix("stat"))? {
+                Found::Dir => return Ok(Seen::Dir),
+                Found::Other => return Ok(Seen::Other),
+                Found::Whiteout => return Ok(Seen::Missing),
+                Found::Symlink => {
+                    let t = nix::fcntl::readlinkat(&cur, last.as_os_str())
+                        .map_err(self.nix("read symlink"))?;
+                    return Ok(Seen::Symlink(t.into_vec()));
+                }
+                Found::Missing => {}
+            }
+        }
+        if opaque || lowers.is_empty() {
+            return Ok(Seen::Missing);
+        }
+        Ok(
+            match lower_lookup(lowers, path).map_err(|e| self.io("look up the layers below", e))? {
+                LowerSeen::Absent => Seen::Missing,
+                LowerSeen::Dir { .. } => Seen::Dir,
+                LowerSeen::Symlink(t) => Seen::Symlink(t),
+                LowerSeen::Other => Seen::Other,
+            },
+        )
+    }
+
+    /// A directory created in dest that the layers below already have takes their metadata (as
+    /// overlay's copy-up would).
+    fn copy_up_meta(&self, dir: &OwnedFd, name: &OsStr, comps: &[OsString]) {
+        if self.opts.lowers.is_empty() {
+            return;
+        }
+        if let Ok(LowerSeen::Dir { mode, uid, gid }) = lower_lookup(&self.opts.lowers, comps) {
+            let _ = fchownat(
+                dir,
+                name,
+                Some(Uid::from_raw(uid)),
+                Some(Gid::from_raw(gid)),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            );
+            let _ = fchmodat(
+                dir,
+                name,
+                Mode::from_bits_truncate(mode),
+                FchmodatFlags::NoFollowSymlink,
+            );
+        }
+    }
+
     fn run(&mut self) -> Result<(), ApplyError> {
         loop {
             let meta = match self.reader.next_entry() {
@@ -340,6 +679,20 @@ impl<R: Read> Applier<'_, R> {
                     entry: self.entry_name(),
                     limit: self.opts.max_entries,
                 });
+            }
+            if self.entries > self.opts.entry_floor && self.opts.min_bytes_per_entry > 0 {
+                let bytes = match &self.opts.compressed_bytes {
+                    Some(c) => c.load(std::sync::atomic::Ordering::Relaxed),
+                    None => self.reader.get_ref().hash.written(),
+                };
+                if bytes / self.entries < self.opts.min_bytes_per_entry {
+                    return Err(ApplyError::EntryDensity {
+                        entry: self.entry_name(),
+                        entries: self.entries,
+                        bytes,
+                        min: self.opts.min_bytes_per_entry,
+                    });
+                }
             }
             self.entry(meta)?;
         }
@@ -404,12 +757,13 @@ impl<R: Read> Applier<'_, R> {
             .root
             .try_clone()
             .map_err(|e| self.io("dup dir fd", e))?;
-        for comp in comps {
+        for (i, comp) in comps.iter().enumerate() {
             let next = match open_dir_at(&cur, comp) {
                 Ok(fd) => fd,
                 Err(Errno::ENOENT) if create => {
                     match mkdirat(&cur, comp.as_os_str(), Mode::from_bits_truncate(0o755)) {
-                        Ok(()) | Err(Errno::EEXIST) => {}
+                        Ok(()) => self.copy_up_meta(&cur, comp, &comps[..=i]),
+                        Err(Errno::EEXIST) => {}
                         Err(e) => return Err(self.io("create parent dir", nix_io(e))),
                     }
                     open_dir_at(&cur, comp).map_err(self.nix("open parent dir"))?
@@ -465,21 +819,34 @@ impl<R: Read> Applier<'_, R> {
 
     fn entry(&mut self, meta: EntryMeta) -> Result<(), ApplyError> {
         let comps = self.clean(&meta.path, "path length")?;
-        // Anything this member replaces may be (an ancestor of) the cached parent dir.
-        if let Some((c, _)) = &self.cache {
-            if c.starts_with(&comps) {
-                self.cache = None;
-            }
-        }
         let Some((base, parent)) = comps.split_last() else {
             // The root itself ("./"): dest's own metadata belongs to the snapshotter, not the layer.
             return Ok(());
         };
         let base_bytes = base.as_bytes();
-        if base_bytes.starts_with(WHITEOUT_PREFIX.as_bytes()) {
-            return self.whiteout(parent, base_bytes);
+        let size = if matches!(meta.kind, b'0' | b'\0' | b'7') {
+            meta.size
+        } else {
+            0
+        };
+        self.spend(size)?;
+        let parent = self.resolve_parent(parent)?;
+        let mut comps = parent.clone();
+        comps.push(base.clone());
+        // Anything this member replaces may be (an ancestor of) the cached parent dir, or on the way
+        // of a resolution remembered.
+        if let Some((c, _)) = &self.cache {
+            if c.starts_with(&comps) {
+                self.cache = None;
+            }
         }
-        let dir = self.resolve_dir(parent, true)?;
+        if base_bytes.starts_with(WHITEOUT_PREFIX.as_bytes()) {
+            // A whiteout or opaque marker changes what the layers below show: forget all.
+            self.resolved.clear();
+            return self.whiteout(&parent, base_bytes);
+        }
+        self.resolved.invalidate(&comps);
+        let dir = self.resolve_dir(&parent, true)?;
         match meta.kind {
             b'5' => self.directory(&dir, &comps, base, &meta),
             b'0' | b'\0' | b'7' => self.regular(&dir, base, &meta),
@@ -629,8 +996,15 @@ impl<R: Read> Applier<'_, R> {
             return Ok(());
         }
         let (tbase, tparent) = target.split_last().ok_or_else(bad)?;
+        let tparent = self.resolve_parent(tparent)?;
+        if tparent.len() + 1 == comps.len()
+            && comps.starts_with(&tparent)
+            && &comps[tparent.len()] == tbase
+        {
+            return Ok(());
+        }
         // A missing parent, or one that is a symlink or not a directory: not a target.
-        let tdir = self.resolve_dir(tparent, false).map_err(|_| bad())?;
+        let tdir = self.resolve_dir(&tparent, false).map_err(|_| bad())?;
         if !matches!(
             found_at(&tdir, tbase).map_err(self.nix("stat hardlink target"))?,
             Found::Other | Found::Symlink

@@ -1,7 +1,10 @@
 //! Streaming compression of layer tars, and decompression by magic bytes.
 
+use rbuild_oci::expansion::{Counted, ExpansionGuard, ExpansionLimits};
 use rbuild_oci::{Compression, Digest, Sha256Writer};
 use std::io::{self, BufRead, BufReader, Read, Write};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 
 /// What [`compress`] produced: the blob's digest and size, and the uncompressed stream's.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +36,8 @@ pub enum CompressError {
     Unsupported(&'static str),
     #[error("reading the layer's first bytes: {0}")]
     Sniff(#[source] io::Error),
+    #[error("{0}")]
+    Env(String),
 }
 
 /// Compression level: `None` means the format's default (gzip 6, zstd 3).
@@ -105,10 +110,45 @@ fn copy<R: Read, W: Write>(
 }
 
 /// Wrap `reader` in the decompressor its first bytes call for: gzip, zstd or none. bzip2 and xz are
-/// recognised and refused with a clear error.
+/// recognised and refused with a clear error. The output goes through the expansion-ratio guard
+/// ([`rbuild_oci::expansion`]) with the limits from the environment.
 pub fn decompress<'a, R: Read + Send + 'a>(
     reader: R,
 ) -> Result<Box<dyn Read + Send + 'a>, CompressError> {
+    decompress_with(
+        reader,
+        ExpansionLimits::from_env().map_err(CompressError::Env)?,
+    )
+}
+
+/// [`decompress`], also returning a counter of the compressed bytes read so far: give it to
+/// [`ApplyOptions::compressed_bytes`](super::ApplyOptions::compressed_bytes) for the entry-density
+/// rule.
+pub fn decompress_counted<'a, R: Read + Send + 'a>(
+    reader: R,
+) -> Result<(Box<dyn Read + Send + 'a>, Arc<AtomicU64>), CompressError> {
+    let (reader, count) = Counted::new(reader);
+    let limits = ExpansionLimits::from_env().map_err(CompressError::Env)?;
+    Ok((guarded(reader, count.clone(), limits)?, count))
+}
+
+/// [`decompress`] with explicit expansion limits.
+pub fn decompress_with<'a, R: Read + Send + 'a>(
+    reader: R,
+    limits: ExpansionLimits,
+) -> Result<Box<dyn Read + Send + 'a>, CompressError> {
+    let (reader, count) = Counted::new(reader);
+    guarded(reader, count, limits)
+}
+
+fn guarded<'a, R: Read + Send + 'a>(
+    reader: Counted<R>,
+    compressed: Arc<AtomicU64>,
+    limits: ExpansionLimits,
+) -> Result<Box<dyn Read + Send + 'a>, CompressError> {
+    let guard = move |r: Box<dyn Read + Send + 'a>| -> Box<dyn Read + Send + 'a> {
+        Box::new(ExpansionGuard::new(r, compressed, limits))
+    };
     let mut buf = BufReader::with_capacity(64 * 1024, reader);
     let head = buf.fill_buf().map_err(CompressError::Sniff)?;
     let mut magic = [0u8; 6];
@@ -117,10 +157,10 @@ pub fn decompress<'a, R: Read + Send + 'a>(
     // fill_buf may return fewer bytes than the magic on a slow stream; a short first read of a real
     // compressed stream is practically impossible with a 64 KiB buffer, and a tar is ≥ 512 bytes.
     match detect(&magic[..n]) {
-        Some(Compression::Gzip) => Ok(Box::new(flate2::read::MultiGzDecoder::new(buf))),
-        Some(Compression::Zstd) => Ok(Box::new(
+        Some(Compression::Gzip) => Ok(guard(Box::new(flate2::read::MultiGzDecoder::new(buf)))),
+        Some(Compression::Zstd) => Ok(guard(Box::new(
             zstd::stream::read::Decoder::with_buffer(buf).map_err(CompressError::Sniff)?,
-        )),
+        ))),
         _ if magic[..n].starts_with(b"BZh") => Err(CompressError::Unsupported("bzip2")),
         _ if magic[..n].starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) => {
             Err(CompressError::Unsupported("xz"))

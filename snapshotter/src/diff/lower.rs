@@ -1,6 +1,8 @@
 //! What a chain of layer dirs (an overlay lowerdir stack) shows at one path, without mounting it.
 
+use std::ffi::OsString;
 use std::io;
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::PathBuf;
 
@@ -75,6 +77,77 @@ pub fn lower_entry(lowers: &[PathBuf], rel: &str) -> io::Result<LowerEntry> {
         }
     }
     Ok(LowerEntry::Absent)
+}
+
+/// What the merged view of a layer chain has at a path, for resolving a path through it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LowerSeen {
+    Absent,
+    /// A directory: permission bits, owner.
+    Dir {
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    /// A symlink at the path itself, with its target.
+    Symlink(Vec<u8>),
+    Other,
+}
+
+/// `comps` in the merged view of `lowers` (nearest first), as overlay looks it up: every proper
+/// prefix of `comps` is expected to be a directory in the merged view (the caller resolved it), so a
+/// layer with a non-directory or a whiteout at a proper prefix hides itself and every layer below
+/// it; an opaque directory hides the layers below it.
+pub(crate) fn lower_lookup(lowers: &[PathBuf], comps: &[OsString]) -> io::Result<LowerSeen> {
+    if comps.is_empty() {
+        return Ok(LowerSeen::Absent);
+    }
+    'layers: for layer in lowers {
+        let mut path = layer.clone();
+        let mut hides_below = false;
+        for (i, c) in comps.iter().enumerate() {
+            path.push(c);
+            let m = match std::fs::symlink_metadata(&path) {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    if hides_below {
+                        return Ok(LowerSeen::Absent);
+                    }
+                    continue 'layers;
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => return Ok(LowerSeen::Absent),
+                Err(e) => return Err(e),
+            };
+            let ft = m.file_type();
+            let whiteout = ft.is_char_device() && m.rdev() == 0;
+            if i + 1 == comps.len() {
+                return Ok(if whiteout {
+                    LowerSeen::Absent
+                } else if ft.is_symlink() {
+                    LowerSeen::Symlink(std::fs::read_link(&path)?.into_os_string().into_vec())
+                } else if ft.is_dir() {
+                    LowerSeen::Dir {
+                        mode: m.mode() & 0o7777,
+                        uid: m.uid(),
+                        gid: m.gid(),
+                    }
+                } else {
+                    LowerSeen::Other
+                });
+            }
+            if !ft.is_dir() {
+                return Ok(LowerSeen::Absent);
+            }
+            if xattr::get(&path, super::opaque_xattr())
+                .ok()
+                .flatten()
+                .is_some_and(|v| v == b"y")
+            {
+                hides_below = true;
+            }
+        }
+    }
+    Ok(LowerSeen::Absent)
 }
 
 #[cfg(test)]

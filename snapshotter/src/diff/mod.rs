@@ -16,7 +16,10 @@ mod write;
 
 pub use apply::{apply_layer, ApplyError, ApplyOptions, ApplyStats};
 pub use compare::write_tree_diff;
-pub use compress::{compress, decompress, detect, CompressError, CompressStats, Level};
+pub use compress::{
+    compress, decompress, decompress_counted, decompress_with, detect, CompressError,
+    CompressStats, Level,
+};
 pub use lower::{lower_entry, LowerEntry};
 pub use stream::{EntryMeta, LayerTarWriter};
 pub use tar_read::TarError;

@@ -93,6 +93,10 @@ impl<R: Read> TarReader<R> {
         self.inner
     }
 
+    pub(crate) fn get_ref(&self) -> &R {
+        &self.inner
+    }
+
     fn skip(&mut self, mut n: u64) -> Result<(), TarError> {
         let mut buf = [0u8; 8192];
         while n > 0 {

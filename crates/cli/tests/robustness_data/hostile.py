@@ -63,6 +63,30 @@ def zstd_bomb():
     z = subprocess.run(["zstd", "-q", "-19", "-c"], input=data, stdout=subprocess.PIPE, check=True).stdout
     return "zstd", z, data
 
+def repeated(kind, head, chunk, times):
+    # head, then `times` copies of chunk, each its own gzip member / zstd frame: a huge layer for
+    # the price of one small chunk.
+    def one(data):
+        if kind == "gzip":
+            return gzip.compress(data, compresslevel=9, mtime=0)
+        return subprocess.run(["zstd", "-q", "-19", "-c"], input=data, stdout=subprocess.PIPE,
+                              check=True).stdout
+    c = one(chunk)
+    return (one(head) if head else b"") + c * times
+
+# The layers below fail before their diff_id is checked: a made-up one will do.
+FAKE_DIFF_ID = "sha256:" + "0" * 64
+
+def zero_bomb(kind):
+    # 4 GiB of zeros in one member, at the default budgets.
+    h = ti("bomb", size=4 << 30).tobuf(tarfile.USTAR_FORMAT)
+    return {"kind": kind, "blob": repeated(kind, h, bytes(1 << 20), 4096), "diff_id": FAKE_DIFF_ID}
+
+def empty_entries():
+    # 3,000,000 empty files: a 10,000-entry chunk repeated (the same names again and again).
+    chunk = b"".join(ti("d/f%d" % i).tobuf(tarfile.USTAR_FORMAT) for i in range(10000))
+    return {"kind": "zstd", "blob": repeated("zstd", b"", chunk, 300), "diff_id": FAKE_DIFF_ID}
+
 def many():
     l = L()
     for i in range(150):
@@ -93,6 +117,14 @@ CASES = {
     "many-entries": many,
     "gzip-bomb": bomb,
     "zstd-bomb": zstd_bomb,
+    "gzip-bomb-default": lambda: zero_bomb("gzip"),
+    "zstd-bomb-default": lambda: zero_bomb("zstd"),
+    "empty-entries-default": empty_entries,
+    # Issue 14 item 9: the symlinks are in the layer below the one that writes through them.
+    "lower-symlink-var-run": lambda: {"layers": [L().dir("run").file("run/gone", b"g").dir("var").sym("var/run", "/run").done(),
+                                                 L().file("var/run/x", b"r").file("var/run/.wh.gone", b"").done()]},
+    "lower-symlink-outside": lambda: {"layers": [L().sym("up", "../../..").sym("hd", host).sym("abs", "/").done(),
+                                                 L().file("up/escape", b"x").file("hd/dir/pwned", b"x").file("abs/rbuild-breakout-escape", b"x").done()]},
     "legit-abs-symlinks": lambda: L().dir("run").file("run/x", b"r").dir("var").sym("var/run", "/run")
         .dir("etc/ssl/certs/java").file("etc/ca-certificates-java", b"c").sym("etc/ssl/certs/java/cacerts", "/etc/ca-certificates-java").done(),
 }
@@ -108,7 +140,16 @@ if tar_mode:
         f.write(made[1] if isinstance(made, tuple) else made)
     sys.exit(0)
 layer_type = "application/vnd.oci.image.layer.v1.tar+gzip"
-if isinstance(made, tuple) and len(made) == 3:
+extra = []  # (media type, blob, diff_id) of layers below the hostile one
+if isinstance(made, dict) and "layers" in made:
+    *below, top = made["layers"]
+    extra = [(layer_type, gzip.compress(t, mtime=0), "sha256:" + hashlib.sha256(t).hexdigest()) for t in below]
+    made = top
+if isinstance(made, dict):
+    layer_gz, diff_id = made["blob"], made["diff_id"]
+    if made["kind"] == "zstd":
+        layer_type = "application/vnd.oci.image.layer.v1.tar+zstd"
+elif isinstance(made, tuple) and len(made) == 3:
     layer_gz = made[1]
     layer_type = "application/vnd.oci.image.layer.v1.tar+zstd"
     if made[2] is None:
@@ -136,13 +177,18 @@ bm = json.loads(read_blob(bb, idx["manifests"][0]["digest"]))
 bc = json.loads(read_blob(bb, bm["config"]["digest"]))
 base_layer = bm["layers"][0]
 blob(read_blob(bb, base_layer["digest"]))
+extra_descs = []
+for mt, b, d in extra:
+    bc["rootfs"]["diff_ids"].append(d)
+    bc["history"].append({"created": "1970-01-01T00:00:00Z", "created_by": "below " + case})
+    extra_descs.append({"mediaType": mt, "digest": blob(b), "size": len(b)})
 bc["rootfs"]["diff_ids"].append(diff_id)
 bc["history"].append({"created": "1970-01-01T00:00:00Z", "created_by": "hostile " + case})
 cfg = json.dumps(bc, sort_keys=True, separators=(",", ":")).encode()
 ld = blob(layer_gz)
 m = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
      "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": blob(cfg), "size": len(cfg)},
-     "layers": [base_layer, {"mediaType": layer_type, "digest": ld, "size": len(layer_gz)}]}
+     "layers": [base_layer] + extra_descs + [{"mediaType": layer_type, "digest": ld, "size": len(layer_gz)}]}
 mb = json.dumps(m, sort_keys=True, separators=(",", ":")).encode()
 md = blob(mb)
 index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",

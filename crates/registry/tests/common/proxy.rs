@@ -31,6 +31,14 @@ pub enum Action {
     Stall,
     /// Answer 307 to the same request under another origin (`localhost` instead of `127.0.0.1`).
     Redirect,
+    /// Accept the request and never answer (no status line, no headers).
+    NeverAnswer,
+    /// Send the headers (announcing the full length), then no body byte, forever.
+    HeadersThenSilence,
+    /// Send the body one byte per second.
+    Trickle,
+    /// Answer 200 with this body and Content-Type, without asking the registry.
+    Serve(String, String),
 }
 
 #[derive(Clone, Debug)]
@@ -209,9 +217,10 @@ fn simple(status: u16, headers: &[(&str, String)], body: &str) -> Response<Body>
     for (k, v) in headers {
         r = r.header(*k, v);
     }
-    r.header("content-type", "application/json")
-        .body(full(body.to_string()))
-        .unwrap()
+    if !headers.iter().any(|(k, _)| *k == "content-type") {
+        r = r.header("content-type", "application/json");
+    }
+    r.body(full(body.to_string())).unwrap()
 }
 
 /// The repository of a `/v2/<repo>/{manifests,blobs,tags}/...` path.
@@ -403,6 +412,20 @@ async fn handle(
     }
 
     match &action {
+        Some(Action::NeverAnswer) => {
+            futures_util::future::pending::<()>().await;
+        }
+        Some(Action::Serve(body, content_type)) => {
+            let digest = format!("sha256:{}", rbuild_oci::sha256_hex(body.as_bytes()));
+            return Ok(simple(
+                200,
+                &[
+                    ("content-type", content_type.clone()),
+                    ("docker-content-digest", digest),
+                ],
+                body,
+            ));
+        }
         Some(Action::Status(code, retry_after)) => {
             let mut h = Vec::new();
             if let Some(s) = retry_after {
@@ -494,6 +517,28 @@ async fn handle(
                     Err(io::Error::other("truncated by the test proxy"))
                 }),
             );
+            BodyExt::boxed(StreamBody::new(s))
+        }
+        Some(Action::HeadersThenSilence) => {
+            out = out.header("content-length", full_len);
+            BodyExt::boxed(StreamBody::new(futures_util::stream::pending::<
+                Result<Frame<Bytes>, io::Error>,
+            >()))
+        }
+        Some(Action::Trickle) if full_len > 0 => {
+            out = out.header("content-length", full_len);
+            let s = futures_util::stream::unfold(0usize, move |i| {
+                let body = body.clone();
+                async move {
+                    if i >= body.len() {
+                        return None;
+                    }
+                    if i > 0 {
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                    Some((Ok::<_, io::Error>(Frame::data(body.slice(i..i + 1))), i + 1))
+                }
+            });
             BodyExt::boxed(StreamBody::new(s))
         }
         Some(Action::Stall) if full_len > 1 => {
