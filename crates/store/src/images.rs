@@ -21,10 +21,62 @@ pub struct ImageRecord {
     pub created: Option<String>,
 }
 
-/// Normalize an image name: a name without a tag or digest gets `:latest`
-/// (`busybox` → `busybox:latest`, `localhost:5000/app` → `localhost:5000/app:latest`).
-/// Rejects empty names, whitespace and control characters, and over-long names.
+/// Normalize an image name as docker does, to the one key every spelling of it shares: Docker Hub's
+/// `docker.io/`, `index.docker.io/` and `library/` prefixes are dropped (`docker.io/library/base`,
+/// `index.docker.io/library/base`, `library/base` and `base` are all `base:latest`;
+/// `docker.io/user/app` is `user/app:latest`), another registry stays (`localhost:5000/app` →
+/// `localhost:5000/app:latest`), and a name without a tag or digest gets `:latest`. The key is
+/// docker's familiar form, which is also what `rbuild images` prints; [`qualified_name`] gives the
+/// fully qualified one. Rejects empty names, whitespace and control characters, and over-long names.
 pub fn normalize_name(name: &str) -> Result<String> {
+    let plain = legacy_normalize_name(name)?;
+    Ok(familiar(&plain))
+}
+
+/// The fully qualified form of a name: `base` → `docker.io/library/base:latest`.
+pub fn qualified_name(name: &str) -> Result<String> {
+    let n = normalize_name(name)?;
+    let (domain, _) = split_domain(&n);
+    Ok(match domain {
+        Some(_) => n,
+        None if n.contains('/') => format!("docker.io/{n}"),
+        None => format!("docker.io/library/{n}"),
+    })
+}
+
+/// `(Some(registry), rest)` when the first component of `name` is a registry (it has a `.` or a
+/// `:`, or is `localhost`), else `(None, name)`.
+fn split_domain(name: &str) -> (Option<&str>, &str) {
+    match name.split_once('/') {
+        Some((first, rest))
+            if first.contains(['.', ':']) || first == "localhost" || first.starts_with('[') =>
+        {
+            (Some(first), rest)
+        }
+        _ => (None, name),
+    }
+}
+
+/// Docker's familiar form of a name that already has its tag or digest.
+fn familiar(name: &str) -> String {
+    let (domain, rest) = split_domain(name);
+    let rest = match domain {
+        Some("docker.io" | "index.docker.io") => rest,
+        Some(_) => return name.to_string(),
+        None => rest,
+    };
+    // `library/x` is `x`; `library/a/b` stays (docker only drops it before a single component).
+    match rest.strip_prefix("library/") {
+        Some(short) if !short.split(['@']).next().unwrap_or(short).contains('/') => {
+            short.to_string()
+        }
+        _ => rest.to_string(),
+    }
+}
+
+/// The normalization before docker's rules (only `:latest` added): how names were stored by
+/// earlier versions, looked up too so such stores keep working before they are migrated.
+fn legacy_normalize_name(name: &str) -> Result<String> {
     let invalid = |reason| StoreError::InvalidName {
         name: name.chars().take(300).collect(),
         reason,
@@ -128,30 +180,87 @@ impl Store {
         Ok(())
     }
 
-    /// The image a name points at (`busybox` finds `busybox:latest`).
+    /// The image a name points at (`busybox` finds `busybox:latest`, so do
+    /// `docker.io/library/busybox` and `library/busybox:latest`).
     pub fn get_image(&self, name: &str) -> Result<Option<ImageRecord>> {
-        let Ok(name) = normalize_name(name) else {
+        Ok(self.get_image_named(name)?.map(|(_, r)| r))
+    }
+
+    /// [`get_image`](Self::get_image), with the name the image is stored under.
+    fn get_image_named(&self, name: &str) -> Result<Option<(String, ImageRecord)>> {
+        let (Ok(key), Ok(old)) = (normalize_name(name), legacy_normalize_name(name)) else {
             return Ok(None);
         };
+        // A store not migrated yet (read-only) may hold the name as it was written.
+        for n in [&key, &old, &qualified_name(name)?] {
+            let raw = self.db(|c| {
+                c.query_row(&format!("{SELECT} WHERE name = ?1"), [n], record_from_row)
+                    .optional()
+            })?;
+            if let Some((n, r)) = raw {
+                return Ok(Some((n.clone(), self.parse_record(&n, r)?)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Rename the images stored under a name that is not its normalized key (written before names
+    /// were normalized as docker does, e.g. `docker.io/library/base:latest` from an archive) to
+    /// that key; where both exist, the more recently updated wins. Best effort: a read-only store
+    /// is left as it is (lookups find both forms). Returns how many names were changed.
+    pub fn migrate_image_names(&self) -> Result<usize> {
+        let rows = self.db(|c| {
+            let mut stmt = c.prepare("SELECT name, updated_ns FROM images")?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })?;
+        let mut changed = 0;
+        for (name, updated) in &rows {
+            let Ok(key) = normalize_name(name) else {
+                continue;
+            };
+            if &key == name {
+                continue;
+            }
+            let Some((_, rec)) = self.get_raw(name)? else {
+                continue;
+            };
+            let newer = match rows.iter().find(|(n, _)| n == &key) {
+                Some((_, theirs)) => updated > theirs,
+                None => true,
+            };
+            if newer {
+                self.write_ref(&key, &rec)?;
+                self.put_image_row(&key, &rec)?;
+            }
+            self.db(|c| c.execute("DELETE FROM images WHERE name = ?1", [name]))?;
+            self.remove_ref(name)?;
+            changed += 1;
+        }
+        Ok(changed)
+    }
+
+    fn get_raw(&self, name: &str) -> Result<Option<(String, ImageRecord)>> {
         let raw = self.db(|c| {
             c.query_row(
                 &format!("{SELECT} WHERE name = ?1"),
-                [&name],
+                [name],
                 record_from_row,
             )
             .optional()
         })?;
-        raw.map(|(n, r)| self.parse_record(&n, r)).transpose()
+        raw.map(|(n, r)| Ok((n.clone(), self.parse_record(&n, r)?)))
+            .transpose()
     }
 
     /// Find an image by name, by `sha256:<id>`, or by a hex prefix (at least 4 digits) of its id.
     /// Returns the name it was found under (the first name in order for id lookups).
     /// An id prefix matching more than one image is an error.
     pub fn find_image(&self, name_or_id: &str) -> Result<Option<(Option<String>, ImageRecord)>> {
-        if let Ok(name) = normalize_name(name_or_id) {
-            if let Some(rec) = self.get_image(&name)? {
-                return Ok(Some((Some(name), rec)));
-            }
+        if let Some((name, rec)) = self.get_image_named(name_or_id)? {
+            return Ok(Some((Some(name), rec)));
         }
         let prefix = if let Ok(d) = name_or_id.parse::<Digest>() {
             d.to_string()
@@ -212,7 +321,7 @@ impl Store {
 
     /// Remove a name; `false` if it did not exist. Blobs stay until [`Store::prune`].
     pub fn remove_image(&self, name: &str) -> Result<bool> {
-        let Ok(name) = normalize_name(name) else {
+        let Ok(Some((name, _))) = self.get_image_named(name) else {
             return Ok(false);
         };
         self.changing(|| {
@@ -258,6 +367,109 @@ mod tests {
         for bad in ["", "a b", "x\n", "/abs", "trail:", &"a".repeat(600)] {
             assert!(normalize_name(bad).is_err(), "{bad:?}");
         }
+        // Docker's rules: every spelling of a Docker Hub name is one key, its familiar form.
+        let d = "sha256:".to_string() + &"a".repeat(64);
+        for (input, key, full) in [
+            ("base", "base:latest", "docker.io/library/base:latest"),
+            (
+                "base:latest",
+                "base:latest",
+                "docker.io/library/base:latest",
+            ),
+            (
+                "library/base",
+                "base:latest",
+                "docker.io/library/base:latest",
+            ),
+            (
+                "docker.io/base",
+                "base:latest",
+                "docker.io/library/base:latest",
+            ),
+            (
+                "docker.io/library/base:latest",
+                "base:latest",
+                "docker.io/library/base:latest",
+            ),
+            (
+                "index.docker.io/library/base:1",
+                "base:1",
+                "docker.io/library/base:1",
+            ),
+            (
+                "docker.io/user/app",
+                "user/app:latest",
+                "docker.io/user/app:latest",
+            ),
+            (
+                "library/a/b",
+                "library/a/b:latest",
+                "docker.io/library/a/b:latest",
+            ),
+            (
+                "localhost/app",
+                "localhost/app:latest",
+                "localhost/app:latest",
+            ),
+            (
+                "localhost:5000/app",
+                "localhost:5000/app:latest",
+                "localhost:5000/app:latest",
+            ),
+            ("quay.io/x/y:v", "quay.io/x/y:v", "quay.io/x/y:v"),
+        ] {
+            assert_eq!(normalize_name(input).unwrap(), key, "{input}");
+            assert_eq!(qualified_name(input).unwrap(), full, "{input}");
+        }
+        assert_eq!(
+            normalize_name(&format!("docker.io/library/base@{d}")).unwrap(),
+            format!("base@{d}")
+        );
+        assert_eq!(
+            qualified_name(&format!("base@{d}")).unwrap(),
+            format!("docker.io/library/base@{d}")
+        );
+    }
+
+    #[test]
+    fn every_spelling_finds_the_image_and_old_names_migrate() {
+        let t = tempfile::tempdir().unwrap();
+        let s = Store::open(t.path()).unwrap();
+        s.put_image("docker.io/library/base:latest", &rec(1))
+            .unwrap();
+        for n in [
+            "base",
+            "base:latest",
+            "library/base",
+            "docker.io/base",
+            "index.docker.io/library/base:latest",
+        ] {
+            assert_eq!(s.get_image(n).unwrap(), Some(rec(1)), "{n}");
+            let (name, _) = s.find_image(n).unwrap().unwrap();
+            assert_eq!(name.as_deref(), Some("base:latest"), "{n}");
+        }
+        assert_eq!(s.list_images().unwrap()[0].0, "base:latest");
+        // A store written before: the name as it came (an archive's fully qualified one).
+        s.put_image_row("docker.io/library/old:latest", &rec(2))
+            .unwrap();
+        s.write_ref("docker.io/library/old:latest", &rec(2))
+            .unwrap();
+        assert_eq!(
+            s.get_image("old").unwrap(),
+            Some(rec(2)),
+            "found before migrating"
+        );
+        assert_eq!(s.migrate_image_names().unwrap(), 1);
+        let names: Vec<String> = s
+            .list_images()
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(names, vec!["base:latest", "old:latest"]);
+        assert_eq!(s.get_image("docker.io/library/old").unwrap(), Some(rec(2)));
+        assert!(s.remove_image("docker.io/old:latest").unwrap());
+        assert_eq!(s.get_image("old").unwrap(), None);
     }
 
     #[test]

@@ -46,7 +46,7 @@ pub use error::{Result, StoreError};
 pub use fsck::FsckReport;
 pub use gc::{DiskUsage, PruneOptions, PruneReport};
 pub use generation::GENERATION;
-pub use images::{normalize_name, ImageRecord};
+pub use images::{normalize_name, qualified_name, ImageRecord};
 pub use lease::{Lease, KIND_BLOB, KIND_CACHE, KIND_SNAPSHOT};
 
 use rusqlite::Connection;
@@ -110,14 +110,18 @@ impl Store {
         Self::create_layout(root)?;
         let db_path = root.join("meta.db");
         let conn = Self::open_db(root, &db_path)?;
-        Ok(Store {
+        let store = Store {
             inner: Arc::new(Inner {
                 root: root.to_path_buf(),
                 db_path,
                 conn: Mutex::new(conn),
                 used_records: Mutex::new(Vec::new()),
             }),
-        })
+        };
+        // Names stored before they were normalized as docker does get their key (best effort: a
+        // read-only store keeps them, and lookups find both forms).
+        let _ = store.migrate_image_names();
+        Ok(store)
     }
 
     /// Open `meta.db`, serialized with other processes opening the same store (`locks/open.lock`):
