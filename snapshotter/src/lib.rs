@@ -1,6 +1,6 @@
 //! # rbuild-snapshotter — snapshots of layer directories, and diffs between them and layer tars
 //!
-//! Two modules that never meet (DESIGN.md, "Snapshots and diffs are two modules"):
+//! Two modules that never meet (docs/ARCHITECTURE.md, the parts):
 //!
 //! - **snapshots** ([`Snapshotter`]): the lifecycle of layer directories — active, view, committed —
 //!   with metadata in a SQLite db shared safely by concurrent rbuild processes. Methods return
@@ -17,7 +17,9 @@
 //! `apply_layer(upper_dir)` → `commit` under its chain id.
 //!
 //! What it is not: it does not know about images, manifests, the content store or cache keys (the
-//! solver names snapshots), it runs nothing, and it does not choose where things are mounted.
+//! solver names snapshots), it runs nothing, and it does not choose where things are mounted:
+//! [`MountedSnapshot`] mounts a view or an active snapshot where its caller says, and undoes all of
+//! it when dropped.
 //!
 //! Needs root (or equivalent capabilities) for overlay mounts, `trusted.*` xattrs, device nodes and
 //! chown. Hosts without a usable overlay get copy-based snapshots ([`Driver::Native`]): a full copy
@@ -26,10 +28,12 @@
 //! [`mount::overlay_usable`] probes the host.
 
 pub mod diff;
+mod guard;
 pub mod mount;
 mod mount_spec;
 mod snapshots;
 
+pub use guard::{GuardError, MountedSnapshot};
 pub use mount_spec::MountSpec;
 pub use snapshots::{
     Changes, CleanupReport, Driver, Info, Kind, SnapshotError, Snapshotter, MAX_LOWERS,

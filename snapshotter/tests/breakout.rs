@@ -1,4 +1,4 @@
-//! Breakout corpus for apply_layer (DESIGN.md safety rules 1 and 7, issue 8). One table row per case:
+//! Breakout corpus for apply_layer (docs/ARCHITECTURE.md safety rules 1 and 7, issue 8). One table row per case:
 //! a hostile layer made with the tar header writer, the budgets, and the expected outcome — an error
 //! naming the entry, or a result inside dest exactly as OCI says. Every case also checks that the host
 //! sentinels (a file and a dir outside dest) are unchanged and nothing appeared next to dest.

@@ -1,8 +1,9 @@
 //! # rbuild — the command line
 //!
-//! Parses arguments (clap), opens the store, and drives the frontend, the solver and the
-//! exporters; renders progress on stderr. The only crate that uses `anyhow`: errors from the
-//! libraries arrive typed and are turned into messages (one line first, details after) here.
+//! Parses arguments (clap), hands each command to the engine (`rbuild-engine`'s library:
+//! [`rbuild_engine::build`] and the other operations), renders progress on stderr and prints
+//! results and errors (one line first, the causes after). The engine's errors are `anyhow` errors
+//! with context; the parts below it return typed errors.
 //!
 //! Exit codes: 0 success, 1 the build (or command) failed, 2 usage error.
 

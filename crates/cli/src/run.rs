@@ -193,21 +193,14 @@ pub fn run(root: &Option<PathBuf>, a: RunArgs) -> anyhow::Result<ExitCode> {
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::SeqCst)
     );
-    let specs = snaps
-        .prepare(&key, top.as_deref())
-        .map_err(|e| anyhow::anyhow!("preparing the container's snapshot: {e}"))?;
-    let mnt = store.root().join("mnt").join(&key);
-    let guard = Container {
-        snaps: &snaps,
-        key: key.clone(),
-        mnt: mnt.clone(),
-        mounted: false,
-    };
-    let mut guard = guard;
-    std::fs::create_dir_all(&mnt).with_context(|| format!("creating {}", mnt.display()))?;
-    rbuild_snapshotter::mount::mount_all(&specs, &mnt)
-        .map_err(|e| anyhow::anyhow!("mounting the container's rootfs: {e}"))?;
-    guard.mounted = true;
+    let guard = rbuild_snapshotter::MountedSnapshot::active(
+        &snaps,
+        &key,
+        top.as_deref(),
+        &store.root().join("mnt"),
+    )
+    .map_err(|e| anyhow::anyhow!("mounting the container's rootfs: {e}"))?;
+    let mnt = guard.path().to_path_buf();
 
     let u = rbuild_fileop::Root::open(&mnt)
         .and_then(|root| rbuild_fileop::resolve_user(&root, &user))
@@ -420,24 +413,6 @@ impl Signals {
     /// The signal that stopped the container, if one did.
     fn caught(&self) -> Option<i32> {
         Some(self.caught.load(Ordering::SeqCst)).filter(|s| *s != 0)
-    }
-}
-
-/// The container's active snapshot: unmounted and removed on drop.
-struct Container<'a> {
-    snaps: &'a rbuild_snapshotter::Snapshotter,
-    key: String,
-    mnt: PathBuf,
-    mounted: bool,
-}
-
-impl Drop for Container<'_> {
-    fn drop(&mut self) {
-        if self.mounted {
-            let _ = rbuild_snapshotter::mount::unmount(&self.mnt);
-        }
-        let _ = std::fs::remove_dir(&self.mnt);
-        let _ = self.snaps.remove(&self.key);
     }
 }
 

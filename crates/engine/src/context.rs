@@ -2,9 +2,9 @@
 //! on stdin, or a lone Dockerfile on stdin with an empty context, as `docker build - < Dockerfile`),
 //! a git URL (`https://host/repo.git#ref:subdir`, `git@host:repo.git`, BuildKit's forms: the ref is
 //! resolved and its tree checked out by rbuild-git), or an http(s) URL of a tar archive.
-//! Archives are unpacked into a private temporary directory with the snapshotter's layer applier,
-//! which refuses paths that climb out, links that escape and device nodes' surprises — never with
-//! tar's own unpack.
+//! Archives are unpacked into a private temporary directory with fileop's extractor (ADD's), which
+//! resolves every member beneath the directory, refuses `..` and keeps budgets — never with tar's
+//! own unpack, and never with the layer applier (a context's `.wh.` file is a file, not a whiteout).
 
 use anyhow::{anyhow, bail, Context as _};
 use std::io::Read;
@@ -178,20 +178,76 @@ fn looks_like_archive(head: &[u8]) -> bool {
     head.len() >= 262 && &head[257..262] == b"ustar"
 }
 
-fn unpack<R: Read + Send>(reader: R, dest: &Path) -> anyhow::Result<()> {
-    let tar = rbuild_snapshotter::diff::decompress(reader).map_err(|e| anyhow!("{e}"))?;
-    rbuild_snapshotter::diff::apply_layer(
-        tar,
-        dest,
-        &rbuild_snapshotter::diff::ApplyOptions::default(),
+/// Unpack a context archive with fileop's extractor (ADD's): the directory is the archive's root,
+/// every member is resolved beneath it (`..` stops at the root, as Docker's untar), budgets hold,
+/// and a member is a file as written — a `.wh.` name is an ordinary file of the user's, not a
+/// layer's whiteout.
+fn unpack<R: Read>(reader: R, dest: &Path) -> anyhow::Result<()> {
+    let mut reader = std::io::BufReader::new(reader);
+    let head = std::io::BufRead::fill_buf(&mut reader)?;
+    let compression = rbuild_fileop::unpack::sniff(head);
+    let root = rbuild_fileop::Root::open(dest).map_err(|e| anyhow!("{e}"))?;
+    rbuild_fileop::unpack::extract_clamped(
+        reader,
+        compression,
+        "the build context",
+        &root,
+        &rbuild_fileop::ExtractLimits::default(),
+        &mut rbuild_fileop::ApplyStats::default(),
     )
-    .map_err(|e| anyhow!("{e}"))?;
-    Ok(())
+    .map_err(|e| anyhow!("{e}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A context tar is the user's files: `.wh.` names (a layer's whiteouts) are ordinary files
+    /// here, unpacked as they are; and a member cannot climb out (`../out` lands at the root).
+    #[test]
+    fn whiteout_names_are_ordinary_files() {
+        let (uid, gid) = (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        );
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, data) in [
+            ("Dockerfile", &b"FROM scratch\n"[..]),
+            (".wh.keep", b"not a whiteout"),
+            ("dir/.wh..wh..opq", b"opaque? no"),
+            ("dir/a", b"a"),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_uid(uid.into());
+            h.set_gid(gid.into());
+            h.set_cksum();
+            b.append_data(&mut h, name, data).unwrap();
+        }
+        let bytes = b.into_inner().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        unpack(std::io::Cursor::new(bytes), tmp.path()).unwrap();
+        let read = |p: &str| std::fs::read(tmp.path().join(p)).unwrap();
+        assert_eq!(read(".wh.keep"), b"not a whiteout");
+        assert_eq!(read("dir/.wh..wh..opq"), b"opaque? no");
+        assert_eq!(read("dir/a"), b"a");
+        assert_eq!(read("Dockerfile"), b"FROM scratch\n");
+
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_mode(0o644);
+        h.as_gnu_mut().unwrap().name[..6].copy_from_slice(b"../out");
+        h.set_cksum();
+        b.append(&h, &b"x"[..]).unwrap();
+        let bytes = b.into_inner().unwrap();
+        let inner = tmp.path().join("inner");
+        std::fs::create_dir(&inner).unwrap();
+        unpack(std::io::Cursor::new(bytes), &inner).unwrap();
+        assert!(!tmp.path().join("out").exists());
+        assert_eq!(std::fs::read(inner.join("out")).unwrap(), b"x");
+    }
 
     #[test]
     fn sniffs_archives() {

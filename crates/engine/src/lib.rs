@@ -12,6 +12,7 @@
 //! - [`registry`]: one registry client per command; push preparation (compression), push, pull.
 //! - [`cache`]: `--cache-to` / `--cache-from`: the cache's wire form and its backends.
 //! - [`outputs`]: `--output` exporters (oci, docker, local, tar).
+//! - [`maintenance`]: prune (records, snapshots, blobs, locks), df, fsck.
 //! - [`snapshots`]: which snapshotter a command uses.
 //! - [`step`]: steps run outside the solve, reported as vertices of their own.
 //! - `noop_record`: the no-op front's record of a build (every input it read, its output).
@@ -23,6 +24,7 @@ pub mod attest;
 pub mod build;
 pub mod cache;
 pub mod context;
+pub mod maintenance;
 mod noop_record;
 pub mod outputs;
 pub mod registry;

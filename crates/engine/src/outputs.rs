@@ -250,41 +250,35 @@ fn export_with(
                 .as_deref()
                 .ok_or_else(|| anyhow!("the target's filesystem was not materialized"))?;
             let key = format!("export-{}-{}", std::process::id(), rand_suffix());
-            let specs = snapshotter
-                .view(&key, snap)
-                .context("opening a view of the result")?;
-            let mnt = store.root().join("mnt").join(&key);
-            std::fs::create_dir_all(&mnt)?;
-            let res = (|| -> anyhow::Result<()> {
-                rbuild_snapshotter::mount::mount_all(&specs, &mnt)
-                    .context("mounting the result")?;
-                let r = if o.kind == OutputKind::Tar {
-                    let mut w = Counted {
-                        inner: open_dest(dest)?,
-                        step,
-                        id: "sending tarball",
-                        n: 0,
-                    };
-                    rbuild_snapshotter::diff::write_layer(
-                        &mnt,
-                        &mut w,
-                        &rbuild_snapshotter::diff::LayerOptions::default(),
-                    )
-                    .map(|_| ())
-                    .context("writing the rootfs tar")
-                    .and_then(|_| std::io::Write::flush(&mut w).context("writing the rootfs tar"))
-                    .map(|()| step.bytes(w.id, w.n, None, true))
-                } else {
-                    std::fs::create_dir_all(dest)
-                        .with_context(|| format!("creating {}", dest.display()))?;
-                    copy_tree(&mnt, dest, step)
+            let view = rbuild_snapshotter::MountedSnapshot::view(
+                snapshotter,
+                &key,
+                snap,
+                &store.root().join("mnt"),
+            )
+            .context("mounting a view of the result")?;
+            let mnt = view.path();
+            if o.kind == OutputKind::Tar {
+                let mut w = Counted {
+                    inner: open_dest(dest)?,
+                    step,
+                    id: "sending tarball",
+                    n: 0,
                 };
-                let _ = rbuild_snapshotter::mount::unmount(&mnt);
-                r
-            })();
-            let _ = std::fs::remove_dir(&mnt);
-            let _ = snapshotter.remove(&key);
-            res
+                rbuild_snapshotter::diff::write_layer(
+                    mnt,
+                    &mut w,
+                    &rbuild_snapshotter::diff::LayerOptions::default(),
+                )
+                .map(|_| ())
+                .context("writing the rootfs tar")
+                .and_then(|_| std::io::Write::flush(&mut w).context("writing the rootfs tar"))
+                .map(|()| step.bytes(w.id, w.n, None, true))
+            } else {
+                std::fs::create_dir_all(dest)
+                    .with_context(|| format!("creating {}", dest.display()))?;
+                copy_tree(mnt, dest, step)
+            }
         }
     }
 }

@@ -6,7 +6,7 @@
 //! [`checksum()`] of a COPY's [`Selection`] for cache keys.
 //!
 //! ## Main types
-//! * [`Root`]: a directory every path is resolved *beneath* (DESIGN.md safety rule 1): `openat2`
+//! * [`Root`]: a directory every path is resolved *beneath* (docs/ARCHITECTURE.md, safety rule 1): `openat2`
 //!   with `RESOLVE_IN_ROOT`, or a component-by-component `O_NOFOLLOW` walk — an absolute symlink means
 //!   "from this root", `..` stops at the root, nothing is followed onto the host, no string-prefix
 //!   checks. Writes are `*at(dir_fd, name)` calls with `O_EXCL`/`O_NOFOLLOW`.

@@ -1,4 +1,4 @@
-//! [`Root`]: a directory that paths are resolved *beneath* (DESIGN.md safety rule 1).
+//! [`Root`]: a directory that paths are resolved *beneath* (docs/ARCHITECTURE.md, safety rule 1).
 //!
 //! Every lookup starts from the root's fd. The kernel enforces containment: single-shot lookups use
 //! `openat2(RESOLVE_IN_ROOT)` (an absolute symlink means "from this root", `..` stops at the root,

@@ -4,13 +4,12 @@
 //! Extraction is ours, not the tar crate's `unpack`: the destination directory is treated as the
 //! root of the archive (as Docker's chroot'ed untar does), so every member — including ones under
 //! symlinks that earlier members planted — is resolved beneath it. Members with `..` are rejected;
-//! entries, bytes and path depth have budgets that are on by default (DESIGN.md safety rule 7).
+//! entries, bytes and path depth have budgets that are on by default (docs/ARCHITECTURE.md, safety rule 7).
 
 use crate::error::{FileOpError, Result};
 use crate::root::{clean, join, split_parent, Follow, NewDir, Root};
 use crate::write::{self, ApplyStats, DirHandle, Meta, ReaderSource};
 use nix::sys::stat::SFlag;
-use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 
 /// Budgets of one extraction.
@@ -43,7 +42,8 @@ pub enum ArchiveCompression {
     Zstd,
 }
 
-fn sniff(head: &[u8]) -> ArchiveCompression {
+/// The compression of a stream from its first bytes (at least 6 for every format).
+pub fn sniff(head: &[u8]) -> ArchiveCompression {
     if head.starts_with(&[0x1f, 0x8b]) {
         ArchiveCompression::Gzip
     } else if head.starts_with(b"BZh") {
@@ -156,14 +156,43 @@ impl<R: Read> Read for Capped<R> {
 
 /// Extract the archive `file` (compression `c`; `name` for messages) into `xroot`, the destination
 /// directory treated as the archive's root. Owners come from the archive unless `owner` is given.
+/// Members are files as written: a `.wh.` name is an ordinary file here, not a whiteout. A member
+/// (or hard link target) with a `..` component is refused.
 pub fn extract(
-    file: File,
+    file: impl Read,
     c: ArchiveCompression,
     name: &str,
     xroot: &Root,
     owner: Option<(u32, u32)>,
     limits: &ExtractLimits,
     stats: &mut ApplyStats,
+) -> Result<()> {
+    extract_with(file, c, name, xroot, owner, limits, stats, false)
+}
+
+/// [`extract`], but a `..` component stops at the archive's root instead of refusing the member
+/// (`../a` is `a`), as Docker's chroot'ed untar of a build context does.
+pub fn extract_clamped(
+    file: impl Read,
+    c: ArchiveCompression,
+    name: &str,
+    xroot: &Root,
+    limits: &ExtractLimits,
+    stats: &mut ApplyStats,
+) -> Result<()> {
+    extract_with(file, c, name, xroot, None, limits, stats, true)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn extract_with(
+    file: impl Read,
+    c: ArchiveCompression,
+    name: &str,
+    xroot: &Root,
+    owner: Option<(u32, u32)>,
+    limits: &ExtractLimits,
+    stats: &mut ApplyStats,
+    clamp_dotdot: bool,
 ) -> Result<()> {
     let arc_err = |source: io::Error| FileOpError::Archive {
         archive: name.to_string(),
@@ -206,7 +235,7 @@ pub fn extract(
         let Ok(path) = std::str::from_utf8(&raw) else {
             return Err(unsafe_entry("path is not UTF-8"));
         };
-        if path.split('/').any(|c| c == "..") {
+        if !clamp_dotdot && path.split('/').any(|c| c == "..") {
             return Err(unsafe_entry("path contains '..'"));
         }
         let rel = clean(path);
@@ -303,7 +332,7 @@ pub fn extract(
                     .link_name_bytes()
                     .map(|t| String::from_utf8_lossy(&t).into_owned())
                     .unwrap_or_default();
-                if target.split('/').any(|c| c == "..") {
+                if !clamp_dotdot && target.split('/').any(|c| c == "..") {
                     return Err(unsafe_entry("hard link target contains '..'"));
                 }
                 let tclean = clean(&target);

@@ -1,4 +1,4 @@
-//! Content digests, parsed strictly before they ever name a file (DESIGN.md safety rule 6).
+//! Content digests, parsed strictly before they ever name a file (docs/ARCHITECTURE.md, safety rule 6).
 
 use sha2::{Digest as _, Sha256};
 use std::fmt;

@@ -315,7 +315,11 @@ where
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
-/// Size caps for documents read from untrusted places (DESIGN.md safety rule 6).
+/// The `PATH` of a container whose image sets none (Docker's and BuildKit's default): scratch
+/// images, RUN steps, and the sandbox's lookup of `args[0]`.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Size caps for documents read from untrusted places (docs/ARCHITECTURE.md, safety rule 6).
 pub const MAX_MANIFEST_SIZE: u64 = 4 << 20;
 /// Size cap for an image config blob.
 pub const MAX_CONFIG_SIZE: u64 = 8 << 20;

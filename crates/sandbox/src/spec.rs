@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// Docker's default `PATH`, used to look up `args[0]` when the spec's env has no `PATH`.
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub use rbuild_oci::DEFAULT_PATH;
 
 /// One command to run in a sandbox.
 #[derive(Debug, Clone, PartialEq)]

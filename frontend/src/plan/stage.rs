@@ -17,7 +17,7 @@ use rbuild_ops::{
 use std::collections::HashMap;
 
 /// `PATH` BuildKit gives scratch images and RUN steps whose image sets none.
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub use rbuild_oci::DEFAULT_PATH;
 
 /// A planned stage.
 #[derive(Clone, Debug)]
