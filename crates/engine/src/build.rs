@@ -226,14 +226,9 @@ pub fn build(req: BuildRequest, ui: &mut dyn BuildUi) -> anyhow::Result<Outcome>
         let store = Arc::new(crate::open_store(&req.root)?);
         let registry = Arc::new(LazyRegistry::default());
         let resolver = StoreResolver::with_registry(store, registry, req.pull);
-        let checked = match rbuild_frontend::plan_checked(&plan_opts, &resolver) {
+        let checked = match plan(&plan_opts, &resolver) {
             Ok(c) => c,
-            Err(e) => {
-                return Ok(Outcome::Invalid {
-                    warnings: Vec::new(),
-                    rendered: e.render(),
-                })
-            }
+            Err(invalid) => return Ok(*invalid),
         };
         let error_rules = checked.error_rules();
         return Ok(Outcome::Checked {
@@ -262,14 +257,9 @@ pub fn build(req: BuildRequest, ui: &mut dyn BuildUi) -> anyhow::Result<Outcome>
 
     let registry = Arc::new(LazyRegistry::default());
     let resolver = StoreResolver::with_registry(store.clone(), registry.clone(), req.pull);
-    let checked = match rbuild_frontend::plan_checked(&plan_opts, &resolver) {
+    let checked = match plan(&plan_opts, &resolver) {
         Ok(c) => c,
-        Err(e) => {
-            return Ok(Outcome::Invalid {
-                warnings: Vec::new(),
-                rendered: e.render(),
-            })
-        }
+        Err(invalid) => return Ok(*invalid),
     };
     let error_rules = checked.error_rules();
     let warnings = checked.warnings;
@@ -587,6 +577,20 @@ fn check_emulators(graph: &rbuild_ops::BuildGraph) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The plan and its checks; a syntax error or a bad check configuration, rendered, as the outcome
+/// to return.
+fn plan(
+    opts: &rbuild_frontend::PlanOptions,
+    resolver: &StoreResolver,
+) -> Result<rbuild_frontend::Checked, Box<Outcome>> {
+    rbuild_frontend::plan_checked(opts, resolver).map_err(|e| {
+        Box::new(Outcome::Invalid {
+            warnings: Vec::new(),
+            rendered: e.render(),
+        })
+    })
 }
 
 fn image_size(store: &rbuild_store::Store, manifest: &rbuild_oci::Digest) -> u64 {
