@@ -496,6 +496,40 @@ pub fn cache_config(
     Ok(cfg)
 }
 
+/// What a cache source provides: its records ([`Index`]) and a way to put one of its blobs into the
+/// store. [`Indexed`] turns any of them into the solver's [`RemoteCache`].
+trait Source: Send + Sync {
+    fn describe(&self) -> String;
+    fn index(&self) -> &Index;
+    fn get_blob(&self, store: &Store, desc: &Descriptor) -> Result<(), String>;
+}
+
+/// A [`Source`] as the solver's [`RemoteCache`]: lookups in its index, fetches through it.
+struct Indexed<S>(S);
+
+impl<S: Source> RemoteCache for Indexed<S> {
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+    fn lookup(&self, key: &Digest) -> Option<RemoteRecord> {
+        self.0.index().records.get(key).cloned()
+    }
+    fn fetch(&self, store: &Store, layer: &LayerInfo) -> Result<bool, String> {
+        self.0
+            .index()
+            .fetch(store, layer, &|desc| self.0.get_blob(store, desc))
+    }
+    fn wire_layer(&self, blob: &Digest) -> Option<LayerInfo> {
+        self.0.index().wire_layer(blob)
+    }
+}
+
+/// A loaded source, its cache mounts restored, ready for the solver.
+fn ready<S: Source + 'static>(store: &Store, c: S) -> Arc<dyn RemoteCache> {
+    restore_mounts(store, &c.index().mounts, &|d| c.get_blob(store, d));
+    Arc::new(Indexed(c))
+}
+
 /// A cache imported from a registry (an rbuild cache artifact, or an image with an inline cache).
 struct RegistryCache {
     reference: Reference,
@@ -517,19 +551,15 @@ impl RegistryCache {
     }
 }
 
-impl RemoteCache for RegistryCache {
+impl Source for RegistryCache {
     fn describe(&self) -> String {
         format!("registry {}", self.reference.familiar())
     }
-    fn lookup(&self, key: &Digest) -> Option<RemoteRecord> {
-        self.index.records.get(key).cloned()
+    fn index(&self) -> &Index {
+        &self.index
     }
-    fn fetch(&self, store: &Store, layer: &LayerInfo) -> Result<bool, String> {
-        self.index
-            .fetch(store, layer, &|desc| self.get_blob(store, desc))
-    }
-    fn wire_layer(&self, blob: &Digest) -> Option<LayerInfo> {
-        self.index.wire_layer(blob)
+    fn get_blob(&self, store: &Store, desc: &Descriptor) -> Result<(), String> {
+        RegistryCache::get_blob(self, store, desc)
     }
 }
 
@@ -545,19 +575,15 @@ impl LocalCache {
     }
 }
 
-impl RemoteCache for LocalCache {
+impl Source for LocalCache {
     fn describe(&self) -> String {
         format!("local {}", self.dir.display())
     }
-    fn lookup(&self, key: &Digest) -> Option<RemoteRecord> {
-        self.index.records.get(key).cloned()
+    fn index(&self) -> &Index {
+        &self.index
     }
-    fn fetch(&self, store: &Store, layer: &LayerInfo) -> Result<bool, String> {
-        self.index
-            .fetch(store, layer, &|desc| self.get_blob(store, desc))
-    }
-    fn wire_layer(&self, blob: &Digest) -> Option<LayerInfo> {
-        self.index.wire_layer(blob)
+    fn get_blob(&self, store: &Store, desc: &Descriptor) -> Result<(), String> {
+        LocalCache::get_blob(self, store, desc)
     }
 }
 
@@ -588,19 +614,15 @@ impl S3Cache {
     }
 }
 
-impl RemoteCache for S3Cache {
+impl Source for S3Cache {
     fn describe(&self) -> String {
         self.client.options().describe()
     }
-    fn lookup(&self, key: &Digest) -> Option<RemoteRecord> {
-        self.index.records.get(key).cloned()
+    fn index(&self) -> &Index {
+        &self.index
     }
-    fn fetch(&self, store: &Store, layer: &LayerInfo) -> Result<bool, String> {
-        self.index
-            .fetch(store, layer, &|desc| self.get_blob(store, desc))
-    }
-    fn wire_layer(&self, blob: &Digest) -> Option<LayerInfo> {
-        self.index.wire_layer(blob)
+    fn get_blob(&self, store: &Store, desc: &Descriptor) -> Result<(), String> {
+        S3Cache::get_blob(self, store, desc)
     }
 }
 
@@ -736,19 +758,11 @@ pub fn import(
     let mut out: Vec<Arc<dyn RemoteCache>> = Vec::new();
     for f in from {
         let loaded: anyhow::Result<Arc<dyn RemoteCache>> = match f {
-            CacheFrom::Registry { reference } => load_registry(store, registry, reference, quiet)
-                .map(|c| {
-                    restore_mounts(store, &c.index.mounts, &|d| c.get_blob(store, d));
-                    Arc::new(c) as _
-                }),
-            CacheFrom::Local { src } => load_local(src).map(|c| {
-                restore_mounts(store, &c.index.mounts, &|d| c.get_blob(store, d));
-                Arc::new(c) as _
-            }),
-            CacheFrom::S3 { attrs } => load_s3(attrs).map(|c| {
-                restore_mounts(store, &c.index.mounts, &|d| c.get_blob(store, d));
-                Arc::new(c) as _
-            }),
+            CacheFrom::Registry { reference } => {
+                load_registry(store, registry, reference, quiet).map(|c| ready(store, c))
+            }
+            CacheFrom::Local { src } => load_local(src).map(|c| ready(store, c)),
+            CacheFrom::S3 { attrs } => load_s3(attrs).map(|c| ready(store, c)),
         };
         match loaded {
             Ok(c) => out.push(c),
