@@ -183,9 +183,8 @@ impl Limits {
     pub fn from_env() -> Limits {
         let d = Limits::default();
         let get = |k: &str| {
-            std::env::var(k)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
+            // Through the one recorded accessor (a no-op record must know what was read).
+            rbuild_inputs::var(k).and_then(|v| v.trim().parse::<u64>().ok())
         };
         Limits {
             builds: get(MAX_BUILDS_ENV)
