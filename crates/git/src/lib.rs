@@ -246,68 +246,31 @@ impl Git {
             return Ok(bare);
         }
         // Fetch the commit itself (protocol v2 servers allow any reachable commit); when the server
-        // refuses a bare id, fetch the named ref (and, failing that, everything) and look again.
-        let by_id = self.run(
-            r,
-            "fetch",
-            home.path(),
-            &[
-                "--git-dir",
-                &bare_s,
-                "fetch",
-                "-q",
-                "--no-tags",
-                "--depth=1",
-                "--",
-                &r.remote,
-                commit,
-            ],
-        );
-        if by_id.is_ok() && self.has_commit(r, &bare_s, home.path(), commit) {
-            return Ok(bare);
-        }
-        let mut last = by_id.err();
+        // refuses a bare id, fetch the named ref, and failing that everything, and look again.
+        let mut attempts: Vec<Vec<&str>> = vec![vec!["--no-tags", "--depth=1", commit]];
         if let Some(reference) = r.reference.as_deref().filter(|x| !is_commit_id(x)) {
-            let res = self.run(
-                r,
-                "fetch",
-                home.path(),
-                &[
-                    "--git-dir",
-                    &bare_s,
-                    "fetch",
-                    "-q",
-                    "--no-tags",
-                    "--depth=1",
-                    "--",
-                    &r.remote,
-                    reference,
-                ],
-            );
+            attempts.push(vec!["--no-tags", "--depth=1", reference]);
+        }
+        attempts.push(vec![
+            "+refs/heads/*:refs/rbuild/heads/*",
+            "+refs/tags/*:refs/rbuild/tags/*",
+        ]);
+        let mut last = None;
+        for extra in attempts {
+            let (opts, refspecs): (Vec<&str>, Vec<&str>) =
+                extra.into_iter().partition(|a| a.starts_with("--"));
+            let mut args = vec!["--git-dir", bare_s.as_str(), "fetch", "-q"];
+            args.extend(opts);
+            args.push("--");
+            args.push(&r.remote);
+            args.extend(refspecs);
+            let res = self.run(r, "fetch", home.path(), &args);
             if res.is_ok() && self.has_commit(r, &bare_s, home.path(), commit) {
                 return Ok(bare);
             }
             last = res.err().or(last);
         }
-        let res = self.run(
-            r,
-            "fetch",
-            home.path(),
-            &[
-                "--git-dir",
-                &bare_s,
-                "fetch",
-                "-q",
-                "--",
-                &r.remote,
-                "+refs/heads/*:refs/rbuild/heads/*",
-                "+refs/tags/*:refs/rbuild/tags/*",
-            ],
-        );
-        if res.is_ok() && self.has_commit(r, &bare_s, home.path(), commit) {
-            return Ok(bare);
-        }
-        Err(res.err().or(last).unwrap_or_else(|| Error::RefNotFound {
+        Err(last.unwrap_or_else(|| Error::RefNotFound {
             remote: r.display_remote(),
             reference: commit.to_string(),
         }))
