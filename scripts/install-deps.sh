@@ -2,7 +2,7 @@
 # Install the Debian packages rbuild's build, example and tests need (gcc: the bundled C of SQLite,
 # zstd and liblzma). Idempotent; root only.
 set -euo pipefail
-pkgs=(gcc libc6-dev busybox-static python3 git docker-registry skopeo umoci runc zstd pigz jq apache2-utils openssl iproute2 hyperfine qemu-user-static binfmt-support file binutils passt slirp4netns curl)
+pkgs=(gcc libc6-dev busybox-static python3 git docker-registry skopeo umoci runc zstd pigz jq apache2-utils openssl iproute2 hyperfine qemu-user-static binfmt-support file binutils passt slirp4netns curl uidmap)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

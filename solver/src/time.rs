@@ -9,31 +9,8 @@ pub(crate) fn now_unix() -> i64 {
         .unwrap_or(0)
 }
 
-/// RFC 3339 UTC from unix seconds (no chrono needed for this one format).
-pub(crate) fn rfc3339(t: i64) -> String {
-    let days = t.div_euclid(86400);
-    let secs = t.rem_euclid(86400);
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z.rem_euclid(146097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        y,
-        m,
-        d,
-        secs / 3600,
-        (secs % 3600) / 60,
-        secs % 60
-    )
-}
+/// RFC 3339 UTC from unix seconds.
+pub(crate) use rbuild_oci::rfc3339;
 
 #[cfg(test)]
 mod tests {

@@ -505,8 +505,9 @@ pub fn parse_bytes(s: &str) -> anyhow::Result<u64> {
         _ => (t.trim_end_matches('b'), 1),
     };
     num.parse::<u64>()
-        .map(|n| n * mult)
-        .map_err(|_| anyhow!("{s}: not a size (e.g. 256m, 1g)"))
+        .map_err(|_| anyhow!("{s}: not a size (e.g. 256m, 1g)"))?
+        .checked_mul(mult)
+        .ok_or_else(|| anyhow!("{s}: too large"))
 }
 
 /// A failed build as printed: what failed, where in the Dockerfile (file:line:col, the line, a

@@ -79,7 +79,7 @@ pub fn info(root: &Option<PathBuf>, json: bool) -> Result<ExitCode> {
         "no user-mode network stack installed (apt-get install passt or slirp4netns)".to_string()
     };
     let info = Info {
-        user: user_name(host_uid),
+        user: rbuild_sandbox::userns::user_name(host_uid),
         uid: host_uid,
         rootless,
         id_mapping,
@@ -144,18 +144,6 @@ fn real_uid(uid_map: &str) -> u32 {
         .unwrap_or(0)
 }
 
-fn user_name(uid: u32) -> String {
-    std::fs::read_to_string("/etc/passwd")
-        .ok()
-        .and_then(|pw| {
-            pw.lines().find_map(|l| {
-                let f: Vec<&str> = l.split(':').collect();
-                (f.len() > 2 && f[2] == uid.to_string()).then(|| f[0].to_string())
-            })
-        })
-        .unwrap_or_else(|| uid.to_string())
-}
-
 fn read_trim(p: &str) -> Option<String> {
     std::fs::read_to_string(p)
         .ok()
@@ -204,51 +192,24 @@ fn cgroup_state(rootless: bool) -> String {
         );
     }
     // Rootless: only a delegated v2 subtree (ours, writable) can take limits.
-    let own = std::fs::read_to_string("/proc/self/cgroup")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find_map(|l| l.strip_prefix("0::").map(str::to_string))
-        });
-    match (v2, own) {
-        (true, Some(path)) => {
-            let dir = Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
-            if nix::unistd::access(&dir.join("cgroup.procs"), nix::unistd::AccessFlags::W_OK)
-                .is_ok()
-            {
-                format!("v2, delegated subtree {}: limits work", dir.display())
-            } else {
-                format!("v2, {} is not delegated to this user: --memory/--cpus/--pids-limit are refused", dir.display())
-            }
-        }
-        _ => format!(
-            "{version}, no delegated subtree: --memory/--cpus/--pids-limit are refused rootless"
-        ),
+    match rbuild_sandbox::delegated_cgroup() {
+        Ok(dir) => format!("v2, delegated subtree {}: limits work", dir.display()),
+        Err(why) => format!("{version}: {why}: --memory/--cpus/--pids-limit are refused rootless"),
     }
 }
 
 /// binfmt_misc handlers of qemu, with their flags (F: the interpreter works inside a rootfs).
 fn emulators() -> Vec<String> {
-    let dir = Path::new("/proc/sys/fs/binfmt_misc");
-    let Ok(rd) = std::fs::read_dir(dir) else {
+    let dir = Path::new(rbuild_sandbox::binfmt::BINFMT_DIR);
+    let Ok(table) = rbuild_sandbox::binfmt::read_table(dir) else {
         return Vec::new();
     };
-    let mut out = Vec::new();
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if !name.starts_with("qemu-") {
-            continue;
-        }
-        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-        if !text.lines().any(|l| l == "enabled") {
-            continue;
-        }
-        let flags = text
-            .lines()
-            .find_map(|l| l.strip_prefix("flags: "))
-            .unwrap_or("");
-        out.push(format!("{} [{}]", name.trim_start_matches("qemu-"), flags));
-    }
+    let mut out: Vec<String> = table
+        .handlers
+        .iter()
+        .filter(|h| h.enabled && h.name.starts_with("qemu-"))
+        .map(|h| format!("{} [{}]", h.name.trim_start_matches("qemu-"), h.flags))
+        .collect();
     out.sort();
     out
 }

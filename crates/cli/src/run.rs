@@ -63,20 +63,9 @@ pub struct RunArgs {
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// `--memory` of `rbuild run`: the build's size parser, with the flag named.
 fn parse_bytes(s: &str) -> anyhow::Result<u64> {
-    let t = s.trim().to_ascii_lowercase();
-    let t = t.strip_suffix('b').unwrap_or(&t);
-    let (num, mul) = match t.chars().last() {
-        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
-        Some('m') => (&t[..t.len() - 1], 1 << 20),
-        Some('g') => (&t[..t.len() - 1], 1 << 30),
-        _ => (t, 1),
-    };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| anyhow::anyhow!("--memory {s}: not a size (e.g. 256m, 1g)"))?;
-    n.checked_mul(mul)
-        .ok_or_else(|| anyhow::anyhow!("--memory {s}: too large"))
+    crate::build::parse_bytes(s).map_err(|e| anyhow::anyhow!("--memory {e}"))
 }
 
 pub fn run(root: &Option<PathBuf>, a: RunArgs) -> anyhow::Result<ExitCode> {

@@ -461,7 +461,10 @@ impl Client {
         extra: &[(&str, &str)],
     ) -> Result<(String, reqwest::blocking::RequestBuilder)> {
         let (url, host, path) = self.url_and_host(key);
-        let now = chrono::Utc::now();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
         let signed = sign::sign(&sign::Input {
             method: method.as_str(),
             host: &host,

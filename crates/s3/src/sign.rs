@@ -17,14 +17,18 @@ pub struct Input<'a> {
     pub payload_sha256: &'a str,
     pub region: &'a str,
     pub creds: &'a Credentials,
-    pub time: chrono::DateTime<chrono::Utc>,
+    /// Unix seconds.
+    pub time: i64,
     /// More headers to sign (lowercase names).
     pub extra_headers: &'a [(&'a str, &'a str)],
 }
 
 /// The headers to add: `x-amz-date`, `x-amz-content-sha256`, the token if any, `authorization`.
 pub fn sign(i: &Input<'_>) -> Vec<(String, String)> {
-    let amz_date = i.time.format("%Y%m%dT%H%M%SZ").to_string();
+    let amz_date: String = rbuild_oci::rfc3339(i.time)
+        .chars()
+        .filter(|c| *c != '-' && *c != ':')
+        .collect();
     let day = &amz_date[..8];
     let mut headers: Vec<(String, String)> = vec![
         ("host".into(), i.host.to_string()),
@@ -136,7 +140,6 @@ pub fn uri_encode(s: &str, encode_slash: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
 
     /// The "GET Object" example of AWS's Signature Version 4 documentation for S3.
     #[test]
@@ -154,7 +157,7 @@ mod tests {
             payload_sha256: EMPTY_SHA256,
             region: "us-east-1",
             creds: &creds,
-            time: chrono::Utc.with_ymd_and_hms(2013, 5, 24, 0, 0, 0).unwrap(),
+            time: 1_369_353_600, // 2013-05-24T00:00:00Z
             extra_headers: &[("range", "bytes=0-9")],
         });
         let auth = &h.iter().find(|(k, _)| k == "authorization").unwrap().1;

@@ -108,18 +108,20 @@ pub fn check_limits(limits: &Limits) -> Result<(), SandboxError> {
     let Some((limit, _)) = wanted.into_iter().find(|w| w.1) else {
         return Ok(());
     };
-    let rootless = std::fs::read_to_string("/proc/self/uid_map")
-        .map(|m| !m.split_whitespace().eq(["0", "0", "4294967295"]))
-        .unwrap_or(false);
-    if !rootless {
+    if !rbuild_oci::host::is_rootless() {
         return Ok(());
     }
+    delegated_cgroup()
+        .map(|_| ())
+        .map_err(|why| SandboxError::NotDelegated { limit, why })
+}
+
+/// The cgroup v2 directory of this process when this user may write it (a delegated subtree), or
+/// why not: what rootless limits need (`rbuild info` reports it too).
+pub fn delegated_cgroup() -> Result<PathBuf, String> {
     let root = Path::new(CGROUP_ROOT);
     if !is_cgroup2(root) {
-        return Err(SandboxError::NotDelegated {
-            limit,
-            why: "this host has the cgroup v1 hierarchy, which cannot be delegated".into(),
-        });
+        return Err("this host has the cgroup v1 hierarchy, which cannot be delegated".into());
     }
     let own = fs::read_to_string("/proc/self/cgroup")
         .ok()
@@ -129,14 +131,10 @@ pub fn check_limits(limits: &Limits) -> Result<(), SandboxError> {
         })
         .unwrap_or_default();
     let dir = root.join(own.trim_start_matches('/'));
-    let procs = dir.join("cgroup.procs");
-    if nix::unistd::access(&procs, nix::unistd::AccessFlags::W_OK).is_err() {
-        return Err(SandboxError::NotDelegated {
-            limit,
-            why: format!("{} is not writable by this user", dir.display()),
-        });
+    match nix::unistd::access(&dir.join("cgroup.procs"), nix::unistd::AccessFlags::W_OK) {
+        Ok(()) => Ok(dir),
+        Err(_) => Err(format!("{} is not writable by this user", dir.display())),
     }
-    Ok(())
 }
 
 impl Cgroup {

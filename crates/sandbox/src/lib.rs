@@ -60,7 +60,7 @@ mod sys;
 pub mod userns;
 
 pub use cancel::Cancel;
-pub use cgroup::check_limits;
+pub use cgroup::{check_limits, delegated_cgroup};
 pub use error::{InitError, SandboxError};
 pub use net::{choose_stack, NetStack, STACK_ENV};
 pub use run::{run, run_with_console};

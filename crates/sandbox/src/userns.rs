@@ -80,7 +80,8 @@ pub fn single_id_hint(user: &str) -> String {
     )
 }
 
-fn user_name(uid: u32) -> String {
+/// The name of host user `uid` (from /etc/passwd), else `$USER`, else the number.
+pub fn user_name(uid: u32) -> String {
     if let Ok(pw) = std::fs::read_to_string("/etc/passwd") {
         for l in pw.lines() {
             let f: Vec<&str> = l.split(':').collect();
